@@ -1,0 +1,18 @@
+#pragma once
+
+#include <string>
+
+namespace vramswap::daemon {
+
+struct CommandLine {
+  std::string config_path;  // default: /etc/vramswap.conf
+  std::string instance;     // empty: the only [device.NAME] of the file
+  bool help = false;
+  bool version = false;
+};
+
+// Throws StartupError(exit_code::usage) with the problem and a pointer to --help.
+CommandLine parse_command_line(int argc, char** argv);
+const char* usage_text();
+
+}  // namespace vramswap::daemon

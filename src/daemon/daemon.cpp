@@ -1,0 +1,188 @@
+#include "daemon/daemon.hpp"
+
+#include <poll.h>
+
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include "common/byte_size.hpp"
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "config/config.hpp"
+#include "config/size.hpp"
+#include "cuda/context.hpp"
+#include "cuda/device.hpp"
+#include "cuda/driver.hpp"
+#include "daemon/kernel_device.hpp"
+#include "daemon/signals.hpp"
+#include "daemon/status_line.hpp"
+#include "engine/server.hpp"
+#include "kernel/hardening.hpp"
+#include "kernel/notify.hpp"
+#include "kernel/swaps.hpp"
+#include "store/vram_store.hpp"
+
+namespace vramswap::daemon {
+namespace {
+
+using std::chrono::steady_clock;
+
+constexpr int kServingTickMs = 5000;   // status refresh while serving
+constexpr int kStoppingTickMs = 1000;  // how often to look for swapoff while stopping
+constexpr auto kSwapoffRetry = std::chrono::seconds(30);
+constexpr auto kKernelCloseWait = std::chrono::seconds(10);
+
+config::DeviceConfig load_device(const CommandLine& command_line) {
+  std::string instance = command_line.instance;
+  if (instance.empty()) {
+    // Without --instance, a file with exactly one device names it.
+    const config::ConfigReport report = config::load_config_report(command_line.config_path);
+    if (report.devices.size() != 1) {
+      std::string names;
+      for (const auto& d : report.devices) names += (names.empty() ? "" : ", ") + d.name;
+      throw StartupError(exit_code::usage,
+                         command_line.config_path + " configures " +
+                             std::to_string(report.devices.size()) +
+                             " devices (" + (names.empty() ? "none" : names) +
+                             "); name one with --instance NAME");
+    }
+    instance = report.devices.front().name;
+  }
+  return config::load_device_config(command_line.config_path, instance);
+}
+
+engine::ServerOptions server_options(const config::DeviceConfig& device, std::string description) {
+  engine::ServerOptions options;
+  options.export_name = device.name;
+  options.export_description = std::move(description);
+  options.listen_path = device.listen;
+  options.socket_group = device.socket_group;
+  options.kernel_connections = device.attach ? device.connections : 0;
+  options.engine.workers = device.connections;
+  // Every worker serves the kernel's swap I/O: mark each as an I/O flusher.
+  options.on_thread_start = [] { become_io_flusher(); };
+  return options;
+}
+
+}  // namespace
+
+int run(const CommandLine& command_line) {
+  const config::DeviceConfig device = load_device(command_line);
+  log_init("vramswapd", device.name);
+
+  // The GPU and its memory.
+  const cuda::Driver driver = cuda::Driver::load();
+  const cuda::DeviceInfo gpu = cuda::select_device(driver, device.gpu);
+  cuda::Context context(driver, gpu.ordinal);
+  context.bind_current_thread();
+  // Lock the daemon in RAM now, with the driver loaded and before anything
+  // large is mapped: MCL_FUTURE then covers every later allocation of the
+  // I/O path (staging, threads, connection slots), while VRAM itself is not
+  // host memory (the test suite's fake driver keeps its stand-in VRAM out of
+  // the lock the same way).
+  lock_memory();
+  protect_from_oom();
+
+  const cuda::MemoryInfo memory = context.memory_info();
+  const uint64_t wanted = config::resolve_size(device.size, device.reserve, memory.free_bytes);
+  store::VramStore store(context);
+  store.allocate(wanted, device.min_size);
+  const std::string gpu_label = "GPU " + std::to_string(gpu.ordinal) + " (" + gpu.name + ")";
+  log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
+           gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
+           format_byte_size(memory.total_bytes).c_str());
+
+  engine::Server server(store, context, server_options(device, "vramswap on " + gpu_label));
+  server.start();
+
+  std::optional<KernelDevice> kernel;
+  if (device.attach) kernel.emplace(device, server);
+  if (device.swap) kernel->enable_swap();
+
+  UniqueFd signals = open_signalfd();
+  auto facts = [&](std::string stopping) {
+    StatusFacts f;
+    f.gpu = gpu_label;
+    f.size_bytes = store.size();
+    f.listen = device.listen;
+    if (kernel) {
+      f.device = kernel->path();
+      f.kernel_connections = server.live_kernel_connections();
+      f.swap = active_swap_for_device(kernel->path());
+    }
+    f.stats = server.stats();
+    f.device_lost = server.health().device_lost();
+    f.copy_failures = server.health().copy_failures();
+    f.checksum_failures = server.health().checksum_failures();
+    f.stopping = std::move(stopping);
+    return f;
+  };
+  notify::ready(compose_status_line(facts({})));
+  log_info("ready: %s", compose_status_line(facts({})).c_str());
+
+  bool stopping = false;
+  bool told_waiting = false;
+  steady_clock::time_point next_swapoff = steady_clock::now();
+  std::string waiting_for;
+  for (;;) {
+    pollfd pfd{signals.get(), POLLIN, 0};
+    poll(&pfd, 1, stopping ? kStoppingTickMs : kServingTickMs);
+    switch (read_signals(signals.get())) {
+      case SignalEvent::stop:
+        if (!stopping) {
+          stopping = true;
+          notify::stopping();
+          log_info("stop requested");
+        }
+        break;
+      case SignalEvent::reload:
+        log_info("SIGHUP ignored: restart the service to apply a changed configuration");
+        break;
+      case SignalEvent::none: break;
+    }
+    if (kernel && server.live_kernel_connections() == 0) {
+      // Someone else disconnected the device: there is nothing left to wait for.
+      log_error("the kernel closed every connection of %s (was it disconnected by another "
+                "program?); anything swapped to it is lost",
+                kernel->path().c_str());
+      server.stop();
+      return 1;
+    }
+    if (stopping) {
+      if (!kernel) break;
+      if (device.swap && steady_clock::now() >= next_swapoff) {
+        std::string why;
+        if (!kernel->disable_swap(why)) {
+          log_warning("swapoff %s failed: %s; still serving, retrying in %lld s",
+                      kernel->path().c_str(), why.c_str(),
+                      static_cast<long long>(kSwapoffRetry.count()));
+          next_swapoff = steady_clock::now() + kSwapoffRetry;
+        }
+      }
+      std::string holder;
+      if (!kernel->in_use(holder)) break;
+      waiting_for = kernel->path() + " is in use (" + holder + "), waiting for swapoff";
+      if (!told_waiting) {
+        told_waiting = true;
+        log_notice("%s before releasing the VRAM", waiting_for.c_str());
+      }
+    }
+    notify::status(compose_status_line(facts(stopping ? waiting_for : std::string())));
+  }
+
+  notify::status(compose_status_line(facts("releasing the device")));
+  if (kernel) {
+    kernel->disconnect();
+    const auto deadline = steady_clock::now() + kKernelCloseWait;
+    while (server.live_kernel_connections() > 0 && steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kernel.reset();
+  }
+  server.stop();
+  log_info("stopped");
+  return exit_code::ok;
+}
+
+}  // namespace vramswap::daemon

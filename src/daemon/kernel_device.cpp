@@ -1,0 +1,91 @@
+#include "daemon/kernel_device.hpp"
+
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "engine/server.hpp"
+#include "kernel/block_device.hpp"
+#include "kernel/swaps.hpp"
+
+namespace vramswap::daemon {
+
+KernelDevice::KernelDevice(const config::DeviceConfig& device, engine::Server& server)
+    : device_(device), netlink_(NbdNetlink::open()), backend_("vramswap/" + device.name) {
+  // The sockets are served before the kernel gets them: it reads the device
+  // (partition scan, udev's blkid) the moment it is connected.
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets();
+  NbdConnectParams params;
+  for (const auto& fd : kernel_ends) params.socket_fds.push_back(fd.get());
+  params.size_bytes = server.export_size();
+  params.block_size = 4096;
+  params.server_flags = server.transmission_flags();
+  params.timeout_seconds = device.timeout_s;
+  params.destroy_on_disconnect = true;
+  params.backend_identifier = backend_;
+  if (device.nbd_index) params.index = *device.nbd_index;
+  index_ = netlink_.connect(params);
+  connected_ = true;
+  path_ = "/dev/nbd" + std::to_string(index_);
+  // kernel_ends close here: the kernel holds its own references now.
+  try {
+    trigger_change_uevent("nbd" + std::to_string(index_));
+  } catch (const StartupError& e) {
+    log_warning("cannot ask udev to name %s: %s", path_.c_str(), e.what());
+  }
+  log_info("attached %s (%u connections, backend %s)", path_.c_str(),
+           static_cast<unsigned>(params.socket_fds.size()), backend_.c_str());
+}
+
+KernelDevice::~KernelDevice() {
+  if (!connected_) return;
+  // Reached on a startup failure after connecting, or an exception: never
+  // leave a connected device behind that no daemon serves.
+  std::string holder;
+  if (in_use(holder)) {
+    log_error("%s is still in use (%s) while the daemon exits: its I/O will fail",
+              path_.c_str(), holder.c_str());
+  }
+  try {
+    disconnect();
+  } catch (const std::exception& e) {
+    log_error("cannot disconnect %s: %s", path_.c_str(), e.what());
+  }
+}
+
+void KernelDevice::enable_swap() {
+  make_swap(path_, "vramswap-" + device_.name);
+  swap_on(path_, device_.priority, device_.discard);
+  swap_enabled_ = true;
+  log_info("swap on %s at priority %d%s", path_.c_str(), device_.priority,
+           device_.discard ? " with discard" : "");
+}
+
+bool KernelDevice::disable_swap(std::string& why) {
+  if (!active_swap_for_device(path_)) {
+    swap_enabled_ = false;
+    return true;
+  }
+  try {
+    swap_off(path_);
+  } catch (const StartupError& e) {
+    why = e.what();
+    return false;
+  }
+  swap_enabled_ = false;
+  log_info("swap off %s", path_.c_str());
+  return true;
+}
+
+bool KernelDevice::in_use(std::string& holder) const {
+  const BlockDeviceUse use = block_device_use(path_);
+  holder = use.holder;
+  return use.in_use;
+}
+
+void KernelDevice::disconnect() {
+  if (!connected_) return;
+  connected_ = false;
+  netlink_.disconnect(index_);
+  log_info("disconnected %s", path_.c_str());
+}
+
+}  // namespace vramswap::daemon

@@ -1,0 +1,52 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "config/types.hpp"
+#include "kernel/nbd_netlink.hpp"
+
+namespace vramswap::engine {
+class Server;
+}
+
+namespace vramswap::daemon {
+
+// The kernel nbd device of one instance: connected over netlink to the
+// server's socket pairs, optionally made swap by the daemon itself
+// (swap = yes), and disconnected only once nothing uses it.
+class KernelDevice {
+ public:
+  KernelDevice(const config::DeviceConfig& device, engine::Server& server);
+  ~KernelDevice();
+  KernelDevice(const KernelDevice&) = delete;
+  KernelDevice& operator=(const KernelDevice&) = delete;
+
+  const std::string& path() const noexcept { return path_; }  // /dev/nbdX
+  uint32_t index() const noexcept { return index_; }
+  const std::string& backend() const noexcept { return backend_; }
+
+  // swap = yes: mkswap + swapon at the configured priority.
+  void enable_swap();
+  // swap = yes: swapoff. False (and `why` says so) when the kernel refused,
+  // e.g. not enough memory to take the pages back: keep serving then.
+  bool disable_swap(std::string& why);
+  // Whether anything (swap, a mount, a stacked device) holds the device;
+  // `holder` names it.
+  bool in_use(std::string& holder) const;
+  // Disconnects the device. Only when in_use() is false: a disconnect fails
+  // every request still outstanding.
+  void disconnect();
+
+ private:
+  const config::DeviceConfig& device_;
+  NbdNetlink netlink_;
+  uint32_t index_ = 0;
+  std::string path_;
+  std::string backend_;
+  bool connected_ = false;
+  bool swap_enabled_ = false;
+};
+
+}  // namespace vramswap::daemon

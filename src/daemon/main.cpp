@@ -1,0 +1,34 @@
+// vramswapd: serves an NVIDIA GPU's VRAM as a block device for swap.
+#include <cstdio>
+#include <exception>
+
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "daemon/command_line.hpp"
+#include "daemon/daemon.hpp"
+#include "daemon/signals.hpp"
+
+int main(int argc, char** argv) {
+  using namespace vramswap;
+  log_init("vramswapd", "");
+  try {
+    const daemon::CommandLine command_line = daemon::parse_command_line(argc, argv);
+    if (command_line.help) {
+      std::fputs(daemon::usage_text(), stdout);
+      return exit_code::ok;
+    }
+    if (command_line.version) {
+      std::printf("vramswapd %s\n", VRAMSWAP_VERSION);
+      return exit_code::ok;
+    }
+    // Before any thread exists, so that every thread inherits the mask.
+    daemon::block_signals();
+    return daemon::run(command_line);
+  } catch (const StartupError& e) {
+    log_error("%s", e.what());
+    return e.exit_status();
+  } catch (const std::exception& e) {
+    log_error("internal error: %s", e.what());
+    return exit_code::software;
+  }
+}

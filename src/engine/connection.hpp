@@ -1,0 +1,93 @@
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "engine/limits.hpp"
+#include "nbd/handshake.hpp"
+
+namespace vramswap::engine {
+
+// One reply the connection owes its client, kept until every byte of it is
+// on the wire. Read data is not kept here: a round stages it in the worker's
+// arena, and if the socket cannot take it all, the rest is copied from VRAM
+// again in a later round. The NBD spec lets a server process requests out of
+// order, so data re-read after a later overlapping write is still valid.
+struct Reply {
+  uint64_t cookie = 0;
+  uint64_t offset = 0;        // reads: where the data comes from
+  uint32_t data_length = 0;   // reads: bytes of data after the header; otherwise 0
+  uint32_t error = 0;         // NBD error to report; 0 = success
+  uint32_t sent = 0;          // header + data bytes already written to the socket
+  uint32_t staged_length = 0; // data staged this round, starting at the first unsent data byte
+  std::byte* staged = nullptr;
+  bool complete = false;      // false while a write's payload is still arriving
+  bool copy_pending = false;  // a copy for it is queued this round: the sync decides its fate
+  std::array<std::byte, 16> header{};
+
+  static constexpr uint32_t kHeaderBytes = 16;
+  uint32_t data_sent() const noexcept { return sent > kHeaderBytes ? sent - kHeaderBytes : 0; }
+  uint32_t data_left() const noexcept { return error ? 0 : data_length - data_sent(); }
+  uint32_t total_bytes() const noexcept { return kHeaderBytes + (error ? 0 : data_length); }
+};
+
+enum class Origin : uint8_t { kernel, client };
+enum class Phase : uint8_t { handshake, transmission, closed };
+
+// Everything the daemon holds for one connection: fixed size, allocated once
+// in the connection pool, so the I/O path never allocates.
+struct Connection {
+  int fd = -1;
+  Origin origin = Origin::client;
+  Phase phase = Phase::closed;
+  unsigned worker = 0;
+  const char* close_reason = nullptr;  // why it was closed, for one debug line
+
+  // Handshake (clients only).
+  std::optional<nbd::Handshake> handshake;
+  int64_t handshake_deadline_ns = 0;
+
+  // Input not parsed yet (always a prefix of a request stream).
+  std::array<std::byte, kCarryBytes> carry{};
+  size_t carry_length = 0;
+
+  // A write payload (or a refused one being discarded) still arriving.
+  uint64_t payload_left = 0;
+  uint64_t payload_offset = 0;
+  bool payload_discard = false;
+  Reply* payload_reply = nullptr;
+
+  // Replies in request order: a ring of kReplySlots.
+  std::array<Reply, kReplySlots> replies{};
+  size_t reply_head = 0;
+  size_t reply_count = 0;
+
+  // Scheduling state, owned by the worker.
+  bool readable = false;
+  bool writable_wanted = false;  // EPOLLOUT registered: the socket buffer is full
+  bool needs_round = false;      // stopped for want of arena space or slots: come back
+  bool in_round = false;
+  bool disconnect_requested = false;
+
+  Reply& reply_at(size_t i) noexcept { return replies[(reply_head + i) % kReplySlots]; }
+  bool replies_full() const noexcept { return reply_count == kReplySlots; }
+  Reply& push_reply(uint64_t cookie) noexcept {
+    Reply& r = replies[(reply_head + reply_count++) % kReplySlots];
+    r = Reply{};
+    r.cookie = cookie;
+    return r;
+  }
+  void pop_reply() noexcept {
+    reply_head = (reply_head + 1) % kReplySlots;
+    --reply_count;
+  }
+  void close(const char* reason) noexcept {
+    if (phase != Phase::closed) close_reason = reason;
+    phase = Phase::closed;
+  }
+  bool closed() const noexcept { return phase == Phase::closed; }
+};
+
+}  // namespace vramswap::engine

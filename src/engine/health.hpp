@@ -1,0 +1,69 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "common/log.hpp"
+
+namespace vramswap::engine {
+
+// What went wrong on the I/O path, for the status line and `vramswap status`.
+// Every fault is logged once per cause per interval (never per request), and
+// the daemon keeps serving: the requests a fault touched get EIO, the others
+// keep their data.
+class Health {
+ public:
+  // A copy between host and VRAM failed. `sticky`: the GPU context is gone
+  // (device lost), so every later request will fail too.
+  void copy_failed(const char* cuda_error_name, bool sticky, unsigned requests) noexcept {
+    copy_failures_.fetch_add(requests, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (sticky) {
+      if (!device_lost_.exchange(true, std::memory_order_relaxed)) {
+        log_error("GPU lost (%s): every request now fails with EIO; pages swapped to this "
+                  "device are gone and processes that touch them will be killed; check dmesg "
+                  "and nvidia-smi, then restart the service",
+                  cuda_error_name);
+      } else if (lost_limit_.allow(suppressed)) {
+        log_error("GPU still lost (%s): %llu more failed requests", cuda_error_name,
+                  static_cast<unsigned long long>(suppressed + requests));
+      }
+      return;
+    }
+    if (copy_limit_.allow(suppressed)) {
+      log_error("VRAM copy failed (%s): %u request(s) answered EIO%s", cuda_error_name, requests,
+                suppressed ? " (and earlier failures not logged)" : "");
+    }
+  }
+
+  // A block read back from VRAM did not match its checksum.
+  void checksum_mismatch(uint64_t offset) noexcept {
+    checksum_failures_.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (checksum_limit_.allow(suppressed)) {
+      log_error("VRAM data corrupted at offset %llu (checksum mismatch): the read gets EIO; "
+                "this GPU's memory may be failing (%llu similar not logged)",
+                static_cast<unsigned long long>(offset),
+                static_cast<unsigned long long>(suppressed));
+    }
+  }
+
+  bool device_lost() const noexcept { return device_lost_.load(std::memory_order_relaxed); }
+  uint64_t copy_failures() const noexcept { return copy_failures_.load(std::memory_order_relaxed); }
+  uint64_t checksum_failures() const noexcept {
+    return checksum_failures_.load(std::memory_order_relaxed);
+  }
+  bool degraded() const noexcept {
+    return device_lost() || copy_failures() != 0 || checksum_failures() != 0;
+  }
+
+ private:
+  std::atomic<bool> device_lost_{false};
+  std::atomic<uint64_t> copy_failures_{0};
+  std::atomic<uint64_t> checksum_failures_{0};
+  LogRateLimit copy_limit_;
+  LogRateLimit lost_limit_;
+  LogRateLimit checksum_limit_;
+};
+
+}  // namespace vramswap::engine

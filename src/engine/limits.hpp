@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/byte_size.hpp"
+
+namespace vramswap::engine {
+
+// Unparsed input a connection may keep between rounds. A receive in the
+// header phase never asks for more than this, so whatever is left over when a
+// round stops parsing (out of reply slots or staging) always fits here: no
+// client can make the daemon buffer more than this for it.
+inline constexpr size_t kCarryBytes = 32 * KiB;
+
+// Replies a connection may have in flight (parsed, not yet fully sent). A
+// client that pipelines more simply waits: its requests stay in its socket.
+inline constexpr size_t kReplySlots = 128;
+
+// The smallest piece of a large read worth staging in a round: below this a
+// read waits for the next round's empty arena rather than trickling out.
+inline constexpr size_t kMinReadChunk = 256 * KiB;
+
+// A client has this long to finish the handshake; slow or silent handshakes
+// would otherwise hold connection slots forever.
+inline constexpr int kHandshakeTimeoutSeconds = 30;
+
+// Sizes a deployment chooses (config and defaults live in the daemon).
+struct EngineOptions {
+  unsigned workers = 1;
+  size_t rx_arena_bytes = 4 * MiB;  // pinned, per worker: write payloads on their way to VRAM
+  size_t tx_arena_bytes = 4 * MiB;  // pinned, per worker: read data on its way to clients
+  unsigned max_clients = 256;       // userspace (listen socket) connections at once
+};
+
+}  // namespace vramswap::engine

@@ -1,0 +1,135 @@
+#include "engine/server.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "engine/unix_socket.hpp"
+#include "nbd/protocol.hpp"
+#include "store/vram_store.hpp"
+
+namespace vramswap::engine {
+namespace {
+
+constexpr uint32_t kMinBlock = 512;
+constexpr uint32_t kPreferredBlock = 4096;
+constexpr uint32_t kMaxPayload = 32 * MiB;
+// Socket buffers for the kernel's connections: deep enough that a round's
+// replies (up to a whole send arena) usually go out in one call.
+constexpr int kKernelSocketBuffer = 4 * MiB;
+
+void enlarge_socket_buffers(int fd) {
+  const int size = kKernelSocketBuffer;
+  // SO_*BUFFORCE passes net.core.[rw]mem_max (we run as root); fall back.
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+}
+
+int fcntl_nonblock(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+}  // namespace
+
+Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options)
+    : options_(std::move(options)),
+      pool_(options_.kernel_connections +
+            (options_.listen_path.empty() ? 0 : options_.engine.max_clients)) {
+  context_.store = &store;
+  context_.cuda = &cuda;
+  context_.pool = &pool_;
+  context_.health = &health_;
+  context_.geometry = nbd::ExportGeometry{store.size(), kMinBlock, kMaxPayload};
+  context_.description = nbd::ExportDescription{
+      options_.export_name, options_.export_description, store.size(),
+      nbd::served_transmission_flags, kMinBlock, kPreferredBlock, kMaxPayload};
+  context_.options = options_.engine;
+  context_.on_thread_start = options_.on_thread_start;
+  context_.on_kernel_connection_closed = [this] {
+    live_kernel_connections_.fetch_sub(1, std::memory_order_relaxed);
+  };
+  if (options_.engine.workers == 0) {
+    throw StartupError(exit_code::config, "at least one worker is needed");
+  }
+  workers_.reserve(options_.engine.workers);
+  for (unsigned i = 0; i < options_.engine.workers; ++i) {
+    workers_.push_back(std::make_unique<Worker>(i, context_));
+  }
+  if (!options_.listen_path.empty()) {
+    listener_ = std::make_unique<Listener>(
+        open_unix_listener(options_.listen_path, options_.socket_group), options_.listen_path,
+        pool_, [this](Connection* c) { least_busy_worker().adopt(c); });
+  }
+}
+
+Server::~Server() { stop(); }
+
+void Server::start() {
+  for (auto& worker : workers_) worker->start();
+  if (listener_) listener_->start();
+  started_ = true;
+}
+
+void Server::stop() {
+  if (!started_) return;
+  started_ = false;
+  if (listener_) listener_->stop_and_join();
+  for (auto& worker : workers_) worker->stop_and_join();
+}
+
+std::vector<UniqueFd> Server::open_kernel_sockets() {
+  std::vector<UniqueFd> kernel_ends;
+  for (unsigned i = 0; i < options_.kernel_connections; ++i) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      throw StartupError(exit_code::os_error,
+                         std::string("socketpair for the kernel: ") + std::strerror(errno));
+    }
+    UniqueFd ours(pair[0]);
+    kernel_ends.emplace_back(pair[1]);
+    enlarge_socket_buffers(pair[0]);
+    enlarge_socket_buffers(pair[1]);
+    // The kernel end stays blocking (the nbd driver expects that); ours is
+    // served by an event loop.
+    if (fcntl_nonblock(ours.get()) != 0) {
+      throw StartupError(exit_code::os_error,
+                         std::string("cannot make a socket non-blocking: ") +
+                             std::strerror(errno));
+    }
+    Connection* slot = pool_.acquire();
+    if (!slot) throw StartupError(exit_code::software, "no connection slot left for the kernel");
+    slot->fd = ours.release();
+    slot->origin = Origin::kernel;
+    live_kernel_connections_.fetch_add(1, std::memory_order_relaxed);
+    // Spread the kernel's connections over the workers, one each while they last.
+    workers_[i % workers_.size()]->adopt(slot);
+  }
+  return kernel_ends;
+}
+
+uint16_t Server::transmission_flags() const noexcept { return nbd::served_transmission_flags; }
+
+Worker& Server::least_busy_worker() noexcept {
+  Worker* best = workers_.front().get();
+  for (auto& worker : workers_) {
+    if (worker->connections() < best->connections()) best = worker.get();
+  }
+  return *best;
+}
+
+StatsSnapshot Server::stats() const noexcept {
+  StatsSnapshot total;
+  for (const auto& worker : workers_) total.accumulate(worker->stats());
+  return total;
+}
+
+}  // namespace vramswap::engine

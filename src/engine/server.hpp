@@ -1,0 +1,70 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.hpp"
+#include "engine/connection_pool.hpp"
+#include "engine/health.hpp"
+#include "engine/limits.hpp"
+#include "engine/listener.hpp"
+#include "engine/stats.hpp"
+#include "engine/worker.hpp"
+
+namespace vramswap::engine {
+
+struct ServerOptions {
+  std::string export_name;         // the instance name; also reachable as ""
+  std::string export_description;  // shown by NBD clients (e.g. the GPU's name)
+  std::string listen_path;         // empty: no userspace socket
+  std::string socket_group;        // empty: socket mode 0600
+  unsigned kernel_connections = 0; // socket pairs reserved for the kernel nbd device
+  EngineOptions engine{};
+  std::function<void()> on_thread_start;
+};
+
+// The NBD server over one VRAM store: workers, the optional listen socket,
+// and the kernel's socket pairs. Everything it needs is allocated when it is
+// constructed, before it serves a single request.
+class Server {
+ public:
+  Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  void start();
+  // Closes every connection and stops the threads. The kernel device must be
+  // disconnected first, or the kernel sees its sockets die.
+  void stop();
+
+  // Creates the kernel's socket pairs (options.kernel_connections of them):
+  // our ends are served by the workers at once, the returned ends are for
+  // NBD_CMD_CONNECT (close them once the kernel holds them).
+  std::vector<UniqueFd> open_kernel_sockets();
+
+  uint16_t transmission_flags() const noexcept;
+  uint64_t export_size() const noexcept { return context_.geometry.size; }
+  unsigned live_kernel_connections() const noexcept {
+    return live_kernel_connections_.load(std::memory_order_relaxed);
+  }
+  StatsSnapshot stats() const noexcept;
+  const Health& health() const noexcept { return health_; }
+
+ private:
+  Worker& least_busy_worker() noexcept;
+
+  ServerOptions options_;
+  ConnectionPool pool_;
+  Health health_;
+  ServingContext context_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Listener> listener_;
+  std::atomic<unsigned> live_kernel_connections_{0};
+  bool started_ = false;
+};
+
+}  // namespace vramswap::engine

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <string>
+
+#include "common/unique_fd.hpp"
+
+namespace vramswap::engine {
+
+// Creates the listening Unix socket at `path` for userspace NBD clients.
+//
+// The socket is born with mode 0600 (or 0660 with `group`), in a directory
+// that only root may write to, so no other user can reach the swap device's
+// contents or race the daemon for the path. A symlink, a non-socket, or a
+// socket some other daemon still serves at `path` is refused, never followed
+// or deleted; only a stale socket of a dead daemon is replaced.
+UniqueFd open_unix_listener(const std::string& path, const std::string& group);
+
+}  // namespace vramswap::engine

@@ -1,0 +1,623 @@
+#include "engine/worker.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "cuda/context.hpp"
+#include "cuda/driver.hpp"
+#include "nbd/protocol.hpp"
+
+namespace vramswap::engine {
+namespace {
+
+constexpr int kMaxEvents = 64;
+constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
+
+int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
+
+}  // namespace
+
+Worker::Worker(unsigned index, const ServingContext& context)
+    : index_(index),
+      context_(context),
+      rx_buffer_(context.options.rx_arena_bytes),
+      tx_buffer_(context.options.tx_arena_bytes),
+      stream_(std::make_unique<store::CopyStream>(*context.store)),
+      rx_(rx_buffer_.data(), rx_buffer_.size()),
+      tx_(tx_buffer_.data(), tx_buffer_.size()),
+      epoll_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (!epoll_ || !wake_) {
+    throw StartupError(exit_code::os_error,
+                       std::string("cannot create the worker's epoll/eventfd: ") +
+                           std::strerror(errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr marks the wake-up eventfd
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    throw StartupError(exit_code::os_error,
+                       std::string("epoll_ctl on the worker's eventfd: ") + std::strerror(errno));
+  }
+  const size_t slots = context.pool->slots();
+  handoffs_.reserve(slots);
+  owned_.reserve(slots);
+  round_.reserve(slots);
+}
+
+Worker::~Worker() { stop_and_join(); }
+
+void Worker::start() { thread_ = std::thread([this] { run(); }); }
+
+void Worker::stop_and_join() {
+  if (!thread_.joinable()) return;
+  stop_.store(true, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
+  (void)ignored;
+  thread_.join();
+}
+
+void Worker::adopt(Connection* c) {
+  c->worker = index_;
+  {
+    std::lock_guard lock(handoff_mutex_);
+    handoffs_.push_back(c);  // reserved for the whole pool: never allocates
+  }
+  connections_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
+  (void)ignored;
+}
+
+void Worker::take_handoffs() noexcept {
+  uint64_t counter = 0;
+  ssize_t ignored = ::read(wake_.get(), &counter, sizeof counter);
+  (void)ignored;
+  std::lock_guard lock(handoff_mutex_);
+  for (Connection* c : handoffs_) register_connection(*c);
+  handoffs_.clear();
+}
+
+void Worker::register_connection(Connection& c) noexcept {
+  c.carry_length = 0;
+  c.payload_left = 0;
+  c.payload_reply = nullptr;
+  c.reply_head = c.reply_count = 0;
+  c.writable_wanted = c.needs_round = c.in_round = c.disconnect_requested = false;
+  c.close_reason = nullptr;
+  if (c.origin == Origin::client) {
+    c.phase = Phase::handshake;
+    c.handshake.emplace(context_.description);
+    c.handshake_deadline_ns = monotonic_ns() + int64_t{kHandshakeTimeoutSeconds} * 1'000'000'000;
+  } else {
+    c.phase = Phase::transmission;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.ptr = &c;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd, &ev) != 0) {
+    log_warning("worker %u: cannot watch a new connection: %s", index_, std::strerror(errno));
+    c.close("epoll_ctl failed");
+    retire(c);
+    return;
+  }
+  owned_.push_back(&c);
+  stats_.add(stats_.connections, 1);
+  // A client is owed the greeting; a kernel socket may already hold requests.
+  c.needs_round = true;
+}
+
+void Worker::update_interest(Connection& c) noexcept {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | (c.writable_wanted ? EPOLLOUT : 0u);
+  ev.data.ptr = &c;
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void Worker::retire(Connection& c) noexcept {
+  if (c.close_reason) log_debug("worker %u: connection closed: %s", index_, c.close_reason);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd, nullptr);
+  ::close(c.fd);
+  const bool kernel = c.origin == Origin::kernel;
+  auto it = std::find(owned_.begin(), owned_.end(), &c);
+  if (it != owned_.end()) {
+    *it = owned_.back();
+    owned_.pop_back();
+    stats_.add(stats_.connections, static_cast<uint64_t>(-1));
+  }
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+  context_.pool->release(&c);
+  if (kernel && context_.on_kernel_connection_closed) context_.on_kernel_connection_closed();
+}
+
+void Worker::expire_handshakes() noexcept {
+  const int64_t now = monotonic_ns();
+  for (Connection* c : owned_) {
+    if (c->phase == Phase::handshake && now > c->handshake_deadline_ns) {
+      c->close("handshake not finished in time");
+      if (!c->in_round) {
+        c->in_round = true;
+        round_.push_back(c);
+      }
+    }
+  }
+}
+
+void Worker::run() noexcept {
+  context_.cuda->bind_current_thread();
+  if (context_.on_thread_start) context_.on_thread_start();
+
+  epoll_event events[kMaxEvents];
+  int64_t next_expiry_check = 0;
+  size_t rotate = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    // Connections that stopped for want of arena space or reply slots are
+    // served again at once; otherwise sleep until a socket wants us.
+    round_.clear();
+    for (Connection* c : owned_) {
+      if (c->needs_round) {
+        c->needs_round = false;
+        c->in_round = true;
+        round_.push_back(c);
+      }
+    }
+    const int n = epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() ? kIdleWaitMs : 0);
+    for (int i = 0; i < n; ++i) {
+      auto* c = static_cast<Connection*>(events[i].data.ptr);
+      if (!c) {
+        take_handoffs();
+        continue;
+      }
+      if ((events[i].events & EPOLLOUT) && c->writable_wanted) {
+        c->writable_wanted = false;
+        update_interest(*c);
+      }
+      if (!c->in_round) {
+        c->in_round = true;
+        round_.push_back(c);
+      }
+    }
+    const int64_t now = monotonic_ns();
+    if (now >= next_expiry_check) {
+      expire_handshakes();
+      next_expiry_check = now + 1'000'000'000;
+    }
+    if (round_.empty()) continue;
+
+    // Take turns at the head of the round, so that one busy connection cannot
+    // always be first to the arenas.
+    if (round_.size() > 1) {
+      std::rotate(round_.begin(), round_.begin() + (rotate++ % round_.size()), round_.end());
+    }
+    rx_.reset();
+    tx_.reset();
+    copies_this_round_ = 0;
+    round_error_ = 0;
+    for (Connection* c : round_) {
+      if (!c->closed()) serve(*c);
+    }
+    bool round_ok = true;
+    if (copies_this_round_ > 0) {
+      const auto status = stream_->synchronize();
+      if (!status.ok()) {
+        round_ok = false;
+        round_error_ = status.code();
+      }
+    }
+    unsigned failed = 0;
+    for (Connection* c : round_) {
+      if (c->phase == Phase::transmission) {
+        const uint64_t before = stats_.io_errors.load(std::memory_order_relaxed);
+        settle(*c, round_ok);
+        failed += static_cast<unsigned>(stats_.io_errors.load(std::memory_order_relaxed) - before);
+        if (!c->closed()) send_replies(*c);
+      }
+    }
+    if (!round_ok) note_copy_failure(round_error_, failed);
+    stats_.add(stats_.rounds, 1);
+    for (Connection* c : round_) {
+      c->in_round = false;
+      if (c->closed()) retire(*c);
+    }
+  }
+  // Stopping: drop every connection (the daemon disconnected the kernel first).
+  while (!owned_.empty()) {
+    Connection* c = owned_.back();
+    c->close(nullptr);
+    retire(*c);
+  }
+}
+
+void Worker::note_copy_failure(int cuda_result, unsigned requests) noexcept {
+  context_.health->copy_failed(cuda::cuda_error_name(cuda_result), cuda::is_sticky(cuda_result),
+                               requests);
+}
+
+void Worker::serve(Connection& c) noexcept {
+  if (c.phase == Phase::handshake) {
+    serve_handshake(c);
+    return;
+  }
+  if (c.writable_wanted) return;  // the client is not reading: wait for EPOLLOUT
+  if (!stage_queued_replies(c)) {
+    c.needs_round = true;
+    return;
+  }
+  if (!c.disconnect_requested) parse_requests(c);
+}
+
+void Worker::serve_handshake(Connection& c) noexcept {
+  nbd::Handshake& hs = *c.handshake;
+  for (;;) {
+    const auto out = hs.output();
+    if (!out.empty()) {
+      const ssize_t n = ::send(c.fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (would_block(errno)) {
+          c.writable_wanted = true;
+          update_interest(c);
+        } else {
+          c.close("send failed during handshake");
+        }
+        return;
+      }
+      hs.output_sent(static_cast<size_t>(n));
+      continue;
+    }
+    if (hs.state() == nbd::Handshake::State::transmission) {
+      c.phase = Phase::transmission;
+      c.handshake.reset();
+      c.needs_round = true;  // requests may already sit in the carry or socket
+      return;
+    }
+    if (hs.state() == nbd::Handshake::State::closed) {
+      c.close(hs.close_reason());
+      return;
+    }
+    if (c.carry_length > 0) {
+      const size_t used = hs.input(std::span<const std::byte>(c.carry.data(), c.carry_length));
+      if (used > 0) {
+        std::memmove(c.carry.data(), c.carry.data() + used, c.carry_length - used);
+        c.carry_length -= used;
+        continue;
+      }
+    }
+    if (c.carry_length == c.carry.size()) {
+      c.close("handshake option larger than the input buffer");
+      return;
+    }
+    const ssize_t n = ::recv(c.fd, c.carry.data() + c.carry_length,
+                             c.carry.size() - c.carry_length, MSG_DONTWAIT);
+    if (n > 0) {
+      c.carry_length += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      c.close("client closed during handshake");
+    } else if (!would_block(errno)) {
+      c.close("receive failed during handshake");
+    }
+    return;
+  }
+}
+
+// Stages read data for replies that still owe some (a large read larger than
+// one round's arena, or data a client did not take in an earlier round).
+// Returns false when a reply could not be fully staged: nothing behind it can
+// be sent this round, so there is no point parsing more.
+bool Worker::stage_queued_replies(Connection& c) noexcept {
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (!r.complete) break;
+    if (r.data_left() == 0 || r.staged) continue;
+    if (!stage_read(c, r)) return false;
+    if (r.staged_length < r.data_left()) return false;
+  }
+  return true;
+}
+
+// Queues the copy of the next piece of a read's data into the send arena.
+bool Worker::stage_read(Connection& c, Reply& r) noexcept {
+  (void)c;
+  const uint32_t left = r.data_left();
+  const size_t piece = std::min<size_t>(left, tx_.space());
+  if (piece < std::min<size_t>(left, kMinReadChunk)) return false;
+  std::byte* dst = tx_.top();
+  tx_.commit(piece);
+  const auto status = stream_->read(dst, r.offset + r.data_sent(), piece);
+  ++copies_this_round_;
+  if (!status.ok()) {
+    // Enqueueing failed: this reply alone fails (or, if its header is
+    // already out, the connection must go: the header promised data).
+    if (r.sent > 0) {
+      c.close("VRAM copy failed after the reply header was sent");
+    } else {
+      r.error = nbd::error::eio;
+      stats_.add(stats_.io_errors, 1);
+    }
+    note_copy_failure(status.code(), 1);
+    return true;
+  }
+  r.staged = dst;
+  r.staged_length = static_cast<uint32_t>(piece);
+  r.copy_pending = true;
+  return true;
+}
+
+void Worker::parse_requests(Connection& c) noexcept {
+  // The unparsed input: the carry from an earlier round, then fresh bytes,
+  // laid out contiguously at the top of the receive arena (pinned, so write
+  // payloads are copied to VRAM straight from where they were received).
+  if (c.carry_length > rx_.space()) {
+    c.needs_round = true;
+    return;
+  }
+  size_t avail = c.carry_length;
+  if (avail) std::memcpy(rx_.top(), c.carry.data(), avail);
+  c.carry_length = 0;
+
+  for (;;) {
+    if (c.payload_left > 0) {
+      if (avail == 0) {
+        // Receive exactly what the payload still needs (at most), so nothing
+        // beyond it is ever left over from a bulk receive.
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(c.payload_left, rx_.space()));
+        if (want == 0) {
+          c.needs_round = true;
+          break;
+        }
+        const ssize_t n = ::recv(c.fd, rx_.top(), want, MSG_DONTWAIT);
+        if (n <= 0) {
+          if (n == 0) c.close("peer closed in the middle of a write payload");
+          else if (!would_block(errno)) c.close("receive failed");
+          break;
+        }
+        avail = static_cast<size_t>(n);
+      }
+      const size_t take = static_cast<size_t>(std::min<uint64_t>(avail, c.payload_left));
+      Reply& r = *c.payload_reply;
+      if (!c.payload_discard && r.error == 0) {
+        const auto status = stream_->write(c.payload_offset, rx_.top(), take);
+        ++copies_this_round_;
+        if (status.ok()) {
+          r.copy_pending = true;
+        } else {
+          r.error = nbd::error::eio;
+          stats_.add(stats_.io_errors, 1);
+          note_copy_failure(status.code(), 1);
+        }
+      }
+      rx_.commit(take);
+      avail -= take;
+      c.payload_offset += take;
+      c.payload_left -= take;
+      if (c.payload_left == 0) {
+        r.complete = true;
+        c.payload_reply = nullptr;
+      }
+      continue;
+    }
+
+    if (avail < nbd::request_header_size) {
+      const size_t room = std::min(kCarryBytes, rx_.space());
+      if (room <= avail) {
+        c.needs_round = true;
+        break;
+      }
+      const ssize_t n = ::recv(c.fd, rx_.top() + avail, room - avail, MSG_DONTWAIT);
+      if (n <= 0) {
+        if (n == 0) c.close(avail ? "peer closed in the middle of a request" : "peer closed");
+        else if (!would_block(errno)) c.close("receive failed");
+        break;
+      }
+      avail += static_cast<size_t>(n);
+      continue;
+    }
+
+    if (c.replies_full()) {
+      c.needs_round = true;  // slots free up once this round's replies are sent
+      break;
+    }
+    nbd::Request request{};
+    if (!nbd::decode_request(rx_.top(), request)) {
+      c.close("bad request magic");
+      stats_.add(stats_.dropped, 1);
+      break;
+    }
+    const nbd::Decision decision = nbd::decide(request, context_.geometry);
+    if (decision.action == nbd::Action::read && request.length > 0 &&
+        tx_.space() < std::min<size_t>(request.length, kMinReadChunk)) {
+      c.needs_round = true;  // leave the header unparsed until the send arena has room
+      break;
+    }
+    rx_.commit(nbd::request_header_size);
+    avail -= nbd::request_header_size;
+
+    switch (decision.action) {
+      case nbd::Action::read: {
+        Reply& r = c.push_reply(request.cookie);
+        r.offset = request.offset;
+        r.data_length = request.length;
+        r.complete = true;
+        stats_.add(stats_.reads, 1);
+        stats_.add(stats_.bytes_read, request.length);
+        if (request.length > 0) {
+          stage_read(c, r);
+          if (r.staged_length < r.data_left()) goto stop_parsing;  // the rest next round
+        }
+        break;
+      }
+      case nbd::Action::write: {
+        Reply& r = c.push_reply(request.cookie);
+        stats_.add(stats_.writes, 1);
+        stats_.add(stats_.bytes_written, request.length);
+        c.payload_reply = &r;
+        c.payload_offset = request.offset;
+        c.payload_left = request.length;
+        c.payload_discard = false;
+        r.complete = request.length == 0;
+        break;
+      }
+      case nbd::Action::write_zeroes: {
+        Reply& r = c.push_reply(request.cookie);
+        r.complete = true;
+        stats_.add(stats_.zeroes, 1);
+        if (request.length > 0) {
+          const auto status = stream_->zero(request.offset, request.length);
+          ++copies_this_round_;
+          if (status.ok()) {
+            r.copy_pending = true;
+          } else {
+            r.error = nbd::error::eio;
+            stats_.add(stats_.io_errors, 1);
+            note_copy_failure(status.code(), 1);
+          }
+        }
+        break;
+      }
+      case nbd::Action::reply_success:
+        c.push_reply(request.cookie).complete = true;
+        break;
+      case nbd::Action::trim:
+        // Swapped pages that are discarded are never read back, and VRAM is
+        // already allocated: nothing to do but say yes.
+        c.push_reply(request.cookie).complete = true;
+        stats_.add(stats_.trims, 1);
+        break;
+      case nbd::Action::flush:
+        // VRAM is the storage: a write is as durable as it gets once its copy
+        // completed, which every earlier reply already waited for.
+        c.push_reply(request.cookie).complete = true;
+        stats_.add(stats_.flushes, 1);
+        break;
+      case nbd::Action::disconnect:
+        c.disconnect_requested = true;
+        goto stop_parsing;
+      case nbd::Action::reply_error: {
+        Reply& r = c.push_reply(request.cookie);
+        r.error = decision.error;
+        r.complete = true;
+        stats_.add(stats_.protocol_errors, 1);
+        break;
+      }
+      case nbd::Action::discard_payload_then_reply_error: {
+        Reply& r = c.push_reply(request.cookie);
+        r.error = decision.error;
+        c.payload_reply = &r;
+        c.payload_left = request.length;
+        c.payload_discard = true;
+        r.complete = request.length == 0;
+        stats_.add(stats_.protocol_errors, 1);
+        break;
+      }
+      case nbd::Action::drop_connection:
+        c.close("request refused: connection dropped");
+        stats_.add(stats_.dropped, 1);
+        goto stop_parsing;
+    }
+  }
+stop_parsing:
+  if (avail > 0 && !c.closed()) {
+    // Leftover input stays with the connection (it is at most kCarryBytes:
+    // only header-phase receives can over-read, and they are that small).
+    std::memcpy(c.carry.data(), rx_.top(), avail);
+    c.carry_length = avail;
+  }
+}
+
+// After the round's sync: every copy queued this round either landed or not.
+void Worker::settle(Connection& c, bool round_ok) noexcept {
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (!r.copy_pending) continue;
+    r.copy_pending = false;
+    if (round_ok) continue;
+    stats_.add(stats_.io_errors, 1);
+    if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
+      // The header already promised data that now cannot be produced.
+      c.close("VRAM copy failed after the reply header was sent");
+      return;
+    }
+    r.error = nbd::error::eio;
+    r.staged = nullptr;
+    r.staged_length = 0;
+  }
+}
+
+void Worker::send_replies(Connection& c) noexcept {
+  iovec iov[2 * kReplySlots];
+  int iov_count = 0;
+  size_t offered = 0;
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (!r.complete) break;
+    const bool owes_data = r.data_left() > 0;
+    if (owes_data && !r.staged) break;  // nothing staged: the header waits with its data
+    if (r.sent < Reply::kHeaderBytes) {
+      nbd::encode_simple_reply(r.header.data(), r.error, r.cookie);
+      iov[iov_count++] = {r.header.data() + r.sent, Reply::kHeaderBytes - r.sent};
+      offered += Reply::kHeaderBytes - r.sent;
+    }
+    if (owes_data) {
+      iov[iov_count++] = {r.staged, r.staged_length};
+      offered += r.staged_length;
+      if (r.staged_length < r.data_left()) break;  // the rest is staged next round
+    }
+  }
+  if (iov_count > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(iov_count);
+    ssize_t n = ::sendmsg(c.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (!would_block(errno)) {
+        c.close("send failed");
+        return;
+      }
+      n = 0;
+    }
+    // Credit what went out, oldest reply first; retire replies fully sent.
+    size_t credit = static_cast<size_t>(n);
+    while (credit > 0 && c.reply_count > 0) {
+      Reply& r = c.reply_at(0);
+      const size_t owed = r.total_bytes() - r.sent;
+      const size_t take = std::min(owed, credit);
+      r.sent += static_cast<uint32_t>(take);
+      credit -= take;
+      if (r.sent == r.total_bytes()) c.pop_reply();
+    }
+    if (static_cast<size_t>(n) < offered) {
+      c.writable_wanted = true;  // the client is slow to read: wait for room
+      update_interest(c);
+    }
+  }
+  // Staged data lives in this round's arena only.
+  bool owes_more = false;
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    r.staged = nullptr;
+    r.staged_length = 0;
+    if (r.complete && r.data_left() > 0) owes_more = true;
+  }
+  if (owes_more && !c.writable_wanted) c.needs_round = true;
+  if (c.disconnect_requested && c.reply_count == 0) c.close(nullptr);
+}
+
+}  // namespace vramswap::engine

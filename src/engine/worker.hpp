@@ -1,0 +1,111 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/unique_fd.hpp"
+#include "engine/connection.hpp"
+#include "engine/connection_pool.hpp"
+#include "engine/health.hpp"
+#include "engine/limits.hpp"
+#include "engine/staging_arena.hpp"
+#include "engine/stats.hpp"
+#include "nbd/handshake.hpp"
+#include "nbd/transmission.hpp"
+#include "store/copy_stream.hpp"
+#include "store/pinned_buffer.hpp"
+
+namespace vramswap::cuda {
+class Context;
+}
+namespace vramswap::store {
+class VramStore;
+}
+
+namespace vramswap::engine {
+
+// What every worker shares; owned by the Server, immutable while serving.
+struct ServingContext {
+  store::VramStore* store = nullptr;
+  cuda::Context* cuda = nullptr;
+  ConnectionPool* pool = nullptr;
+  Health* health = nullptr;
+  nbd::ExportGeometry geometry{};
+  nbd::ExportDescription description{};
+  EngineOptions options{};
+  // Run first on every worker thread (e.g. PR_SET_IO_FLUSHER, which is per thread).
+  std::function<void()> on_thread_start;
+  // A kernel connection ended (the kernel disconnected, or a socket died).
+  std::function<void()> on_kernel_connection_closed;
+};
+
+// One thread serving many connections with non-blocking sockets and epoll.
+//
+// It works in rounds: take whatever input the ready connections have, queue
+// the copies it asks for on the worker's CUDA stream (write payloads straight
+// from the pinned receive arena, read data straight into the pinned send
+// arena), synchronize the stream once, then send every reply the round
+// produced with one sendmsg per connection. One sync serves many requests,
+// and nothing is allocated or logged per request.
+class Worker {
+ public:
+  Worker(unsigned index, const ServingContext& context);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();
+  void stop_and_join();
+
+  // Hands a connection to this worker (any thread). Client connections start
+  // with the handshake, kernel ones go straight to transmission.
+  void adopt(Connection* connection);
+
+  unsigned connections() const noexcept { return connections_.load(std::memory_order_relaxed); }
+  const WorkerStats& stats() const noexcept { return stats_; }
+
+ private:
+  void run() noexcept;
+  void take_handoffs() noexcept;
+  void register_connection(Connection& c) noexcept;
+  void update_interest(Connection& c) noexcept;
+  void retire(Connection& c) noexcept;
+  void expire_handshakes() noexcept;
+
+  void serve(Connection& c) noexcept;
+  void serve_handshake(Connection& c) noexcept;
+  bool stage_queued_replies(Connection& c) noexcept;
+  void parse_requests(Connection& c) noexcept;
+  bool stage_read(Connection& c, Reply& r) noexcept;
+  void settle(Connection& c, bool round_ok) noexcept;
+  void send_replies(Connection& c) noexcept;
+  void note_copy_failure(int cuda_result, unsigned requests) noexcept;
+
+  unsigned index_;
+  const ServingContext& context_;
+  store::PinnedBuffer rx_buffer_;
+  store::PinnedBuffer tx_buffer_;
+  std::unique_ptr<store::CopyStream> stream_;
+  StagingArena rx_;
+  StagingArena tx_;
+  UniqueFd epoll_;
+  UniqueFd wake_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  std::mutex handoff_mutex_;
+  std::vector<Connection*> handoffs_;  // capacity reserved for the whole pool
+  std::vector<Connection*> owned_;     // every connection this worker serves
+  std::vector<Connection*> round_;     // the connections served in this round
+  unsigned copies_this_round_ = 0;
+  int round_error_ = 0;                // the CUDA error that failed this round's sync
+
+  WorkerStats stats_;
+  std::atomic<unsigned> connections_{0};
+};
+
+}  // namespace vramswap::engine

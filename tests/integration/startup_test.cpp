@@ -1,0 +1,79 @@
+// What a user sees when the daemon cannot start: one line naming the cause
+// and the fix, and an exit status that says which kind of problem it is.
+#include <catch2/catch.hpp>
+
+#include "support/nbd_test_client.hpp"
+#include "support/test_daemon.hpp"
+
+using namespace vramswap::test;
+using Catch::Matchers::Contains;
+
+namespace {
+
+constexpr int kExitUnavailable = 69, kExitConfig = 78;
+
+// The daemon must exit on its own; returns its status.
+int exit_status_of(TestDaemon& daemon) {
+  REQUIRE_FALSE(daemon.start(std::chrono::seconds(30)));
+  return daemon.wait(std::chrono::seconds(10));
+}
+
+size_t line_count(const std::string& text) {
+  size_t lines = 0;
+  for (char c : text) lines += c == '\n';
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("a bad configuration names file, line and key", "[startup]") {
+  TestDaemon daemon({.extra_config = "colour = blue\n"});
+  CHECK(exit_status_of(daemon) == kExitConfig);
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains(daemon.config_path() + ":6"));
+  CHECK_THAT(log, Contains("colour"));
+  CHECK(line_count(log) == 1);
+}
+
+TEST_CASE("a missing CUDA driver says to install it", "[startup]") {
+  TestDaemon daemon({.environment = {{"VRAMSWAP_LIBCUDA", "/nonexistent/libcuda.so.1"}}});
+  CHECK(exit_status_of(daemon) == kExitUnavailable);
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("driver"));
+  CHECK(line_count(log) == 1);
+}
+
+TEST_CASE("a machine without a GPU says so", "[startup]") {
+  TestDaemon daemon({.environment = {{"VRAMSWAP_FAKE_DEVICES", "0"}}});
+  CHECK(exit_status_of(daemon) == kExitUnavailable);
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("no NVIDIA GPU"));
+  CHECK(line_count(log) == 1);
+}
+
+TEST_CASE("too little free VRAM is refused with the numbers", "[startup]") {
+  TestDaemon daemon({.size = "auto", .environment = {{"VRAMSWAP_FAKE_MEMORY", "1G"}}});
+  CHECK(exit_status_of(daemon) == kExitUnavailable);
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("min_size"));
+  CHECK(line_count(log) == 1);
+}
+
+TEST_CASE("an allocation that does not fit backs off and says by how much", "[startup]") {
+  TestDaemon daemon({.size = "8G", .environment = {{"VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE", "6G"}}});
+  INFO(daemon.log());
+  REQUIRE(daemon.start());
+  NbdTestClient client(daemon.socket_path());
+  REQUIRE(client.negotiate() == 1);
+  CHECK(client.export_size() > (5ULL << 30));
+  CHECK(client.export_size() <= (6ULL << 30));
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("8.0 GiB"));
+  CHECK_THAT(log, Contains("backed off"));
+  CHECK(daemon.stop() == 0);
+}

@@ -1,0 +1,107 @@
+#include "support/test_daemon.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string_view>
+
+namespace vramswap::test {
+
+std::string vramswapd_binary() { return VRAMSWAP_TEST_VRAMSWAPD; }
+std::string fake_libcuda() { return VRAMSWAP_TEST_FAKE_LIBCUDA; }
+
+TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
+  std::string config = "[device." + spec_.instance + "]\n";
+  config += "size = " + spec_.size + "\n";
+  config += "connections = " + std::to_string(spec_.connections) + "\n";
+  config += "attach = no\n";
+  config += "listen = " + socket_path() + "\n";
+  config += spec_.extra_config;
+  write_file(config_path(), config, 0644);
+
+  notify_.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string notify_path = dir_.file("notify");
+  std::strncpy(addr.sun_path, notify_path.c_str(), sizeof addr.sun_path - 1);
+  if (bind(notify_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw std::runtime_error("cannot bind the notify socket");
+  }
+}
+
+TestDaemon::~TestDaemon() {
+  if (alive()) {
+    kill(pid_, SIGKILL);
+    wait_for_exit(pid_, std::chrono::seconds(10));
+  }
+}
+
+bool TestDaemon::start(std::chrono::seconds timeout) {
+  Environment env = {{"VRAMSWAP_LIBCUDA", fake_libcuda()},
+                     {"VRAMSWAP_FAKE_CONTROL", control_path()},
+                     {"NOTIFY_SOCKET", dir_.file("notify")}};
+  env.insert(env.end(), spec_.environment.begin(), spec_.environment.end());
+  pid_ = spawn({vramswapd_binary(), "--config", config_path(), "--instance", spec_.instance},
+               dir_.file("daemon.log"), env);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!ready_ && std::chrono::steady_clock::now() < deadline) {
+    drain_notifications(100);
+    if (!ready_ && !alive()) return false;
+  }
+  return ready_;
+}
+
+void TestDaemon::drain_notifications(int timeout_ms) {
+  pollfd pfd{notify_.get(), POLLIN, 0};
+  if (poll(&pfd, 1, timeout_ms) <= 0) return;
+  char message[4096];
+  for (;;) {
+    const ssize_t n = recv(notify_.get(), message, sizeof message - 1, 0);
+    if (n <= 0) return;
+    std::string_view text(message, static_cast<size_t>(n));
+    while (!text.empty()) {
+      const auto end = text.find('\n');
+      const std::string_view line = text.substr(0, end);
+      if (line == "READY=1") ready_ = true;
+      if (line.substr(0, 7) == "STATUS=") status_ = std::string(line.substr(7));
+      if (end == std::string_view::npos) break;
+      text.remove_prefix(end + 1);
+    }
+  }
+}
+
+std::string TestDaemon::last_status() {
+  drain_notifications(0);
+  return status_;
+}
+
+bool TestDaemon::alive() const {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  // WNOWAIT leaves the zombie for wait()/stop() to collect.
+  siginfo_t info{};
+  info.si_pid = 0;
+  if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return false;
+  (void)status;
+  return info.si_pid == 0;
+}
+
+int TestDaemon::wait(std::chrono::seconds timeout) {
+  if (pid_ <= 0) return -1;
+  const int status = wait_for_exit(pid_, timeout);
+  if (status >= 0) pid_ = -1;
+  return status;
+}
+
+int TestDaemon::stop(std::chrono::seconds timeout) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  return wait(timeout);
+}
+
+}  // namespace vramswap::test

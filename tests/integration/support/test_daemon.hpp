@@ -1,0 +1,64 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+
+#include "common/unique_fd.hpp"
+#include "support/process.hpp"
+
+namespace vramswap::test {
+
+// Paths CMake gives the tests.
+std::string vramswapd_binary();
+std::string fake_libcuda();
+
+struct DaemonSpec {
+  std::string instance = "test";
+  std::string size = "1G";
+  unsigned connections = 4;
+  std::string extra_config;  // more lines for the device section
+  Environment environment;   // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
+};
+
+// vramswapd on the fake CUDA driver, serving NBD on a Unix socket in a
+// private directory, with systemd's notify protocol to know when it is ready.
+class TestDaemon {
+ public:
+  explicit TestDaemon(DaemonSpec spec = {});
+  ~TestDaemon();
+  TestDaemon(const TestDaemon&) = delete;
+  TestDaemon& operator=(const TestDaemon&) = delete;
+
+  // Starts it and waits for READY=1. False if it exited or timed out first
+  // (log() then says why).
+  bool start(std::chrono::seconds timeout = std::chrono::seconds(60));
+  // Waits for the process to exit by itself; returns its exit status or -1.
+  int wait(std::chrono::seconds timeout);
+  // SIGTERM, then waits; returns its exit status, or -1 if it did not exit.
+  int stop(std::chrono::seconds timeout = std::chrono::seconds(30));
+  bool alive() const;
+  pid_t pid() const { return pid_; }
+
+  std::string socket_path() const { return dir_.file("nbd.sock"); }
+  std::string uri() const { return "nbd+unix:///?socket=" + socket_path(); }
+  std::string config_path() const { return dir_.file("vramswap.conf"); }
+  std::string control_path() const { return dir_.file("fake-control"); }
+  const TempDir& dir() const { return dir_; }
+  std::string log() const { return read_file(dir_.file("daemon.log")); }
+  // The last STATUS= line sent to the notify socket.
+  std::string last_status();
+
+ private:
+  void drain_notifications(int timeout_ms);
+
+  TempDir dir_;
+  DaemonSpec spec_;
+  UniqueFd notify_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+  std::string status_;
+};
+
+}  // namespace vramswap::test
