@@ -52,7 +52,8 @@ class TempDir {
 };
 
 // Files made by a test belong to whoever runs it; the trust checks need them
-// to belong to root, and chown to make them belong to someone else.
+// to belong to root, and chown to make them belong to someone else. These
+// tests are tagged [root]; fakeroot is enough.
 void require_root() {
   if (::geteuid() != 0) FAIL("this test needs root (it chowns files); run the unit tests as root");
 }
@@ -154,7 +155,7 @@ TEST_CASE("a file far too large to be a configuration") {
                                             "1.0 MiB); name the right file with --config"});
 }
 
-TEST_CASE("a file only root can change is trusted") {
+TEST_CASE("a file only root can change is trusted", "[root]") {
   require_root();
   TempDir dir;
   check_config_file_trusted(dir.file("ok.conf", device_file, 0644));
@@ -171,7 +172,7 @@ TEST_CASE("a file only root can change is trusted") {
   check_config_file_trusted(sticky + "/../ok.conf");
 }
 
-TEST_CASE("a file someone else owns or can write is refused") {
+TEST_CASE("a file someone else owns or can write is refused", "[root]") {
   require_root();
   TempDir dir;
   const std::string owned = dir.file("owned.conf", device_file);
@@ -191,7 +192,7 @@ TEST_CASE("a file someone else owns or can write is refused") {
                                   writable);
 }
 
-TEST_CASE("a directory on the way that someone else owns or can write is refused") {
+TEST_CASE("a directory on the way that someone else owns or can write is refused", "[root]") {
   require_root();
   TempDir dir;
   const std::string owned = dir.dir("owned");
@@ -208,7 +209,7 @@ TEST_CASE("a directory on the way that someone else owns or can write is refused
   CHECK(distrust(deep).starts_with(deep + ": directory " + owned + " is owned by nobody"));
 }
 
-TEST_CASE("a group- or world-writable directory without the sticky bit is refused") {
+TEST_CASE("a group- or world-writable directory without the sticky bit is refused", "[root]") {
   require_root();
   TempDir dir;
   const auto mode = GENERATE(0775, 0757, 0777);
@@ -224,7 +225,7 @@ TEST_CASE("a group- or world-writable directory without the sticky bit is refuse
                               open + " (or keep the file in /etc)");
 }
 
-TEST_CASE("links are followed to where the file really is") {
+TEST_CASE("links are followed to where the file really is", "[root]") {
   require_root();
   TempDir dir;
   // A link to a file in a directory someone else owns.
@@ -264,7 +265,7 @@ TEST_CASE("links are followed to where the file really is") {
   check_config_file_trusted(own_link);
 }
 
-TEST_CASE("a relative path is checked from the working directory") {
+TEST_CASE("a relative path is checked from the working directory", "[root]") {
   require_root();
   TempDir dir;
   const std::string owned = dir.dir("owned");
@@ -282,7 +283,7 @@ TEST_CASE("a relative path is checked from the working directory") {
   CHECK(refusal.starts_with("owned/vramswap.conf: directory " + owned + " is owned by nobody"));
 }
 
-TEST_CASE("the daemon's way in checks trust, then selects its device") {
+TEST_CASE("the daemon's way in checks trust, then selects its device", "[root]") {
   require_root();
   TempDir dir;
   const std::string path = dir.file("vramswap.conf", device_file + "[device.bad]\nsize = lots\n");
