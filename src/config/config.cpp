@@ -144,6 +144,11 @@ std::string unknown_key_advice(std::string_view key) {
   return all;
 }
 
+bool is_quoted(std::string_view value) {
+  return value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+         value.back() == value.front();
+}
+
 std::string quoted(std::string_view text) {
   return "\"" + std::string(text) + "\"";
 }
@@ -331,6 +336,13 @@ class ReportBuilder {
       if (const auto [it, first] = first_line.emplace(entry.key, entry.line); !first) {
         error(entry.key + " is set twice in " + section + " (first at line " +
               std::to_string(it->second) + "); keep one");
+        continue;
+      }
+      if (is_quoted(entry.value)) {
+        // Quotes would be taken as part of the value and draw a puzzling
+        // "not a size" for size = "4G".
+        error(entry.key + " = " + entry.value + ": values take no quotes; remove them");
+        failed.insert(entry.key);
         continue;
       }
       if (auto problem = spec->apply(config, entry.value)) {

@@ -445,6 +445,17 @@ TEST_CASE("bad values name the key and say what to write") {
         std::string("/etc/vramswap.conf:2: ") + message);
 }
 
+TEST_CASE("quoted values") {
+  CHECK(refusal("[device.0]\nsize = \"4G\"\n") ==
+        "/etc/vramswap.conf:2: size = \"4G\": values take no quotes; remove them");
+  CHECK(refusal("[device.0]\nlisten = '/run/a b.sock'\n") ==
+        "/etc/vramswap.conf:2: listen = '/run/a b.sock': values take no quotes; remove them");
+  CHECK(refusal("[device.0]\nlisten = \"\"\n") ==
+        "/etc/vramswap.conf:2: listen = \"\": values take no quotes; remove them");
+  // A quote inside a value is just a character.
+  CHECK(parse_one("[device.0]\nlisten = /run/a\"b.sock\n").listen == "/run/a\"b.sock");
+}
+
 TEST_CASE("a socket path must fit a Unix socket address") {
   const std::string fits = "/run/" + std::string(102, 's');
   REQUIRE(fits.size() == max_socket_path_length);
