@@ -91,7 +91,7 @@ class LineFeeder {
 
     // What inih's buffer holds: the line, "\n" and NUL (and "\r" in its own
     // count, which we strip).
-    const int limit = std::min(max_line_length, size - 3);
+    const int limit = std::clamp(size - 3, 0, max_line_length);
     const bool maybe_header = current_.starts_with('[');
     if (raw.size() > static_cast<size_t>(limit)) {
       add_error(line_,
