@@ -1,0 +1,113 @@
+#pragma once
+
+// /etc/vramswap.conf: a [global] section of defaults and one [device.NAME]
+// section per daemon instance (vramswap@NAME.service). See vramswap.conf(5).
+//
+// Two ways in:
+//  - parse_config_report()/load_config_report() never fail on content: they
+//    return every error, and per device whether it is usable, so that the
+//    generator can still set up the devices whose sections are fine;
+//  - parse_config()/load_config() and select_device()/load_device_config()
+//    throw StartupError(exit_code::config, "<file>:<line>: ...") on the first
+//    error that matters, for the daemon and for `vramswap` commands.
+//
+// An error inside a [device.NAME] section (with a valid NAME) breaks only that
+// device. Any other error (in [global], before the first section, in an
+// unknown or misnamed section) breaks every device: [global] feeds them all,
+// and a misspelt section may well have been meant as [global].
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/types.hpp"
+
+namespace vramswap::config {
+
+inline constexpr const char* default_config_path = "/etc/vramswap.conf";
+
+// Built-in defaults, for the man page and for messages.
+inline constexpr unsigned max_default_connections = 16;
+inline constexpr unsigned max_connections = 64;
+inline constexpr unsigned max_nbd_index = 1023;
+inline constexpr int default_priority = 1000;  // above zram's usual 100: VRAM before zram and disk
+inline constexpr unsigned default_timeout_s = 600;
+inline constexpr unsigned max_timeout_s = 86400;
+
+struct ParseOptions {
+  // Online CPUs, for the default of `connections`; below 1: ask the system
+  // (sysconf(_SC_NPROCESSORS_ONLN)).
+  long online_cpus = -1;
+};
+
+// `connections` when the file does not say: one per online CPU, 1 to 16.
+unsigned default_connections(long online_cpus);
+
+// The configuration a device gets from built-in defaults alone.
+DeviceConfig default_device_config(const ParseOptions& options = {});
+
+// One error: `message` is the whole line the user sees, "<file>:<line>: ...".
+struct ConfigError {
+  int line = 0;  // 0: not about one line (the file as a whole)
+  std::string message;
+};
+
+struct DeviceResult {
+  std::string name;
+  int line = 0;  // line of its (first) [device.NAME] header
+  // Present when neither this device's section nor the file as a whole has
+  // an error: the device can be started as configured.
+  std::optional<DeviceConfig> config;
+  // Errors about this device alone, in line order (file-wide errors are in
+  // ConfigReport::file_errors).
+  std::vector<ConfigError> errors;
+};
+
+struct ConfigReport {
+  std::string path;
+  std::vector<ConfigError> file_errors;  // break every device, in line order
+  std::vector<DeviceResult> devices;     // in file order
+
+  bool ok() const;
+  // Every error, file-wide and per device, in line order.
+  std::vector<ConfigError> all_errors() const;
+  const DeviceResult* find(std::string_view name) const;
+  // What stops this device: the file-wide errors, then its own, in line order.
+  std::vector<ConfigError> errors_for(const DeviceResult& device) const;
+};
+
+struct Config {
+  std::string path;
+  std::vector<DeviceConfig> devices;  // in file order
+};
+
+// `path` only names the file in messages. Never throws for content.
+ConfigReport parse_config_report(std::string_view text, std::string_view path,
+                                 const ParseOptions& options = {});
+
+// Throws StartupError(exit_code::config) with the first error in the file.
+Config parse_config(std::string_view text, std::string_view path, const ParseOptions& options = {});
+
+// Reads the file: missing, unreadable, not a regular file or absurdly large
+// are StartupErrors that say what to do. Content errors as above.
+std::string read_config_file(const std::string& path);
+ConfigReport load_config_report(const std::string& path, const ParseOptions& options = {});
+Config load_config(const std::string& path, const ParseOptions& options = {});
+
+// The device named `instance`; a missing one is a StartupError listing the
+// configured names.
+const DeviceConfig& find_device(const Config& config, std::string_view instance);
+
+// The configuration of `instance` if it can be started: throws the first
+// file-wide error, else the device's first error, else "no such device"
+// (listing the configured names). Errors in other devices' sections do not
+// stop this one.
+DeviceConfig select_device(const ConfigReport& report, std::string_view instance);
+
+// The daemon's way in: checks that only root can change the file
+// (check_config_file_trusted), reads it and selects `instance`.
+DeviceConfig load_device_config(const std::string& path, std::string_view instance,
+                                const ParseOptions& options = {});
+
+}  // namespace vramswap::config

@@ -1,0 +1,30 @@
+#pragma once
+
+// How much VRAM a device takes, from its `size`, `reserve` and `min_size` and
+// the VRAM free when it starts. Shared by the daemon and `vramswap probe`, so
+// that what probe recommends is what the daemon allocates.
+
+#include <cstdint>
+#include <string>
+
+#include "config/types.hpp"
+
+namespace vramswap::config {
+
+// Swap sizes are whole multiples of this: CUDA allocates in 2 MiB pages, and
+// it keeps the size a multiple of every block and page size in play.
+inline constexpr uint64_t swap_size_alignment = uint64_t{2} << 20;
+
+// size = auto: free VRAM minus `reserve` (nothing when reserve is larger);
+// N%: N percent of free VRAM; bytes: as given. Rounded down to 2 MiB.
+uint64_t resolve_size(const SizeSpec& size, uint64_t reserve, uint64_t free_vram);
+
+// "auto", "50%", "16.0 GiB": the setting as written, for messages.
+std::string describe_size(const SizeSpec& size);
+
+// resolve_size() for `device`, refusing with StartupError(exit_code::unavailable)
+// when the result is nothing or below the device's min_size: the message says
+// how the size came about and what to change.
+uint64_t choose_swap_size(const DeviceConfig& device, uint64_t free_vram);
+
+}  // namespace vramswap::config
