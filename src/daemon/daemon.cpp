@@ -85,7 +85,7 @@ int run(const CommandLine& command_line) {
   protect_from_oom();
 
   const cuda::MemoryInfo memory = context.memory_info();
-  const uint64_t wanted = config::resolve_size(device.size, device.reserve, memory.free_bytes);
+  const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
   store::VramStore store(context);
   store.allocate(wanted, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.ordinal) + " (" + gpu.name + ")";
