@@ -1,6 +1,11 @@
 #include "daemon/daemon.hpp"
 
 #include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 
 #include <chrono>
 #include <optional>
@@ -21,6 +26,7 @@
 #include "kernel/hardening.hpp"
 #include "kernel/notify.hpp"
 #include "kernel/swaps.hpp"
+#include "status/instance_status.hpp"
 #include "store/vram_store.hpp"
 
 namespace vramswap::daemon {
@@ -101,25 +107,65 @@ int run(const CommandLine& command_line) {
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
-  auto facts = [&](std::string stopping) {
-    StatusFacts f;
-    f.gpu = gpu_label;
-    f.size_bytes = store.size();
-    f.listen = device.listen;
+  // Refreshes the published status (status file, systemd's STATUS line).
+  status::InstanceStatus published;
+  published.instance = device.name;
+  published.pid = getpid();
+  published.gpu_index = gpu.ordinal;
+  published.gpu_name = gpu.name;
+  published.gpu_uuid = gpu.uuid;
+  published.gpu_pci_bus_id = gpu.pci_bus_id;
+  published.gpu_total_bytes = memory.total_bytes;
+  published.size_bytes = store.size();
+  published.listen = device.listen;
+  if (kernel) {
+    published.device = kernel->path();
+    published.link = "/dev/vramswap/" + device.name;
+  }
+  auto publish = [&](const std::string& stopping) {
+    status::InstanceStatus& s = published;
+    s.state = stopping.empty() ? "serving" : "stopping";
     if (kernel) {
-      f.device = kernel->path();
-      f.kernel_connections = server.live_kernel_connections();
-      f.swap = active_swap_for_device(kernel->path());
+      s.kernel_connections = server.live_kernel_connections();
+      const auto swap = active_swap_for_device(kernel->path());
+      s.swap_active = swap.has_value();
+      s.swap_size_bytes = swap ? swap->size_bytes : 0;
+      s.swap_used_bytes = swap ? swap->used_bytes : 0;
+      s.swap_priority = swap ? swap->priority : 0;
     }
-    f.stats = server.stats();
-    f.device_lost = server.health().device_lost();
-    f.copy_failures = server.health().copy_failures();
-    f.checksum_failures = server.health().checksum_failures();
-    f.stopping = std::move(stopping);
-    return f;
+    const engine::StatsSnapshot io = server.stats();
+    s.reads = io.reads;
+    s.writes = io.writes;
+    s.bytes_read = io.bytes_read;
+    s.bytes_written = io.bytes_written;
+    s.zeroes = io.zeroes;
+    s.trims = io.trims;
+    s.flushes = io.flushes;
+    s.io_errors = io.io_errors;
+    s.protocol_errors = io.protocol_errors;
+    s.dropped_connections = io.dropped;
+    const engine::Health& health = server.health();
+    s.device_lost = health.device_lost();
+    s.copy_failures = health.copy_failures();
+    s.checksum_failures = health.checksum_failures();
+    s.health = s.device_lost ? "failed" : health.degraded() ? "degraded" : "ok";
+    const HardeningState hardening = hardening_state();
+    s.memory_locked = hardening.memory_locked;
+    s.oom_protected = hardening.oom_protected;
+    s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
+    s.updated_unix = time(nullptr);
+    s.status_line = compose_status_line(s, stopping);
+    static LogRateLimit write_failures(std::chrono::minutes(10));
+    uint64_t suppressed = 0;
+    if (!status::write_status_file(s) && write_failures.allow(suppressed)) {
+      log_warning("cannot write %s: %s (vramswap status will not see this instance)",
+                  status::status_path(s.instance).c_str(), std::strerror(errno));
+    }
+    return s.status_line;
   };
-  notify::ready(compose_status_line(facts({})));
-  log_info("ready: %s", compose_status_line(facts({})).c_str());
+  const std::string ready_line = publish({});
+  notify::ready(ready_line);
+  log_info("ready: %s", ready_line.c_str());
 
   bool stopping = false;
   bool told_waiting = false;
@@ -146,6 +192,7 @@ int run(const CommandLine& command_line) {
       log_error("the kernel closed every connection of %s (was it disconnected by another "
                 "program?); anything swapped to it is lost",
                 kernel->path().c_str());
+      publish("the kernel dropped the device");
       server.stop();
       return 1;
     }
@@ -168,10 +215,10 @@ int run(const CommandLine& command_line) {
         log_notice("%s before releasing the VRAM", waiting_for.c_str());
       }
     }
-    notify::status(compose_status_line(facts(stopping ? waiting_for : std::string())));
+    notify::status(publish(stopping ? waiting_for : std::string()));
   }
 
-  notify::status(compose_status_line(facts("releasing the device")));
+  notify::status(publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
     const auto deadline = steady_clock::now() + kKernelCloseWait;
@@ -181,6 +228,7 @@ int run(const CommandLine& command_line) {
     kernel.reset();
   }
   server.stop();
+  status::remove_status_file(device.name);
   log_info("stopped");
   return exit_code::ok;
 }

@@ -4,27 +4,28 @@
 
 namespace vramswap::daemon {
 
-std::string compose_status_line(const StatusFacts& f) {
+std::string compose_status_line(const status::InstanceStatus& s, const std::string& stopping) {
   std::string line;
-  if (f.device_lost) {
+  if (s.device_lost) {
     line = "FAILED: GPU lost, every request fails; ";
-  } else if (f.copy_failures || f.checksum_failures) {
-    line = "DEGRADED: " + std::to_string(f.copy_failures) + " failed copies, " +
-           std::to_string(f.checksum_failures) + " checksum mismatches; ";
+  } else if (s.copy_failures || s.checksum_failures) {
+    line = "DEGRADED: " + std::to_string(s.copy_failures) + " failed copies, " +
+           std::to_string(s.checksum_failures) + " checksum mismatches; ";
   }
-  if (!f.stopping.empty()) line += "stopping: " + f.stopping + "; ";
-  line += format_byte_size(f.size_bytes) + " of " + f.gpu;
-  if (!f.device.empty()) {
-    line += " on " + f.device;
-    if (f.swap) {
-      line += ", swap " + format_byte_size(f.swap->used_bytes) + " used, priority " +
-              std::to_string(f.swap->priority);
+  if (!stopping.empty()) line += "stopping: " + stopping + "; ";
+  line += format_byte_size(s.size_bytes) + " of GPU " + std::to_string(s.gpu_index) + " (" +
+          s.gpu_name + ")";
+  if (!s.device.empty()) {
+    line += " on " + s.device;
+    if (s.swap_active) {
+      line += ", swap " + format_byte_size(s.swap_used_bytes) + " used, priority " +
+              std::to_string(s.swap_priority);
     } else {
       line += ", not swap";
     }
-    line += ", " + std::to_string(f.kernel_connections) + " connections";
+    line += ", " + std::to_string(s.kernel_connections) + " connections";
   }
-  if (!f.listen.empty()) line += (f.device.empty() ? " on " : ", listening on ") + f.listen;
+  if (!s.listen.empty()) line += (s.device.empty() ? " on " : ", listening on ") + s.listen;
   return line;
 }
 

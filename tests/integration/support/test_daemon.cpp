@@ -44,7 +44,8 @@ TestDaemon::~TestDaemon() {
 bool TestDaemon::start(std::chrono::seconds timeout) {
   Environment env = {{"VRAMSWAP_LIBCUDA", fake_libcuda()},
                      {"VRAMSWAP_FAKE_CONTROL", control_path()},
-                     {"NOTIFY_SOCKET", dir_.file("notify")}};
+                     {"NOTIFY_SOCKET", dir_.file("notify")},
+                     {"VRAMSWAP_RUNTIME_DIR", dir_.path()}};
   env.insert(env.end(), spec_.environment.begin(), spec_.environment.end());
   pid_ = spawn({vramswapd_binary(), "--config", config_path(), "--instance", spec_.instance},
                dir_.file("daemon.log"), env);

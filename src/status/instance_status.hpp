@@ -1,0 +1,61 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vramswap::status {
+
+// What a running vramswapd publishes about itself in
+// <runtime dir>/NAME.json (default /run/vramswap), rewritten atomically every
+// few seconds and on every change of state. `vramswap status` reads these
+// files; their format is versioned so an older CLI can tell a newer daemon.
+struct InstanceStatus {
+  static constexpr int kFormatVersion = 1;
+
+  int format = kFormatVersion;
+  std::string instance;
+  int64_t pid = 0;
+  std::string state;        // "serving", "stopping"
+  std::string health;       // "ok", "degraded", "failed"
+  std::string status_line;  // what systemctl status shows
+
+  int gpu_index = -1;
+  std::string gpu_name, gpu_uuid, gpu_pci_bus_id;
+  uint64_t gpu_total_bytes = 0;
+
+  uint64_t size_bytes = 0;  // VRAM served
+  std::string device;       // /dev/nbdX, empty when not attached
+  std::string link;         // /dev/vramswap/NAME
+  std::string listen;       // Unix socket, empty when none
+  unsigned kernel_connections = 0;
+
+  bool swap_active = false;
+  uint64_t swap_size_bytes = 0, swap_used_bytes = 0;
+  int swap_priority = 0;
+
+  uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0, zeroes = 0, trims = 0,
+           flushes = 0, io_errors = 0, protocol_errors = 0, dropped_connections = 0;
+  bool device_lost = false;
+  uint64_t copy_failures = 0, checksum_failures = 0;
+
+  bool memory_locked = false, oom_protected = false, io_flusher = false;
+  int64_t updated_unix = 0;
+};
+
+std::string runtime_directory();  // $VRAMSWAP_RUNTIME_DIR or /run/vramswap
+std::string status_path(const std::string& instance);
+
+std::string to_json(const InstanceStatus& status);
+// Nothing when the text is not a status document of a format we know.
+std::optional<InstanceStatus> from_json(const std::string& text);
+
+// Writes the file atomically (temporary file + rename); returns false with
+// errno set on failure. Not on the I/O path.
+bool write_status_file(const InstanceStatus& status);
+void remove_status_file(const std::string& instance);
+// Every status file in the runtime directory, sorted by instance.
+std::vector<InstanceStatus> read_status_files();
+
+}  // namespace vramswap::status
