@@ -13,6 +13,7 @@
 #include <netlink/socket.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/swap.h>
 #include <sys/utsname.h>
 
 #include <array>
@@ -22,7 +23,9 @@
 
 #include "common/byte_size.hpp"
 #include "common/startup_error.hpp"
+#include "kernel/block_device.hpp"
 #include "kernel/genl_transaction.hpp"
+#include "kernel/swaps.hpp"
 #include "kernel_test_support.hpp"
 
 using namespace vramswap;
@@ -437,22 +440,28 @@ class TinyNbdServer {
 }  // namespace
 
 TEST_CASE("the kernel's nbd driver: a clear error without it, connect/query/disconnect with it") {
-  if (!kernel_has_nbd()) {
+  // open() may load the module (modprobe): only its outcome tells which case
+  // this machine is, and /sys/module/nbd must agree with it either way.
+  std::optional<NbdNetlink> opened;
+  int open_status = 0;
+  const std::string open_error =
+      error_of([&] { opened.emplace(NbdNetlink::open()); }, &open_status);
+  if (!opened) {
     WARN("this kernel has no nbd driver: checking the error a user gets");
-    int status = 0;
-    std::string error = error_of([] { NbdNetlink::open(); }, &status);
-    CHECK(status == exit_code::unavailable);
-    CHECK_THAT(error, Catch::StartsWith("the kernel has no nbd driver (generic netlink family "
-                                        "\"nbd\" not found; modprobe nbd: "));
-    CHECK_THAT(error, Catch::Contains("install the modules package of kernel " + kernel_release()));
-    CHECK_THAT(error, Catch::Contains("CONFIG_BLK_DEV_NBD"));
-    CHECK(error.find('\n') == std::string::npos);
-    CHECK_FALSE(kernel_has_nbd());  // and modprobe did not find one either
+    CHECK_FALSE(kernel_has_nbd());
+    CHECK(open_status == exit_code::unavailable);
+    CHECK_THAT(open_error, Catch::StartsWith("the kernel has no nbd driver (generic netlink family "
+                                             "\"nbd\" not found; modprobe nbd: "));
+    CHECK_THAT(open_error,
+               Catch::Contains("install the modules package of kernel " + kernel_release()));
+    CHECK_THAT(open_error, Catch::Contains("CONFIG_BLK_DEV_NBD"));
+    CHECK(open_error.find('\n') == std::string::npos);
     return;
   }
 
   WARN("this kernel has nbd: connecting a real device");
-  NbdNetlink netlink = NbdNetlink::open();
+  REQUIRE(kernel_has_nbd());
+  NbdNetlink& netlink = *opened;
   CHECK(netlink.family_id() > 0);
   for (const NbdDeviceStatus& device : netlink.query_all()) {
     INFO("nbd" << device.index);
@@ -490,6 +499,26 @@ TEST_CASE("the kernel's nbd driver: a clear error without it, connect/query/disc
     CHECK(std::memcmp(block.data(), server.data().data() + 65536, block.size()) == 0);
   }
 
+  // Real swap on it: mkswap writes through our server, swapon reads the
+  // header back, and the device is then held exclusively.
+  const std::string device_path = "/dev/" + name;
+  CHECK_FALSE(block_device_in_use(device_path));
+  make_swap(device_path, "vramswap-test");
+  {
+    struct SwapOffGuard {
+      std::string path;
+      ~SwapOffGuard() { ::swapoff(path.c_str()); }
+    } guard{device_path};
+    swap_on(device_path, 3, false);
+    std::optional<SwapEntry> active = active_swap_for_device(device_path);
+    REQUIRE(active.has_value());
+    CHECK(active->priority == 3);
+    CHECK(active->size_bytes == 1 * MiB - static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+    CHECK(block_device_use(device_path).holder == "active swap");
+    swap_off(device_path);
+    CHECK_FALSE(active_swap_for_device(device_path).has_value());
+  }
+
   // A fixed index that is taken: EBUSY, told as such.
   int pair2[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair2) == 0);
@@ -505,4 +534,17 @@ TEST_CASE("the kernel's nbd driver: a clear error without it, connect/query/disc
   CHECK(netlink.disconnect(index));
   status = netlink.query(index);
   CHECK((!status || !status->connected));
+
+  // DESTROY_ON_DISCONNECT: the kernel removes the device, from a work queue:
+  // sysfs goes first, the index a moment later.
+  auto gone = [&] {
+    return !std::filesystem::exists("/sys/block/" + name) && !netlink.query(index).has_value();
+  };
+  for (int i = 0; i < 100 && !gone(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK_FALSE(std::filesystem::exists("/sys/block/" + name));
+  CHECK_FALSE(netlink.query(index).has_value());
+  // Disconnecting what is gone is no error, just nothing to do.
+  CHECK_FALSE(netlink.disconnect(index));
 }
