@@ -75,7 +75,9 @@ using NlMessage = std::unique_ptr<nl_msg, NlMsgDeleter>;
 struct NbdConnectParams {
   // The kernel's ends of the connections (e.g. one end of each socketpair),
   // sent in this order. The kernel looks them up in the sending process's fd
-  // table and takes its own references: close them after connect().
+  // table and takes its own references: close them after connect(). Leave
+  // SO_RCVTIMEO/SO_SNDTIMEO unset on them: the kernel's own reads and writes
+  // on these sockets would obey them.
   std::vector<int> socket_fds;
   uint64_t size_bytes = 0;  // a multiple of block_size
   uint64_t block_size = 4096;
