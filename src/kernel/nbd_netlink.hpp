@@ -48,7 +48,9 @@
 // the flag for a connect without an index, and a connect asking for the index
 // of one still being torn down gets EINVAL. Note that it acts on disconnect
 // only: a daemon that dies without disconnecting leaves its device configured
-// with dead sockets (every I/O fails) until someone sends NBD_CMD_DISCONNECT.
+// with dead sockets until someone sends NBD_CMD_DISCONNECT. New I/O then
+// fails; with timeout 0 and one connection the requests that were in flight
+// when it died wait (processes in D state) until that disconnect fails them.
 //
 // NBD_CFLAG_DISCONNECT_ON_CLOSE (not used): disconnects when the last opener
 // closes the device, e.g. after blkid probes it and before swapon opens it.
