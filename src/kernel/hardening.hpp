@@ -18,6 +18,21 @@ struct HardeningState {
   int io_flusher_errno = 0;  // of the first failure
 };
 
+// AddressSanitizer turns mlockall into a no-op that reports success (locking
+// its terabytes of shadow mappings is impossible): in such builds
+// lock_memory() says so instead of pretending.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitizerDisablesMemoryLock = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSanitizerDisablesMemoryLock = true;
+#else
+inline constexpr bool kSanitizerDisablesMemoryLock = false;
+#endif
+#else
+inline constexpr bool kSanitizerDisablesMemoryLock = false;
+#endif
+
 // mlockall(MCL_CURRENT | MCL_FUTURE): every page of the daemon, present and
 // future, stays in RAM, so the kernel never has to page the daemon in while
 // it waits on the daemon to swap. Call it once, after the big allocations
