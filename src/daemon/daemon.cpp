@@ -79,8 +79,9 @@ int run(const CommandLine& command_line) {
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
-  const cuda::DeviceInfo gpu = cuda::select_device(driver, device.gpu);
-  cuda::Context context(driver, gpu.ordinal);
+  const std::vector<cuda::DeviceInfo> gpus = cuda::list_devices(driver);
+  const cuda::DeviceInfo& gpu = cuda::select_device(gpus, device.gpu.text);
+  cuda::Context context(driver, gpu.index);
   context.bind_current_thread();
   // Lock the daemon in RAM now, with the driver loaded and before anything
   // large is mapped: MCL_FUTURE then covers every later allocation of the
@@ -92,9 +93,9 @@ int run(const CommandLine& command_line) {
 
   const cuda::MemoryInfo memory = context.memory_info();
   const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
-  store::VramStore store(context);
+  VramStore store(context);
   store.allocate(wanted, device.min_size);
-  const std::string gpu_label = "GPU " + std::to_string(gpu.ordinal) + " (" + gpu.name + ")";
+  const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
   log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
            gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
            format_byte_size(memory.total_bytes).c_str());
@@ -111,7 +112,7 @@ int run(const CommandLine& command_line) {
   status::InstanceStatus published;
   published.instance = device.name;
   published.pid = getpid();
-  published.gpu_index = gpu.ordinal;
+  published.gpu_index = gpu.index;
   published.gpu_name = gpu.name;
   published.gpu_uuid = gpu.uuid;
   published.gpu_pci_bus_id = gpu.pci_bus_id;

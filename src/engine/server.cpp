@@ -40,7 +40,7 @@ int fcntl_nonblock(int fd) {
 
 }  // namespace
 
-Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options)
+Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     : options_(std::move(options)),
       pool_(options_.kernel_connections +
             (options_.listen_path.empty() ? 0 : options_.engine.max_clients)) {
@@ -48,10 +48,13 @@ Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions optio
   context_.cuda = &cuda;
   context_.pool = &pool_;
   context_.health = &health_;
-  context_.geometry = nbd::ExportGeometry{store.size(), kMinBlock, kMaxPayload};
   context_.description = nbd::ExportDescription{
       options_.export_name, options_.export_description, store.size(),
       nbd::served_transmission_flags, kMinBlock, kPreferredBlock, kMaxPayload};
+  if (const char* problem = nbd::export_description_problem(context_.description)) {
+    throw StartupError(exit_code::config, std::string("cannot export this device: ") + problem);
+  }
+  context_.geometry = nbd::geometry_of(context_.description);
   context_.options = options_.engine;
   context_.on_thread_start = options_.on_thread_start;
   context_.on_kernel_connection_closed = [this] {

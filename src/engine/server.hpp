@@ -31,7 +31,7 @@ struct ServerOptions {
 // constructed, before it serves a single request.
 class Server {
  public:
-  Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options);
+  Server(VramStore& store, cuda::Context& cuda, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

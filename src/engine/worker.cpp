@@ -36,9 +36,9 @@ bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULD
 Worker::Worker(unsigned index, const ServingContext& context)
     : index_(index),
       context_(context),
-      rx_buffer_(context.options.rx_arena_bytes),
-      tx_buffer_(context.options.tx_arena_bytes),
-      stream_(std::make_unique<store::CopyStream>(*context.store)),
+      rx_buffer_(*context.cuda, context.options.rx_arena_bytes),
+      tx_buffer_(*context.cuda, context.options.tx_arena_bytes),
+      stream_(std::make_unique<CopyStream>(*context.store)),
       rx_(rx_buffer_.data(), rx_buffer_.size()),
       tx_(tx_buffer_.data(), tx_buffer_.size()),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
@@ -161,7 +161,10 @@ void Worker::expire_handshakes() noexcept {
 }
 
 void Worker::run() noexcept {
-  context_.cuda->bind_current_thread();
+  if (const cuda::Status bound = context_.cuda->bind_current_thread(); !bound.ok()) {
+    // Every copy of this worker will fail and answer EIO; say why once.
+    log_error("worker %u cannot use the GPU: %s", index_, bound.name());
+  }
   if (context_.on_thread_start) context_.on_thread_start();
 
   epoll_event events[kMaxEvents];

@@ -22,7 +22,7 @@
 namespace vramswap::cuda {
 class Context;
 }
-namespace vramswap::store {
+namespace vramswap {
 class VramStore;
 }
 
@@ -30,7 +30,7 @@ namespace vramswap::engine {
 
 // What every worker shares; owned by the Server, immutable while serving.
 struct ServingContext {
-  store::VramStore* store = nullptr;
+  VramStore* store = nullptr;
   cuda::Context* cuda = nullptr;
   ConnectionPool* pool = nullptr;
   Health* health = nullptr;
@@ -87,9 +87,9 @@ class Worker {
 
   unsigned index_;
   const ServingContext& context_;
-  store::PinnedBuffer rx_buffer_;
-  store::PinnedBuffer tx_buffer_;
-  std::unique_ptr<store::CopyStream> stream_;
+  PinnedBuffer rx_buffer_;
+  PinnedBuffer tx_buffer_;
+  std::unique_ptr<CopyStream> stream_;
   StagingArena rx_;
   StagingArena tx_;
   UniqueFd epoll_;
