@@ -82,7 +82,6 @@ int run(const CommandLine& command_line) {
   const std::vector<cuda::DeviceInfo> gpus = cuda::list_devices(driver);
   const cuda::DeviceInfo& gpu = cuda::select_device(gpus, device.gpu.text);
   cuda::Context context(driver, gpu.index);
-  context.bind_current_thread();
   // Lock the daemon in RAM now, with the driver loaded and before anything
   // large is mapped: MCL_FUTURE then covers every later allocation of the
   // I/O path (staging, threads, connection slots), while VRAM itself is not

@@ -87,7 +87,7 @@ UniqueFd open_unix_listener(const std::string& path, const std::string& group) {
 
   gid_t gid = static_cast<gid_t>(-1);
   if (!group.empty()) {
-    const group* entry = getgrnam(group.c_str());
+    const struct group* entry = getgrnam(group.c_str());
     if (!entry) {
       throw StartupError(exit_code::config, "socket_group = " + group +
                                                 ": no such group; create it or fix the name");

@@ -212,7 +212,7 @@ void Worker::run() noexcept {
     rx_.reset();
     tx_.reset();
     copies_this_round_ = 0;
-    round_error_ = 0;
+    round_error_ = cuda::Status();
     for (Connection* c : round_) {
       if (!c->closed()) serve(*c);
     }
@@ -221,7 +221,7 @@ void Worker::run() noexcept {
       const auto status = stream_->synchronize();
       if (!status.ok()) {
         round_ok = false;
-        round_error_ = status.code();
+        round_error_ = status;
       }
     }
     unsigned failed = 0;
@@ -248,9 +248,8 @@ void Worker::run() noexcept {
   }
 }
 
-void Worker::note_copy_failure(int cuda_result, unsigned requests) noexcept {
-  context_.health->copy_failed(cuda::cuda_error_name(cuda_result), cuda::is_sticky(cuda_result),
-                               requests);
+void Worker::note_copy_failure(cuda::Status status, unsigned requests) noexcept {
+  context_.health->copy_failed(status.name(), status.sticky(), requests);
 }
 
 void Worker::serve(Connection& c) noexcept {
@@ -355,7 +354,7 @@ bool Worker::stage_read(Connection& c, Reply& r) noexcept {
       r.error = nbd::error::eio;
       stats_.add(stats_.io_errors, 1);
     }
-    note_copy_failure(status.code(), 1);
+    note_copy_failure(status, 1);
     return true;
   }
   r.staged = dst;
@@ -404,7 +403,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         } else {
           r.error = nbd::error::eio;
           stats_.add(stats_.io_errors, 1);
-          note_copy_failure(status.code(), 1);
+          note_copy_failure(status, 1);
         }
       }
       rx_.commit(take);
@@ -490,7 +489,7 @@ void Worker::parse_requests(Connection& c) noexcept {
           } else {
             r.error = nbd::error::eio;
             stats_.add(stats_.io_errors, 1);
-            note_copy_failure(status.code(), 1);
+            note_copy_failure(status, 1);
           }
         }
         break;

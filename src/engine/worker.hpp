@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/unique_fd.hpp"
+#include "cuda/error.hpp"
 #include "engine/connection.hpp"
 #include "engine/connection_pool.hpp"
 #include "engine/health.hpp"
@@ -83,7 +84,7 @@ class Worker {
   bool stage_read(Connection& c, Reply& r) noexcept;
   void settle(Connection& c, bool round_ok) noexcept;
   void send_replies(Connection& c) noexcept;
-  void note_copy_failure(int cuda_result, unsigned requests) noexcept;
+  void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
 
   unsigned index_;
   const ServingContext& context_;
@@ -102,7 +103,7 @@ class Worker {
   std::vector<Connection*> owned_;     // every connection this worker serves
   std::vector<Connection*> round_;     // the connections served in this round
   unsigned copies_this_round_ = 0;
-  int round_error_ = 0;                // the CUDA error that failed this round's sync
+  cuda::Status round_error_;           // what failed this round's sync
 
   WorkerStats stats_;
   std::atomic<unsigned> connections_{0};
