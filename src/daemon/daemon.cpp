@@ -82,6 +82,9 @@ int run(const CommandLine& command_line) {
   const std::vector<cuda::DeviceInfo> gpus = cuda::list_devices(driver);
   const cuda::DeviceInfo& gpu = cuda::select_device(gpus, device.gpu.text);
   cuda::Context context(driver, gpu.index);
+  const cuda::MemoryInfo memory = context.memory_info();
+  const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
+
   // Lock the daemon in RAM now, with the driver loaded and before anything
   // large is mapped: MCL_FUTURE then covers every later allocation of the
   // I/O path (staging, threads, connection slots), while VRAM itself is not
@@ -89,9 +92,6 @@ int run(const CommandLine& command_line) {
   // the lock the same way).
   lock_memory();
   protect_from_oom();
-
-  const cuda::MemoryInfo memory = context.memory_info();
-  const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
   VramStore store(context);
   store.allocate(wanted, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
