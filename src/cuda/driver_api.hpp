@@ -151,8 +151,8 @@ inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
 
 // Newer symbols preferred over a MEMBER of the list above when the driver
 // exports them (same signature); the loader falls back to the older symbol.
-// cuDeviceGetUuid_v2 reports the physical GPU's UUID (the one nvidia-smi
-// shows) also in configurations where the first version does not.
+// The two UUID calls agree for whole GPUs; they differ for MIG instances,
+// which cuDeviceGetUuid_v2 names by their own UUID (as nvidia-smi -L does).
 #define VRAMSWAP_CUDA_PREFERRED_FUNCTIONS(X) \
   X(cuDeviceGetUuid, cuDeviceGetUuid_v2, "11.4", (CUuuid * uuid, CUdevice device))
 

@@ -47,7 +47,7 @@ bool write_repeated(int fd, unsigned char value, size_t length, uint64_t offset)
 }  // namespace
 
 std::unique_ptr<Backing> Backing::create(const std::string& directory, int device, uint64_t id,
-                                         uint64_t size, std::string& error) {
+                                         uint64_t size, std::string& error, int& error_number) {
   char name[64];
   std::snprintf(name, sizeof name, "dev%d-alloc%llu", device, static_cast<unsigned long long>(id));
   std::string path;
@@ -60,11 +60,13 @@ std::unique_ptr<Backing> Backing::create(const std::string& directory, int devic
     fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   }
   if (fd < 0) {
+    error_number = errno;
     error = (path.empty() ? std::string("memfd_create") : "creating " + path) + ": " +
             std::strerror(errno);
     return nullptr;
   }
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    error_number = errno;
     error = "sizing " + (path.empty() ? std::string(name) : path) + ": " + std::strerror(errno);
     close(fd);
     if (!path.empty()) unlink(path.c_str());

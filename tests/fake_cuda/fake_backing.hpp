@@ -29,9 +29,10 @@ namespace vramswap::fake_cuda {
 
 class Backing {
  public:
-  // nullptr with `error` set when the memfd or file cannot be created.
+  // nullptr when the memfd or file cannot be created, with `error` saying
+  // why and `error_number` the errno.
   static std::unique_ptr<Backing> create(const std::string& directory, int device, uint64_t id,
-                                         uint64_t size, std::string& error);
+                                         uint64_t size, std::string& error, int& error_number);
   ~Backing();
   Backing(const Backing&) = delete;
   Backing& operator=(const Backing&) = delete;

@@ -77,9 +77,9 @@ VRAMSWAP_CUDA_PREFERRED_FUNCTIONS(FAKE_CUDA_DECLARE)
 namespace vramswap::fake_cuda {
 
 // What a lost GPU answers: once a GPU has fallen off the bus (Xid 79) or the
-// driver has otherwise lost it, calls into it come back CUDA_ERROR_UNKNOWN;
-// that is the code field reports of such failures show, and what the daemon
-// has to recognize as sticky.
+// driver has otherwise lost it, calls into it come back CUDA_ERROR_UNKNOWN
+// (the code reports of such failures show), and that is what the daemon has
+// to recognize as sticky. A loss here takes every fake device.
 constexpr CUresult lost_device_error = CUDA_ERROR_UNKNOWN;
 // An injected copy failure: a per-call error (the driver could not get the
 // resources for this one copy), not sticky, so the next copy may work.
@@ -267,6 +267,7 @@ CUresult configure_locked() {
   for (int device = 0; device < max_devices; ++device) {
     g_devices[device] = Device{0, device_base(device)};
     g_contexts[device].device = device;
+    g_contexts[device].null_stream.context = &g_contexts[device];
   }
   g_allocation_count = 0;
   g_copy_calls.store(0, std::memory_order_relaxed);
@@ -621,11 +622,17 @@ CUresult cuMemAlloc_v2(CUdeviceptr* pointer, size_t bytes) {
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   std::string error;
-  auto backing =
-      Backing::create(g_config.backing_dir, context->device, ++g_allocation_count, bytes, error);
+  int error_number = 0;
+  auto backing = Backing::create(g_config.backing_dir, context->device, ++g_allocation_count, bytes,
+                                 error, error_number);
   if (!backing) {
     report(error);
-    return CUDA_ERROR_OUT_OF_MEMORY;
+    // The host being short of memory is the fake's out-of-memory; anything
+    // else (a stale file in the backing directory) is a setup error that
+    // must not look like VRAM running out.
+    return error_number == ENOMEM || error_number == ENOSPC || error_number == EFBIG
+               ? CUDA_ERROR_OUT_OF_MEMORY
+               : CUDA_ERROR_OPERATING_SYSTEM;
   }
   const CUdeviceptr base = device.next_address;
   // Round to the driver's 2 MiB pages and leave a page-sized hole after

@@ -80,6 +80,11 @@ TEST_CASE("fake: device ranges must lie inside one live allocation") {
   CHECK(driver.cuMemsetD8Async(b + 2 * MiB, 0, 1, stream) == CUDA_ERROR_INVALID_VALUE);
   CHECK(driver.cuMemcpyHtoDAsync(a, nullptr, 16, stream) == CUDA_ERROR_INVALID_VALUE);
   CHECK(driver.cuStreamSynchronize(stream) == CUDA_SUCCESS);
+  // Stream 0, the legacy default stream, takes the same checks.
+  CHECK(driver.cuMemcpyHtoDAsync(b, host.data(), 16, nullptr) == CUDA_SUCCESS);
+  CHECK(driver.cuMemcpyHtoDAsync(b + 2 * MiB, host.data(), 16, nullptr) ==
+        CUDA_ERROR_INVALID_VALUE);
+  CHECK(driver.cuStreamSynchronize(nullptr) == CUDA_SUCCESS);
 
   REQUIRE(driver.cuMemFree(b) == CUDA_SUCCESS);
   CHECK(driver.cuMemcpyHtoDAsync(b, host.data(), 16, stream) == CUDA_ERROR_INVALID_VALUE);
