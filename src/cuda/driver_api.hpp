@@ -92,9 +92,10 @@ constexpr const char* result_text(CUresult result) noexcept {
 }
 
 using CUdevice = int;
-// 64-bit device address (cuda.h: unsigned long long on LP64; same size and
-// passing convention as uint64_t).
-using CUdeviceptr = std::uint64_t;
+// A 64-bit device address, the type cuda.h gives it on LP64 (so signatures
+// compare equal to cuda.h's, see tests/unit/cuda_abi_check.cpp).
+using CUdeviceptr = unsigned long long;
+static_assert(sizeof(CUdeviceptr) == sizeof(std::uint64_t));
 struct CUctx_st;  // opaque, owned by the driver
 struct CUstream_st;
 using CUcontext = CUctx_st*;
