@@ -1,0 +1,163 @@
+#pragma once
+
+// Our own declarations of the small part of the CUDA driver API that vramswap
+// uses. The build machines have no CUDA toolkit, and the daemon must not depend
+// on one at build time: libcuda.so.1 is loaded at run time (see driver.hpp).
+// The driver keeps the ABI of its exported, versioned entry points stable (a
+// changed signature gets a new "_vN" symbol), so declaring them here is safe.
+//
+// This header is the single list of what we use: the loader resolves exactly
+// the functions below, and the fake driver of the test suite
+// (tests/fake_cuda) implements exactly them, declared from the same list, so
+// the compiler rejects a fake whose signatures drift from the loader's.
+
+#include <cstddef>
+#include <cstdint>
+
+namespace vramswap::cuda {
+
+// The results we name. X(NAME, VALUE, TEXT): TEXT is our one-line wording
+// (the fake driver returns it from cuGetErrorString).
+#define VRAMSWAP_CUDA_RESULTS(X)                                                      \
+  X(CUDA_SUCCESS, 0, "no error")                                                      \
+  X(CUDA_ERROR_INVALID_VALUE, 1, "an argument is invalid")                            \
+  X(CUDA_ERROR_OUT_OF_MEMORY, 2, "out of memory")                                     \
+  X(CUDA_ERROR_NOT_INITIALIZED, 3, "cuInit has not succeeded")                        \
+  X(CUDA_ERROR_DEINITIALIZED, 4, "the driver is shutting down")                       \
+  X(CUDA_ERROR_STUB_LIBRARY, 34, "this is the CUDA toolkit's stub, not the driver")   \
+  X(CUDA_ERROR_DEVICE_UNAVAILABLE, 46, "the GPU is busy or not available")            \
+  X(CUDA_ERROR_NO_DEVICE, 100, "no CUDA GPU found")                                   \
+  X(CUDA_ERROR_INVALID_DEVICE, 101, "no such GPU")                                    \
+  X(CUDA_ERROR_DEVICE_NOT_LICENSED, 102, "the GPU has no valid license")              \
+  X(CUDA_ERROR_INVALID_CONTEXT, 201, "no usable context is current on this thread")   \
+  X(CUDA_ERROR_ECC_UNCORRECTABLE, 214, "uncorrectable ECC error in GPU memory")       \
+  X(CUDA_ERROR_NVLINK_UNCORRECTABLE, 220, "uncorrectable NVLink error")               \
+  X(CUDA_ERROR_OPERATING_SYSTEM, 304, "a call into the operating system failed")      \
+  X(CUDA_ERROR_INVALID_HANDLE, 400, "invalid handle")                                 \
+  X(CUDA_ERROR_ILLEGAL_STATE, 401, "not possible in the present state")               \
+  X(CUDA_ERROR_NOT_FOUND, 500, "not found")                                           \
+  X(CUDA_ERROR_NOT_READY, 600, "work is still pending")                               \
+  X(CUDA_ERROR_ILLEGAL_ADDRESS, 700, "the GPU accessed an illegal address")           \
+  X(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, 701, "a launch asked for too many resources") \
+  X(CUDA_ERROR_LAUNCH_TIMEOUT, 702, "GPU work ran too long and was stopped")          \
+  X(CUDA_ERROR_CONTEXT_IS_DESTROYED, 709, "the context was destroyed")                \
+  X(CUDA_ERROR_ASSERT, 710, "an assertion failed on the GPU")                         \
+  X(CUDA_ERROR_HARDWARE_STACK_ERROR, 714, "GPU hardware stack error")                 \
+  X(CUDA_ERROR_ILLEGAL_INSTRUCTION, 715, "the GPU met an illegal instruction")        \
+  X(CUDA_ERROR_MISALIGNED_ADDRESS, 716, "the GPU accessed a misaligned address")      \
+  X(CUDA_ERROR_INVALID_ADDRESS_SPACE, 717, "the GPU used a wrong address space")      \
+  X(CUDA_ERROR_INVALID_PC, 718, "the GPU met an invalid program counter")             \
+  X(CUDA_ERROR_LAUNCH_FAILED, 719, "GPU work failed")                                 \
+  X(CUDA_ERROR_NOT_PERMITTED, 800, "not permitted")                                   \
+  X(CUDA_ERROR_NOT_SUPPORTED, 801, "not supported")                                   \
+  X(CUDA_ERROR_SYSTEM_NOT_READY, 802, "the GPU system is not ready yet")              \
+  X(CUDA_ERROR_SYSTEM_DRIVER_MISMATCH, 803,                                           \
+    "the driver library and the nvidia kernel module differ in version")              \
+  X(CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE, 804,                                   \
+    "the forward-compatibility driver does not support this GPU")                     \
+  X(CUDA_ERROR_TIMEOUT, 909, "a wait timed out")                                      \
+  X(CUDA_ERROR_EXTERNAL_DEVICE, 911, "an external device failed")                     \
+  X(CUDA_ERROR_UNKNOWN, 999, "unknown error (a GPU that fell off the bus reports this)")
+
+// A fixed underlying type: a newer driver may return values we do not list,
+// and those must stay representable.
+enum CUresult : int {
+#define VRAMSWAP_CUDA_RESULT_ENUMERATOR(name, value, text) name = value,
+  VRAMSWAP_CUDA_RESULTS(VRAMSWAP_CUDA_RESULT_ENUMERATOR)
+#undef VRAMSWAP_CUDA_RESULT_ENUMERATOR
+};
+
+// "CUDA_ERROR_OUT_OF_MEMORY", or nullptr for a value we do not list.
+constexpr const char* result_name(CUresult result) noexcept {
+  switch (result) {
+#define VRAMSWAP_CUDA_RESULT_NAME(name, value, text) \
+  case name:                                         \
+    return #name;
+    VRAMSWAP_CUDA_RESULTS(VRAMSWAP_CUDA_RESULT_NAME)
+#undef VRAMSWAP_CUDA_RESULT_NAME
+  }
+  return nullptr;
+}
+
+// "out of memory", or nullptr for a value we do not list.
+constexpr const char* result_text(CUresult result) noexcept {
+  switch (result) {
+#define VRAMSWAP_CUDA_RESULT_TEXT(name, value, text) \
+  case name:                                         \
+    return text;
+    VRAMSWAP_CUDA_RESULTS(VRAMSWAP_CUDA_RESULT_TEXT)
+#undef VRAMSWAP_CUDA_RESULT_TEXT
+  }
+  return nullptr;
+}
+
+using CUdevice = int;
+// A 64-bit device address, the type cuda.h gives it on LP64 (so signatures
+// compare equal to cuda.h's, see tests/unit/cuda_abi_check.cpp).
+using CUdeviceptr = unsigned long long;
+static_assert(sizeof(CUdeviceptr) == sizeof(std::uint64_t));
+struct CUctx_st;  // opaque, owned by the driver
+struct CUstream_st;
+using CUcontext = CUctx_st*;
+using CUstream = CUstream_st*;
+struct CUuuid {
+  unsigned char bytes[16];
+};
+
+// cuStreamCreate flags: a stream that does not synchronize with the legacy
+// default stream (we never use the default stream, and must not wait on it).
+inline constexpr unsigned int CU_STREAM_NON_BLOCKING = 0x1;
+// cuMemHostAlloc flags.
+inline constexpr unsigned int CU_MEMHOSTALLOC_PORTABLE = 0x1;
+inline constexpr unsigned int CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
+inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
+
+// The entry points. X(MEMBER, SYMBOL, SINCE, PARAMETERS):
+//   MEMBER      the name cuda.h gives callers (and our Driver's member),
+//   SYMBOL      the symbol libcuda.so.1 exports for it (cuda.h maps
+//               cuMemAlloc to cuMemAlloc_v2 and so on),
+//   SINCE       the CUDA version whose driver first exported SYMBOL,
+//   PARAMETERS  the parameter list; every entry point returns CUresult.
+// The plain (not per-thread-default-stream "_ptsz"/"_ptds") symbols are the
+// right ones: we always pass an explicit stream.
+#define VRAMSWAP_CUDA_FUNCTIONS(X)                                                                \
+  X(cuInit, cuInit, "2.0", (unsigned int flags))                                                  \
+  X(cuDriverGetVersion, cuDriverGetVersion, "2.2", (int* version))                                \
+  X(cuDeviceGetCount, cuDeviceGetCount, "2.0", (int* count))                                      \
+  X(cuDeviceGet, cuDeviceGet, "2.0", (CUdevice * device, int ordinal))                            \
+  X(cuDeviceGetName, cuDeviceGetName, "2.0", (char* name, int length, CUdevice device))           \
+  X(cuDeviceTotalMem, cuDeviceTotalMem_v2, "3.2", (size_t * bytes, CUdevice device))              \
+  X(cuDeviceGetUuid, cuDeviceGetUuid, "9.2", (CUuuid * uuid, CUdevice device))                    \
+  X(cuDeviceGetPCIBusId, cuDeviceGetPCIBusId, "4.1", (char* bus_id, int length, CUdevice device)) \
+  X(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain, "7.0",                                    \
+    (CUcontext * context, CUdevice device))                                                       \
+  X(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2, "11.0", (CUdevice device))           \
+  X(cuCtxSetCurrent, cuCtxSetCurrent, "4.0", (CUcontext context))                                 \
+  X(cuMemGetInfo, cuMemGetInfo_v2, "3.2", (size_t * free_bytes, size_t * total_bytes))            \
+  X(cuMemAlloc, cuMemAlloc_v2, "3.2", (CUdeviceptr * pointer, size_t bytes))                      \
+  X(cuMemFree, cuMemFree_v2, "3.2", (CUdeviceptr pointer))                                        \
+  X(cuMemHostAlloc, cuMemHostAlloc, "2.2", (void** pointer, size_t bytes, unsigned int flags))    \
+  X(cuMemFreeHost, cuMemFreeHost, "2.0", (void* pointer))                                         \
+  X(cuStreamCreate, cuStreamCreate, "2.0", (CUstream * stream, unsigned int flags))               \
+  X(cuStreamDestroy, cuStreamDestroy_v2, "4.0", (CUstream stream))                                \
+  X(cuMemcpyHtoDAsync, cuMemcpyHtoDAsync_v2, "3.2",                                               \
+    (CUdeviceptr destination, const void* source, size_t bytes, CUstream stream))                 \
+  X(cuMemcpyDtoHAsync, cuMemcpyDtoHAsync_v2, "3.2",                                               \
+    (void* destination, CUdeviceptr source, size_t bytes, CUstream stream))                       \
+  X(cuMemsetD8Async, cuMemsetD8Async, "3.2",                                                      \
+    (CUdeviceptr destination, unsigned char value, size_t count, CUstream stream))                \
+  X(cuStreamSynchronize, cuStreamSynchronize, "2.0", (CUstream stream))                           \
+  X(cuGetErrorName, cuGetErrorName, "6.0", (CUresult error, const char** name))                   \
+  X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))
+
+// Newer symbols preferred over a MEMBER of the list above when the driver
+// exports them (same signature); the loader falls back to the older symbol.
+// The two UUID calls agree for whole GPUs; they differ for MIG instances,
+// which cuDeviceGetUuid_v2 names by their own UUID (as nvidia-smi -L does).
+#define VRAMSWAP_CUDA_PREFERRED_FUNCTIONS(X) \
+  X(cuDeviceGetUuid, cuDeviceGetUuid_v2, "11.4", (CUuuid * uuid, CUdevice device))
+
+// The oldest driver that exports every required symbol above.
+inline constexpr const char* minimum_cuda_version = "11.0";
+
+}  // namespace vramswap::cuda

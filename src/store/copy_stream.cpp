@@ -1,0 +1,84 @@
+#include "store/copy_stream.hpp"
+
+#include <string>
+#include <utility>
+
+#include "common/startup_error.hpp"
+
+namespace vramswap {
+
+using cuda::CUdeviceptr;
+using cuda::Status;
+
+CopyStream::CopyStream(const VramStore& store) : store_(&store) {
+  const cuda::Driver& driver = store.context().driver();
+  const cuda::CUresult result = driver.cuStreamCreate(&stream_, cuda::CU_STREAM_NON_BLOCKING);
+  if (result != cuda::CUDA_SUCCESS) {
+    stream_ = nullptr;
+    std::string message = "cannot create a CUDA stream on GPU " +
+                          std::to_string(store.context().device_index()) +
+                          ": cuStreamCreate returned " + driver.describe(result);
+    message += result == cuda::CUDA_ERROR_INVALID_CONTEXT
+                   ? " (this thread has no CUDA context: call Context::bind_current_thread())"
+                   : "; check that nvidia-smi works and dmesg for GPU errors";
+    throw StartupError(exit_code::unavailable, message);
+  }
+}
+
+CopyStream::~CopyStream() {
+  destroy();
+}
+
+CopyStream::CopyStream(CopyStream&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)),
+      stream_(std::exchange(other.stream_, nullptr)) {}
+
+CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
+  if (this != &other) {
+    destroy();
+    store_ = std::exchange(other.store_, nullptr);
+    stream_ = std::exchange(other.stream_, nullptr);
+  }
+  return *this;
+}
+
+void CopyStream::destroy() noexcept {
+  if (!stream_) return;
+  (void)store_->context().bind_current_thread();
+  (void)store_->context().driver().cuStreamDestroy(stream_);
+  stream_ = nullptr;
+}
+
+Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept {
+  if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
+  const auto* source = static_cast<const std::byte*>(pinned_src);
+  const auto copy = store_->context().driver().cuMemcpyHtoDAsync;
+  return store_->for_each_extent(export_offset, len,
+                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+                                   return Status(copy(device_ptr, source + done, bytes, stream_));
+                                 });
+}
+
+Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept {
+  if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
+  auto* destination = static_cast<std::byte*>(pinned_dst);
+  const auto copy = store_->context().driver().cuMemcpyDtoHAsync;
+  return store_->for_each_extent(
+      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+        return Status(copy(destination + done, device_ptr, bytes, stream_));
+      });
+}
+
+Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
+  const auto memset = store_->context().driver().cuMemsetD8Async;
+  return store_->for_each_extent(export_offset, len,
+                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t) {
+                                   return Status(memset(device_ptr, 0, bytes, stream_));
+                                 });
+}
+
+Status CopyStream::synchronize() noexcept {
+  return store_->context().driver().cuStreamSynchronize(stream_);
+}
+
+}  // namespace vramswap

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/error.hpp"
+#include "store/vram_store.hpp"
+
+namespace vramswap {
+
+// One CUDA stream and the copies a worker thread queues on it.
+//
+// One per worker thread: a stream is an ordered queue, so workers sharing one
+// would wait on each other's copies. The thread using it must have called
+// Context::bind_current_thread() (calls fail with CUDA_ERROR_INVALID_CONTEXT
+// otherwise).
+//
+// Copies are asynchronous, like the driver's:
+//   - after write() returns ok, `pinned_src` is still being read: do not
+//     change or reuse it until synchronize() has returned;
+//   - after read() returns ok, `pinned_dst` is not filled yet: it is valid
+//     only once synchronize() has returned ok;
+//   - a failed call may have queued the pieces before the failing one (a range
+//     that crosses chunks is several copies): still synchronize() before
+//     reusing the buffer, and treat the whole range as failed.
+// Buffers must be pinned (PinnedBuffer) for the copies to be asynchronous and
+// fast. The hot path: these calls allocate nothing, log nothing, take no lock
+// of ours. Errors come back as a Status (is it sticky? see cuda::is_sticky);
+// the caller decides what to log, rate-limited.
+//
+// Offsets are export offsets (0 .. store.size()). A range outside the export
+// returns CUDA_ERROR_INVALID_VALUE and touches nothing: callers validate
+// requests first, this is defence in depth.
+class CopyStream {
+ public:
+  // Creates a non-blocking stream in the store's context; the calling thread
+  // must be bound. Throws StartupError(unavailable) on failure.
+  explicit CopyStream(const VramStore& store);
+  // Destroys the stream; work still queued completes first (as in CUDA).
+  ~CopyStream();
+  CopyStream(CopyStream&& other) noexcept;
+  CopyStream& operator=(CopyStream&& other) noexcept;
+  CopyStream(const CopyStream&) = delete;
+  CopyStream& operator=(const CopyStream&) = delete;
+
+  // Queues host -> VRAM: export bytes [export_offset, +len) = pinned_src[0, len).
+  cuda::Status write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept;
+  // Queues VRAM -> host: pinned_dst[0, len) = export bytes [export_offset, +len).
+  cuda::Status read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept;
+  // Queues zero-filling export bytes [export_offset, +len) (discard, write
+  // zeroes).
+  cuda::Status zero(uint64_t export_offset, uint64_t len) noexcept;
+  // Waits until everything queued so far has completed; the first error of a
+  // queued copy is returned here.
+  cuda::Status synchronize() noexcept;
+
+  cuda::CUstream handle() const noexcept { return stream_; }
+
+ private:
+  void destroy() noexcept;
+
+  const VramStore* store_ = nullptr;
+  cuda::CUstream stream_ = nullptr;
+};
+
+}  // namespace vramswap

@@ -1,0 +1,763 @@
+// A fake libcuda.so.1 for the test suite: the CUDA driver API subset of
+// src/cuda/driver_api.hpp, with host memory behind it and fault injection,
+// so that the real CUDA code path of the daemon runs on machines without a
+// GPU. Test-only: never installed.
+//
+// Behaves like the real driver where the daemon could get it wrong:
+//   - copies and memsets are asynchronous: they are queued per stream and
+//     performed, in order, by cuStreamSynchronize (a daemon that reads a
+//     staging buffer before synchronizing reads stale data, one that reuses
+//     a source buffer too early writes the wrong data);
+//   - arguments are validated: a device range must lie inside one live
+//     allocation (allocations are separated by unmapped gaps, so a copy that
+//     runs over the end of a chunk is caught), calls before cuInit fail with
+//     CUDA_ERROR_NOT_INITIALIZED, and memory, stream and copy calls on a
+//     thread without a current context fail with CUDA_ERROR_INVALID_CONTEXT
+//     (a worker that forgot Context::bind_current_thread());
+//   - device pointers are addresses the process cannot dereference
+//     (non-canonical on x86-64): host code touching "VRAM" crashes.
+//
+// Configuration: VRAMSWAP_FAKE_* environment variables (fake_config.hpp),
+// read at the first cuInit and again at any later cuInit made while the
+// process holds no fake CUDA objects (contexts, allocations, streams, pinned
+// memory), which lets one test process try several configurations.
+//
+// Fault injection:
+//   - VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE=SIZE: cuMemAlloc fails with
+//     CUDA_ERROR_OUT_OF_MEMORY once the device's allocations would exceed
+//     SIZE, while cuMemGetInfo still reports the free memory of MEMORY -
+//     RESERVED (another program took VRAM between our check and our ask);
+//   - VRAMSWAP_FAKE_FAIL_COPY=N and VRAMSWAP_FAKE_FAIL_COPY_COUNT=K: copy
+//     calls N .. N+K-1 (1-based, counted over the process) fail with
+//     injected_copy_error; later ones work;
+//   - VRAMSWAP_FAKE_LOSE_DEVICE_AFTER=N: copy calls after the Nth find every
+//     device lost: from then on every call fails with lost_device_error,
+//     and queued work is dropped;
+//   - the control block (fake_cuda_control.hpp) does the same at run time.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cuda/driver_api.hpp"
+#include "fake_backing.hpp"
+#include "fake_config.hpp"
+#include "fake_cuda_control.hpp"
+
+using namespace vramswap::cuda;  // NOLINT: the API's own names, as in cuda.h
+
+// Every entry point, declared from the shared list: a definition below whose
+// signature differs from the loader's is a compile error (conflicting C
+// declarations), and one that is missing fails the link (-Wl,--no-undefined
+// with the reference table at the end of this file).
+extern "C" {
+#define FAKE_CUDA_DECLARE(member, symbol, since, parameters) \
+  __attribute__((visibility("default"))) CUresult symbol parameters;
+VRAMSWAP_CUDA_FUNCTIONS(FAKE_CUDA_DECLARE)
+#ifndef VRAMSWAP_FAKE_CUDA_WITHOUT_UUID_V2
+VRAMSWAP_CUDA_PREFERRED_FUNCTIONS(FAKE_CUDA_DECLARE)
+#endif
+#undef FAKE_CUDA_DECLARE
+}
+
+namespace vramswap::fake_cuda {
+
+// What a lost GPU answers: once a GPU has fallen off the bus (Xid 79) or the
+// driver has otherwise lost it, calls into it come back CUDA_ERROR_UNKNOWN
+// (the code reports of such failures show), and that is what the daemon has
+// to recognize as sticky. A loss here takes every fake device.
+constexpr CUresult lost_device_error = CUDA_ERROR_UNKNOWN;
+// An injected copy failure: a per-call error (the driver could not get the
+// resources for this one copy), not sticky, so the next copy may work.
+constexpr CUresult injected_copy_error = CUDA_ERROR_OUT_OF_MEMORY;
+
+constexpr int driver_version = 13000;
+constexpr uint64_t gap_bytes = uint64_t{2} << 20;
+
+struct Allocation {
+  int device;
+  CUdeviceptr base;
+  uint64_t size;
+  std::unique_ptr<Backing> backing;
+};
+
+struct Operation {
+  enum Kind { host_to_device, device_to_host, fill } kind;
+  std::shared_ptr<Allocation> allocation;  // keeps the memory alive until the work ran
+  uint64_t offset;                         // into the allocation
+  const void* source;
+  void* destination;
+  size_t length;
+  unsigned char value;
+};
+
+}  // namespace vramswap::fake_cuda
+
+using vramswap::fake_cuda::Allocation;
+using vramswap::fake_cuda::Operation;
+
+// The driver's opaque handle types, defined by the "driver".
+struct vramswap::cuda::CUstream_st {
+  CUctx_st* context = nullptr;
+  // Guards queue, and is held while the queue runs so that work on one
+  // stream runs in order even when two threads synchronize it.
+  std::mutex mutex;
+  std::vector<Operation> queue;
+};
+
+struct vramswap::cuda::CUctx_st {
+  int device = 0;
+  int references = 0;               // guarded by g_lock
+  std::atomic<bool> active{false};  // retained and not fully released since
+  CUstream_st null_stream;          // stream 0, the legacy default stream
+};
+
+namespace {
+
+using namespace vramswap::fake_cuda;  // NOLINT
+
+struct HostAllocation {
+  size_t size;
+  CUctx_st* context;
+};
+
+struct Device {
+  uint64_t allocated = 0;  // bytes of live allocations
+  CUdeviceptr next_address = 0;
+};
+
+// g_lock guards the configuration and the registries below. Setup calls take
+// it exclusively; copy calls share it only while they look up their stream
+// and allocation, and cuStreamSynchronize runs a queue under that stream's
+// own mutex only: workers copying on their own streams do not serialize.
+std::shared_mutex g_lock;
+std::atomic<bool> g_initialized{false};
+Config g_config;
+Device g_devices[max_devices];
+CUctx_st g_contexts[max_devices];  // primary contexts; static, so handles never dangle
+std::map<CUdeviceptr, std::shared_ptr<Allocation>> g_allocations;  // by base address
+std::unordered_set<CUstream_st*> g_streams;
+std::unordered_map<void*, HostAllocation> g_host_allocations;
+uint64_t g_allocation_count = 0;  // names the backing: dev0-alloc1, dev0-alloc2, ...
+std::atomic<uint64_t> g_copy_calls{0};
+std::atomic<bool> g_lost{false};
+std::atomic<Control*> g_control{nullptr};
+
+thread_local CUctx_st* t_current = nullptr;
+
+// Device pointers: non-canonical x86-64 addresses (bits 48..63 are not a sign
+// extension of bit 47), so host code dereferencing one crashes at once; one
+// 2^44-byte region per device.
+CUdeviceptr device_base(int device) {
+  return CUdeviceptr{0xfa00'0000'0000'0000} + (CUdeviceptr(device) << 44);
+}
+
+Control* control() {
+  return g_control.load(std::memory_order_acquire);
+}
+
+void count(std::atomic<uint64_t> Control::*field, uint64_t amount) {
+  if (Control* block = control()) (block->*field).fetch_add(amount, std::memory_order_relaxed);
+}
+
+bool lost() {
+  if (g_lost.load(std::memory_order_acquire)) return true;
+  Control* block = control();
+  if (block && block->lose_device.load(std::memory_order_acquire) != 0) {
+    g_lost.store(true, std::memory_order_release);
+    return true;
+  }
+  return false;
+}
+
+// Initialized, and the device not lost.
+CUresult ready() {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  if (lost()) return lost_device_error;
+  return CUDA_SUCCESS;
+}
+
+CUctx_st* current_context() {
+  CUctx_st* context = t_current;
+  return context && context->active.load(std::memory_order_acquire) ? context : nullptr;
+}
+
+bool idle_locked() {
+  if (!g_allocations.empty() || !g_streams.empty() || !g_host_allocations.empty()) return false;
+  for (const CUctx_st& context : g_contexts) {
+    if (context.references != 0) return false;
+  }
+  return true;
+}
+
+bool valid_device_locked(CUdevice device) {
+  return device >= 0 && device < g_config.devices;
+}
+
+void report(const std::string& line) {
+  std::fprintf(stderr, "fake libcuda: %s\n", line.c_str());
+}
+
+// Maps (creating or reusing) the control file and initializes it.
+bool map_control(const std::string& path, std::string& error) {
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    error = "opening " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  void* address = MAP_FAILED;
+  if (ftruncate(fd, sizeof(Control)) == 0) {
+    address = mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  const int saved_errno = errno;
+  close(fd);
+  if (address == MAP_FAILED) {
+    error = "mapping " + path + ": " + std::strerror(saved_errno);
+    return false;
+  }
+  auto* block = static_cast<Control*>(address);
+  block->magic.store(0, std::memory_order_relaxed);
+  for (auto field :
+       {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
+        &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
+        &Control::syncs, &Control::bytes_allocated, &Control::failed_copies}) {
+    (block->*field).store(0, std::memory_order_relaxed);
+  }
+  block->version.store(control_version, std::memory_order_relaxed);
+  block->size.store(sizeof(Control), std::memory_order_relaxed);
+  block->pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+  block->magic.store(control_magic, std::memory_order_release);
+  // A block mapped by an earlier configuration stays mapped: a thread might
+  // still hold the pointer, and it is a few bytes.
+  g_control.store(block, std::memory_order_release);
+  return true;
+}
+
+// (Re)configures from the environment; g_lock held exclusively, process idle.
+CUresult configure_locked() {
+  Config config;
+  std::string error;
+  if (!read_config(config, error)) {
+    report(error);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (config.init_error != 0) return static_cast<CUresult>(config.init_error);
+  if (config.devices == 0) return CUDA_ERROR_NO_DEVICE;
+  if (config.control_path.empty()) {
+    g_control.store(nullptr, std::memory_order_release);
+  } else if (!map_control(config.control_path, error)) {
+    report(error);
+    return CUDA_ERROR_OPERATING_SYSTEM;
+  }
+  g_config = std::move(config);
+  for (int device = 0; device < max_devices; ++device) {
+    g_devices[device] = Device{0, device_base(device)};
+    g_contexts[device].device = device;
+    g_contexts[device].null_stream.context = &g_contexts[device];
+  }
+  g_allocation_count = 0;
+  g_copy_calls.store(0, std::memory_order_relaxed);
+  g_lost.store(false, std::memory_order_release);
+  return CUDA_SUCCESS;
+}
+
+void free_allocation_locked(std::map<CUdeviceptr, std::shared_ptr<Allocation>>::iterator it) {
+  g_devices[it->second->device].allocated -= it->second->size;
+  count(&Control::bytes_allocated, 0 - it->second->size);
+  g_allocations.erase(it);  // the backing goes once queued work holding it is done
+}
+
+// What the driver does when a primary context's last reference goes: the
+// context is reset and everything allocated in it is freed.
+void reset_context_locked(CUctx_st& context) {
+  context.active.store(false, std::memory_order_release);
+  for (auto it = g_allocations.begin(); it != g_allocations.end();) {
+    const auto next = std::next(it);
+    if (it->second->device == context.device) free_allocation_locked(it);
+    it = next;
+  }
+  for (auto it = g_streams.begin(); it != g_streams.end();) {
+    if ((*it)->context == &context) {
+      delete *it;
+      it = g_streams.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = g_host_allocations.begin(); it != g_host_allocations.end();) {
+    if (it->second.context == &context) {
+      munmap(it->first, it->second.size);
+      it = g_host_allocations.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::lock_guard queue_lock(context.null_stream.mutex);
+  context.null_stream.queue.clear();
+}
+
+// The allocation holding all of [pointer, pointer + length), or null.
+std::shared_ptr<Allocation> find_allocation_locked(CUdeviceptr pointer, size_t length) {
+  auto it = g_allocations.upper_bound(pointer);
+  if (it == g_allocations.begin()) return nullptr;
+  --it;
+  const Allocation& allocation = *it->second;
+  const uint64_t into = pointer - allocation.base;
+  if (into >= allocation.size || length > allocation.size - into) return nullptr;
+  return it->second;
+}
+
+// Counts a copy call and applies the injected faults.
+CUresult admit_copy_call() {
+  const uint64_t call = g_copy_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (g_config.lose_device_after != unlimited && call > g_config.lose_device_after) {
+    g_lost.store(true, std::memory_order_release);
+    return lost_device_error;
+  }
+  if (g_config.fail_copy != 0 && call >= g_config.fail_copy &&
+      call - g_config.fail_copy < g_config.fail_copy_count) {
+    return injected_copy_error;
+  }
+  if (Control* block = control()) {
+    uint64_t pending = block->fail_next_copies.load(std::memory_order_relaxed);
+    while (pending > 0) {
+      if (block->fail_next_copies.compare_exchange_weak(pending, pending - 1,
+                                                        std::memory_order_relaxed)) {
+        return injected_copy_error;
+      }
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* source,
+                 void* destination, size_t length, unsigned char value, CUstream handle) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  if (lost()) {
+    count(&Control::failed_copies, 1);
+    return lost_device_error;
+  }
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+
+  std::shared_lock lock(g_lock);
+  if (const CUresult admitted = admit_copy_call(); admitted != CUDA_SUCCESS) {
+    count(&Control::failed_copies, 1);
+    return admitted;
+  }
+  if (handle && !g_streams.contains(handle)) return CUDA_ERROR_INVALID_HANDLE;
+  CUstream_st* stream = handle ? handle : &context->null_stream;
+  if (stream->context != context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (length == 0) return CUDA_SUCCESS;
+  if (kind == Operation::host_to_device && !source) return CUDA_ERROR_INVALID_VALUE;
+  if (kind == Operation::device_to_host && !destination) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_ptr<Allocation> allocation = find_allocation_locked(device_pointer, length);
+  if (!allocation || allocation->device != context->device) return CUDA_ERROR_INVALID_VALUE;
+
+  const uint64_t offset = device_pointer - allocation->base;
+  {
+    std::lock_guard queue_lock(stream->mutex);
+    stream->queue.push_back(
+        {kind, std::move(allocation), offset, source, destination, length, value});
+  }
+  count(&Control::copies, 1);
+  switch (kind) {
+    case Operation::host_to_device:
+      count(&Control::bytes_host_to_device, length);
+      break;
+    case Operation::device_to_host:
+      count(&Control::bytes_device_to_host, length);
+      break;
+    case Operation::fill:
+      count(&Control::bytes_zeroed, length);
+      break;
+  }
+  return CUDA_SUCCESS;
+}
+
+// Runs a stream's queue in order; the stream's mutex is held.
+CUresult run_queue_locked(CUstream_st& stream) {
+  CUresult result = CUDA_SUCCESS;
+  for (const Operation& operation : stream.queue) {
+    if (lost()) {
+      result = lost_device_error;
+      break;
+    }
+    const Backing& backing = *operation.allocation->backing;
+    bool done = false;
+    switch (operation.kind) {
+      case Operation::host_to_device:
+        done = backing.write(operation.offset, operation.source, operation.length);
+        break;
+      case Operation::device_to_host:
+        done = backing.read(operation.offset, operation.destination, operation.length);
+        break;
+      case Operation::fill:
+        done = backing.fill(operation.offset, operation.value, operation.length);
+        break;
+    }
+    if (!done) {
+      report(std::string("host memory behind the fake VRAM failed: ") + std::strerror(errno));
+      result = CUDA_ERROR_OPERATING_SYSTEM;
+      break;
+    }
+  }
+  stream.queue.clear();  // keeps its capacity for the next batch
+  return result;
+}
+
+// The stream a handle names for the calling thread's context, or an error.
+CUresult resolve_stream(CUstream handle, CUstream_st*& stream) {
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  std::shared_lock lock(g_lock);
+  if (handle && !g_streams.contains(handle)) return CUDA_ERROR_INVALID_HANDLE;
+  stream = handle ? handle : &context->null_stream;
+  return stream->context == context ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+}  // namespace
+
+#define FAKE_TRY(expression)                                                        \
+  do {                                                                              \
+    if (const CUresult fake_result_ = (expression); fake_result_ != CUDA_SUCCESS) { \
+      return fake_result_;                                                          \
+    }                                                                               \
+  } while (0)
+
+extern "C" {
+
+// --- Initialization and version ---------------------------------------------
+
+CUresult cuInit(unsigned int flags) {
+  if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  std::unique_lock lock(g_lock);
+  if (g_initialized.load(std::memory_order_relaxed) && !idle_locked()) {
+    return lost() ? lost_device_error : CUDA_SUCCESS;
+  }
+  g_initialized.store(false, std::memory_order_release);
+  FAKE_TRY(configure_locked());
+  g_initialized.store(true, std::memory_order_release);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDriverGetVersion(int* version) {
+  if (!version) return CUDA_ERROR_INVALID_VALUE;
+  *version = driver_version;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorName(CUresult error, const char** name) {
+  if (!name) return CUDA_ERROR_INVALID_VALUE;
+  *name = result_name(error);
+  return *name ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult cuGetErrorString(CUresult error, const char** text) {
+  if (!text) return CUDA_ERROR_INVALID_VALUE;
+  *text = result_text(error);
+  return *text ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+// --- Devices -----------------------------------------------------------------
+
+CUresult cuDeviceGetCount(int* count) {
+  FAKE_TRY(ready());
+  if (!count) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  *count = g_config.devices;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+  FAKE_TRY(ready());
+  if (!device) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(ordinal)) return CUDA_ERROR_INVALID_DEVICE;
+  *device = ordinal;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetName(char* name, int length, CUdevice device) {
+  FAKE_TRY(ready());
+  if (!name || length <= 0) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  std::snprintf(name, static_cast<size_t>(length), "%s", g_config.name.c_str());
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
+  FAKE_TRY(ready());
+  if (!bytes) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  *bytes = g_config.memory;
+  return CUDA_SUCCESS;
+}
+
+// Deterministic per index: "GPU-face00NN-5a5a-..." with the rest derived
+// from the index, so UUIDs differ early (prefix matching can be tested) and
+// share a prefix (ambiguity can be tested).
+CUresult cuDeviceGetUuid(CUuuid* uuid, CUdevice device) {
+  FAKE_TRY(ready());
+  if (!uuid) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  uint64_t mix = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(device + 1);
+  uuid->bytes[0] = 0xfa;
+  uuid->bytes[1] = 0xce;
+  uuid->bytes[2] = 0x00;
+  uuid->bytes[3] = static_cast<unsigned char>(device);
+  uuid->bytes[4] = 0x5a;
+  uuid->bytes[5] = 0x5a;
+  for (int i = 6; i < 16; ++i) {
+    mix ^= mix >> 29;
+    mix *= 0xbf58476d1ce4e5b9ull;
+    uuid->bytes[i] = static_cast<unsigned char>(mix >> 56);
+  }
+  return CUDA_SUCCESS;
+}
+
+#ifndef VRAMSWAP_FAKE_CUDA_WITHOUT_UUID_V2
+CUresult cuDeviceGetUuid_v2(CUuuid* uuid, CUdevice device) {
+  return cuDeviceGetUuid(uuid, device);
+}
+#endif
+
+// "0000:01:00.0", "0000:3B:00.0", ...: buses with hex letters, so that case
+// folding is exercised.
+CUresult cuDeviceGetPCIBusId(char* bus_id, int length, CUdevice device) {
+  FAKE_TRY(ready());
+  if (!bus_id || length <= 0) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  const unsigned bus = (0x01u + 0x3au * static_cast<unsigned>(device)) & 0xffu;
+  std::snprintf(bus_id, static_cast<size_t>(length), "0000:%02X:00.0", bus);
+  return CUDA_SUCCESS;
+}
+
+// --- Contexts ----------------------------------------------------------------
+
+CUresult cuDevicePrimaryCtxRetain(CUcontext* context, CUdevice device) {
+  FAKE_TRY(ready());
+  if (!context) return CUDA_ERROR_INVALID_VALUE;
+  std::unique_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  CUctx_st& primary = g_contexts[device];
+  ++primary.references;
+  primary.active.store(true, std::memory_order_release);
+  *context = &primary;
+  return CUDA_SUCCESS;
+}
+
+// On a lost device this still lets go (the application is cleaning up) and
+// then reports the loss.
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  std::unique_lock lock(g_lock);
+  if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
+  CUctx_st& primary = g_contexts[device];
+  if (primary.references == 0) return CUDA_ERROR_INVALID_CONTEXT;
+  if (--primary.references == 0) reset_context_locked(primary);
+  return lost() ? lost_device_error : CUDA_SUCCESS;
+}
+
+CUresult cuCtxSetCurrent(CUcontext context) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  if (context == nullptr) {
+    t_current = nullptr;
+    return lost() ? lost_device_error : CUDA_SUCCESS;
+  }
+  FAKE_TRY(ready());
+  std::shared_lock lock(g_lock);
+  for (int device = 0; device < g_config.devices; ++device) {
+    if (context == &g_contexts[device]) {
+      t_current = context;
+      return CUDA_SUCCESS;
+    }
+  }
+  return CUDA_ERROR_INVALID_CONTEXT;
+}
+
+// --- Memory --------------------------------------------------------------------
+
+CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!free_bytes || !total_bytes) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  *total_bytes = g_config.memory;
+  *free_bytes = g_config.memory - g_config.reserved - g_devices[context->device].allocated;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr* pointer, size_t bytes) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!pointer || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+  std::unique_lock lock(g_lock);
+  Device& device = g_devices[context->device];
+  const uint64_t usable = g_config.memory - g_config.reserved;
+  if (bytes > usable - device.allocated) return CUDA_ERROR_OUT_OF_MEMORY;
+  // The injected race: more is free, but the driver refuses above the limit.
+  if (g_config.alloc_fail_above != unlimited &&
+      device.allocated + bytes > g_config.alloc_fail_above) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  std::string error;
+  int error_number = 0;
+  auto backing = Backing::create(g_config.backing_dir, context->device, ++g_allocation_count, bytes,
+                                 error, error_number);
+  if (!backing) {
+    report(error);
+    // The host being short of memory is the fake's out-of-memory; anything
+    // else (a stale file in the backing directory) is a setup error that
+    // must not look like VRAM running out.
+    return error_number == ENOMEM || error_number == ENOSPC || error_number == EFBIG
+               ? CUDA_ERROR_OUT_OF_MEMORY
+               : CUDA_ERROR_OPERATING_SYSTEM;
+  }
+  const CUdeviceptr base = device.next_address;
+  // Round to the driver's 2 MiB pages and leave a page-sized hole after
+  // each allocation, so that adjacent allocations never touch.
+  device.next_address += (bytes + gap_bytes - 1) / gap_bytes * gap_bytes + gap_bytes;
+  g_allocations.emplace(base, std::make_shared<Allocation>(
+                                  Allocation{context->device, base, bytes, std::move(backing)}));
+  device.allocated += bytes;
+  count(&Control::bytes_allocated, bytes);
+  *pointer = base;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemFree_v2(CUdeviceptr pointer) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  std::unique_lock lock(g_lock);
+  const auto it = g_allocations.find(pointer);
+  if (it == g_allocations.end()) return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  free_allocation_locked(it);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// Pinned host memory: plain anonymous memory here (it is page-locked by
+// whatever mlockall the process did, which is what pinning means).
+CUresult cuMemHostAlloc(void** pointer, size_t bytes, unsigned int flags) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  constexpr unsigned int known_flags =
+      CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED;
+  if (!pointer || bytes == 0 || (flags & ~known_flags) != 0) return CUDA_ERROR_INVALID_VALUE;
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  std::unique_lock lock(g_lock);
+  g_host_allocations.emplace(memory, HostAllocation{bytes, context});
+  *pointer = memory;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemFreeHost(void* pointer) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  std::unique_lock lock(g_lock);
+  const auto it = g_host_allocations.find(pointer);
+  if (it == g_host_allocations.end()) {
+    return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  }
+  munmap(it->first, it->second.size);
+  g_host_allocations.erase(it);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// --- Streams and copies ------------------------------------------------------------
+
+CUresult cuStreamCreate(CUstream* stream, unsigned int flags) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!stream || (flags & ~CU_STREAM_NON_BLOCKING) != 0) return CUDA_ERROR_INVALID_VALUE;
+  auto created = std::make_unique<CUstream_st>();
+  created->context = context;
+  std::unique_lock lock(g_lock);
+  g_streams.insert(created.get());
+  *stream = created.release();
+  return CUDA_SUCCESS;
+}
+
+// Work still queued runs first, as the driver completes it before releasing
+// the stream.
+CUresult cuStreamDestroy_v2(CUstream stream) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  {
+    std::unique_lock lock(g_lock);
+    if (!stream || g_streams.erase(stream) == 0) {
+      return device_lost ? lost_device_error : CUDA_ERROR_INVALID_HANDLE;
+    }
+  }
+  CUresult result = CUDA_SUCCESS;
+  {
+    std::lock_guard queue_lock(stream->mutex);
+    result = run_queue_locked(*stream);
+  }
+  delete stream;
+  return device_lost ? lost_device_error : result;
+}
+
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr destination, const void* source, size_t bytes,
+                              CUstream stream) {
+  return enqueue(Operation::host_to_device, destination, source, nullptr, bytes, 0, stream);
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void* destination, CUdeviceptr source, size_t bytes,
+                              CUstream stream) {
+  return enqueue(Operation::device_to_host, source, nullptr, destination, bytes, 0, stream);
+}
+
+CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, size_t count,
+                         CUstream stream) {
+  return enqueue(Operation::fill, destination, nullptr, nullptr, count, value, stream);
+}
+
+CUresult cuStreamSynchronize(CUstream handle) {
+  FAKE_TRY(ready());
+  CUstream_st* stream = nullptr;
+  FAKE_TRY(resolve_stream(handle, stream));
+  std::lock_guard queue_lock(stream->mutex);
+  const CUresult result = run_queue_locked(*stream);
+  count(&Control::syncs, 1);
+  return result;
+}
+
+}  // extern "C"
+
+// Takes the address of every entry point of the shared list, so that a
+// missing one fails the link (-Wl,--no-undefined) instead of the tests.
+#define FAKE_CUDA_ADDRESS(member, symbol, since, parameters) reinterpret_cast<void*>(&symbol),
+[[maybe_unused]] __attribute__((used)) static void* const every_entry_point[] = {
+    VRAMSWAP_CUDA_FUNCTIONS(FAKE_CUDA_ADDRESS)
+#ifndef VRAMSWAP_FAKE_CUDA_WITHOUT_UUID_V2
+        VRAMSWAP_CUDA_PREFERRED_FUNCTIONS(FAKE_CUDA_ADDRESS)
+#endif
+};
+#undef FAKE_CUDA_ADDRESS
