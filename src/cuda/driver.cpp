@@ -74,6 +74,10 @@ Driver Driver::load() {
   const bool from_environment = named && *named;
   Driver driver;
   driver.library_ = from_environment ? named : default_libcuda;
+  // CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi, lspci
+  // and the admin's `gpu = N` count in PCI bus order. The driver reads this
+  // at cuInit, so set it first (an explicit setting of the user's wins).
+  setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", /*overwrite=*/0);
 
   // RTLD_LOCAL: the driver's symbols stay out of the global namespace, so a
   // library loaded later cannot bind to our copy by accident. The handle is
