@@ -59,7 +59,7 @@ size_t count(const std::string& text, const std::string& what) {
 }  // namespace
 
 TEST_CASE("a failed copy fails only its request, and the daemon says it is degraded",
-          "[faults]") {
+          "[faults][fake]") {
   TestDaemon daemon({.size = "256M"});
   REQUIRE(daemon.start());
   FakeControl control(daemon.control_path());
@@ -99,7 +99,7 @@ TEST_CASE("a failed copy fails only its request, and the daemon says it is degra
 }
 
 TEST_CASE("a lost GPU fails every request with EIO, logs once, and the daemon stays up",
-          "[faults]") {
+          "[faults][fake]") {
   TestDaemon daemon({.size = "256M"});
   REQUIRE(daemon.start());
   FakeControl control(daemon.control_path());

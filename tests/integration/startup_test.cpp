@@ -55,7 +55,7 @@ TEST_CASE("a missing CUDA driver says to install it", "[startup]") {
   CHECK(line_count(log) == 1);
 }
 
-TEST_CASE("a machine without a GPU says so", "[startup]") {
+TEST_CASE("a machine without a GPU says so", "[startup][fake]") {
   TestDaemon daemon({.environment = {{"VRAMSWAP_FAKE_DEVICES", "0"}}});
   CHECK(exit_status_of(daemon) == kExitUnavailable);
   const std::string log = daemon.log();
@@ -64,7 +64,7 @@ TEST_CASE("a machine without a GPU says so", "[startup]") {
   CHECK(line_count(log) == 1);
 }
 
-TEST_CASE("too little free VRAM is refused with the numbers", "[startup]") {
+TEST_CASE("too little free VRAM is refused with the numbers", "[startup][fake]") {
   TestDaemon daemon({.size = "auto", .environment = {{"VRAMSWAP_FAKE_MEMORY", "1G"}}});
   CHECK(exit_status_of(daemon) == kExitUnavailable);
   const std::string log = daemon.log();
@@ -73,7 +73,7 @@ TEST_CASE("too little free VRAM is refused with the numbers", "[startup]") {
   CHECK(line_count(log) == 1);
 }
 
-TEST_CASE("an allocation that does not fit backs off and says by how much", "[startup]") {
+TEST_CASE("an allocation that does not fit backs off and says by how much", "[startup][fake]") {
   TestDaemon daemon({.size = "8G", .environment = {{"VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE", "6G"}}});
   INFO(daemon.log());
   REQUIRE(daemon.start());

@@ -6,14 +6,29 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string_view>
 
 namespace vramswap::test {
 
-std::string vramswapd_binary() { return VRAMSWAP_TEST_VRAMSWAPD; }
-std::string fake_libcuda() { return VRAMSWAP_TEST_FAKE_LIBCUDA; }
+namespace {
+std::string from_environment(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? value : fallback;
+}
+}  // namespace
+
+// The GPU machine runs this suite from carried binaries against the real
+// driver: VRAMSWAP_TEST_VRAMSWAPD and VRAMSWAP_TEST_LIBCUDA (libcuda.so.1)
+// override the build tree's daemon and fake driver there.
+std::string vramswapd_binary() {
+  return from_environment("VRAMSWAP_TEST_VRAMSWAPD", VRAMSWAP_TEST_VRAMSWAPD);
+}
+std::string fake_libcuda() {
+  return from_environment("VRAMSWAP_TEST_LIBCUDA", VRAMSWAP_TEST_FAKE_LIBCUDA);
+}
 
 TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
   std::string config = "[device." + spec_.instance + "]\n";

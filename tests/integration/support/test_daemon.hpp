@@ -10,7 +10,8 @@
 
 namespace vramswap::test {
 
-// Paths CMake gives the tests.
+// The daemon and the CUDA driver library the tests run (the build tree's
+// daemon and fake driver unless the environment says otherwise).
 std::string vramswapd_binary();
 std::string fake_libcuda();
 
