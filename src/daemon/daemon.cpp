@@ -19,6 +19,7 @@
 #include "cuda/context.hpp"
 #include "cuda/device.hpp"
 #include "cuda/driver.hpp"
+#include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/signals.hpp"
 #include "daemon/status_line.hpp"
@@ -76,6 +77,7 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
 int run(const CommandLine& command_line) {
   const config::DeviceConfig device = load_device(command_line);
   log_init("vramswapd", device.name);
+  const InstanceLock lock(device.name);
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();

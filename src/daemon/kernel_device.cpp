@@ -1,5 +1,7 @@
 #include "daemon/kernel_device.hpp"
 
+#include <cstdio>
+
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
 #include "engine/server.hpp"
@@ -10,6 +12,7 @@ namespace vramswap::daemon {
 
 KernelDevice::KernelDevice(const config::DeviceConfig& device, engine::Server& server)
     : device_(device), netlink_(NbdNetlink::open()), backend_("vramswap/" + device.name) {
+  release_stale_device();
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets();
@@ -48,6 +51,33 @@ KernelDevice::~KernelDevice() {
     disconnect();
   } catch (const std::exception& e) {
     log_error("cannot disconnect %s: %s", path_.c_str(), e.what());
+  }
+}
+
+// A daemon of this instance that died without disconnecting leaves its
+// device configured with dead sockets: every request to it fails, and it
+// keeps the backend name udev links to. Its VRAM died with it, so there is
+// nothing to save; disconnect it so the new device takes its place.
+void KernelDevice::release_stale_device() {
+  for (const NbdDeviceStatus& nbd : netlink_.query_all()) {
+    if (!nbd.connected) continue;
+    const std::string name = "nbd" + std::to_string(nbd.index);
+    std::string backend;
+    if (std::FILE* f = std::fopen(("/sys/block/" + name + "/backend").c_str(), "r")) {
+      char line[256] = {};
+      if (std::fgets(line, sizeof line, f)) backend = line;
+      std::fclose(f);
+    }
+    while (!backend.empty() && (backend.back() == '\n' || backend.back() == ' ')) backend.pop_back();
+    if (backend != backend_) continue;
+    const std::string path = "/dev/" + name;
+    const auto swap = active_swap_for_device(path);
+    log_error("%s was left by an earlier vramswapd of this instance that did not stop cleanly%s; "
+              "its contents are gone: disconnecting it",
+              path.c_str(),
+              swap ? " and is still active swap (processes whose pages were there will fail)"
+                   : "");
+    netlink_.disconnect(nbd.index);
   }
 }
 

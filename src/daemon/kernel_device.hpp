@@ -40,6 +40,8 @@ class KernelDevice {
   void disconnect();
 
  private:
+  void release_stale_device();
+
   const config::DeviceConfig& device_;
   NbdNetlink netlink_;
   uint32_t index_ = 0;
