@@ -55,7 +55,14 @@ vmstat_save before
 cgroup_exec hog memhog --size "$HOG_SIZE" --passes "$HOG_PASSES" \
   --ready-file /run/memhog.ready --wait-file /run/memhog.go &
 hog=$!
-wait_for 600 "memhog to write its data" test -e /run/memhog.ready
+until [ -e /run/memhog.ready ]; do
+  if ! kill -0 "$hog" 2>/dev/null; then
+    status=0
+    wait "$hog" || status=$?
+    fail "memhog ended before its data was in place (exit status $status)"
+  fi
+  sleep 1
+done
 vmstat_report before
 excess_pages=$((($(size_bytes "$HOG_SIZE") - $(size_bytes "$HOG_LIMIT")) / 4096))
 assert_ge "$(vmstat_delta before pswpout)" "$excess_pages" "pages swapped out (pswpout) vs the hog's excess over its limit"
