@@ -10,7 +10,8 @@ VSTEST_PAYLOAD=/payload
 VSTEST_FILES=$VSTEST_PAYLOAD/files # what the host put there (vmtest run --add)
 VSTEST_OUT=$VSTEST_PAYLOAD/out     # copied back to the host after the run
 VSTEST_STATE=$VSTEST_PAYLOAD/state # stage and boot counters
-VSTEST_WATCHED_UNITS=()
+# A file, not a variable: the stage watchdog runs outside the scenario's shell.
+VSTEST_WATCHED_UNITS=/run/vstest-watched-units
 
 # vs_log MESSAGE...: a timestamped progress line (seconds since guest boot).
 vs_log() {
@@ -55,14 +56,29 @@ vs_fail() {
   systemctl --failed --no-pager
   echo "--- systemctl list-jobs"
   systemctl list-jobs --no-pager
-  local unit
-  for unit in "${VSTEST_WATCHED_UNITS[@]}"; do
-    vs_dump_unit "$unit"
-  done
+  _vs_dump_watched_units
   journalctl --no-pager -o short-monotonic >"$VSTEST_OUT/journal.txt" 2>&1
   sync
   vs_marker "FAIL: $1"
   exit 1
+}
+
+# Called by the stage runner's watchdog: the stage has run too long. Shows
+# what is blocked, records the failure and powers off.
+_vs_stage_stuck() {
+  vs_marker "STUCK: stage $VSTEST_STAGE still running after $1 s; dumping state"
+  echo "--- processes"
+  ps -eo pid,stat,wchan:32,etime,args || true
+  echo "--- systemctl list-jobs"
+  systemctl list-jobs --no-pager || true
+  echo w >/proc/sysrq-trigger || true # blocked tasks, to the kernel log
+  _vs_dump_watched_units
+  if _vs_record_result "FAIL: stage $VSTEST_STAGE did not end within $1 s (vmtest run --stage-timeout)"; then
+    journalctl --no-pager -o short-monotonic >"$VSTEST_OUT/journal.txt" 2>&1 || true
+    sync
+    vs_marker "FAIL: stage $VSTEST_STAGE did not end within $1 s"
+  fi
+  systemctl --no-block poweroff || true
 }
 
 # vs_reboot: end this stage; the next boot runs stage N+1 ($VSTEST_STAGE).
@@ -128,7 +144,15 @@ vs_wait_booted() {
 
 # vs_watch_unit UNIT...: on failure, dump these units' status and journal.
 vs_watch_unit() {
-  VSTEST_WATCHED_UNITS+=("$@")
+  printf '%s\n' "$@" >>"$VSTEST_WATCHED_UNITS"
+}
+
+_vs_dump_watched_units() {
+  local unit
+  [ -e "$VSTEST_WATCHED_UNITS" ] || return 0
+  sort -u "$VSTEST_WATCHED_UNITS" | while read -r unit; do
+    vs_dump_unit "$unit"
+  done
 }
 
 # vs_dump_unit UNIT: its status and this boot's journal, on the console and in
