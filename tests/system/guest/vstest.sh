@@ -81,13 +81,26 @@ _vs_stage_stuck() {
   systemctl --no-block poweroff || true
 }
 
-# vs_reboot: end this stage; the next boot runs stage N+1 ($VSTEST_STAGE).
+# vs_reboot: end this stage with `systemctl reboot`; the next boot runs stage
+# N+1 ($VSTEST_STAGE).
 vs_reboot() {
   local next=$((VSTEST_STAGE + 1))
   echo "$next" >"$VSTEST_STATE/stage"
   echo reboot >"$VSTEST_STATE/next"
   sync
   vs_marker "REBOOT into stage $next"
+  exit 0
+}
+
+# vs_poweroff: end this stage with a real power-off (systemctl poweroff); the
+# host powers the VM on again, from the same disk, for stage N+1. Use it to
+# check what a power-off did, in the next stage's `journalctl -b -1`.
+vs_poweroff() {
+  local next=$((VSTEST_STAGE + 1))
+  echo "$next" >"$VSTEST_STATE/stage"
+  echo poweroff >"$VSTEST_STATE/next"
+  sync
+  vs_marker "POWEROFF into stage $next"
   exit 0
 }
 
