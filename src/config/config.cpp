@@ -86,10 +86,16 @@ const KeySpec key_specs[] = {
      },
      "each device needs its own nbd device"},
     {"timeout",
-     [](DeviceConfig& c, std::string_view v) {
-       return assign(
-           c.timeout_s,
-           parse_integer(v, 0, max_timeout_s, "use seconds from 1 to 86400, or 0 for no timeout"));
+     [](DeviceConfig& c, std::string_view v) -> std::optional<std::string> {
+       if (v == "auto") {
+         c.timeout_s.reset();
+         return std::nullopt;
+       }
+       auto seconds = parse_integer(
+           v, 0, max_timeout_s, "use seconds from 1 to 86400, 0 for no timeout, or auto");
+       if (!seconds.value) return std::move(seconds.problem);
+       c.timeout_s = static_cast<unsigned>(*seconds.value);
+       return std::nullopt;
      },
      {}},
     {"verify",
@@ -461,6 +467,11 @@ std::string configured_names(const std::vector<std::string>& names) {
 
 }  // namespace
 
+unsigned effective_timeout_s(const DeviceConfig& device) {
+  if (device.timeout_s) return *device.timeout_s;
+  return device.connections > 1 ? auto_timeout_several_connections_s : 0;
+}
+
 unsigned default_connections(long online_cpus) {
   return static_cast<unsigned>(std::clamp<long>(online_cpus, 1, max_default_connections));
 }
@@ -477,7 +488,7 @@ DeviceConfig default_device_config(const ParseOptions& options) {
   config.priority = default_priority;
   config.discard = false;
   config.swap = false;
-  config.timeout_s = default_timeout_s;
+  config.timeout_s.reset();  // auto
   config.verify = false;
   return config;
 }

@@ -32,7 +32,11 @@ inline constexpr unsigned max_default_connections = 16;
 inline constexpr unsigned max_connections = 64;
 inline constexpr unsigned max_nbd_index = 1023;
 inline constexpr int default_priority = 1000;  // above zram's usual 100: VRAM before zram and disk
-inline constexpr unsigned default_timeout_s = 600;
+// timeout = auto: with one connection the kernel then never fails a slow
+// request (it only warns); with several it gives up on a connection after
+// this long and moves its requests to another one, which is also what it does
+// when told 0 (its block layer's own 30 s timer).
+inline constexpr unsigned auto_timeout_several_connections_s = 30;
 inline constexpr unsigned max_timeout_s = 86400;
 
 struct ParseOptions {
@@ -40,6 +44,10 @@ struct ParseOptions {
   // (sysconf(_SC_NPROCESSORS_ONLN)).
   long online_cpus = -1;
 };
+
+// The per-request timeout handed to the kernel: `timeout`, or for auto 0 with
+// one connection and auto_timeout_several_connections_s with more.
+unsigned effective_timeout_s(const DeviceConfig& device);
 
 // `connections` when the file does not say: one per online CPU, 1 to 16.
 unsigned default_connections(long online_cpus);

@@ -88,7 +88,7 @@ struct DeviceConfig {
   bool discard = false;
   bool swap = false;                  // the daemon runs mkswap + swapon itself
   std::optional<unsigned> nbd_index;  // empty: the kernel picks
-  unsigned timeout_s = 0;             // kernel per-request timeout; 0: none
+  std::optional<unsigned> timeout_s;  // kernel per-request timeout; 0: none; empty: auto
   bool verify = false;                // checksum every 4 KiB block
   std::string socket_group;           // group allowed on `listen`; empty: none (mode 0600)
 

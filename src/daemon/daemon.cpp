@@ -39,6 +39,8 @@ constexpr int kServingTickMs = 5000;   // status refresh while serving
 constexpr int kStoppingTickMs = 1000;  // how often to look for swapoff while stopping
 constexpr auto kSwapoffRetry = std::chrono::seconds(30);
 constexpr auto kKernelCloseWait = std::chrono::seconds(10);
+// At most one attempt this often to give the kernel back dropped connections.
+constexpr auto kRestoreInterval = std::chrono::seconds(5);
 
 config::DeviceConfig load_device(const CommandLine& command_line) {
   std::string instance = command_line.instance;
@@ -173,9 +175,15 @@ int run(const CommandLine& command_line) {
   bool told_waiting = false;
   steady_clock::time_point next_swapoff = steady_clock::now();
   std::string waiting_for;
+  steady_clock::time_point next_restore = steady_clock::now();
   for (;;) {
-    pollfd pfd{signals.get(), POLLIN, 0};
-    poll(&pfd, 1, stopping ? kStoppingTickMs : kServingTickMs);
+    pollfd fds[2] = {{signals.get(), POLLIN, 0}, {server.kernel_connection_closed_fd(), POLLIN, 0}};
+    poll(fds, 2, stopping ? kStoppingTickMs : kServingTickMs);
+    if (fds[1].revents) {
+      uint64_t closed = 0;
+      ssize_t ignored = ::read(fds[1].fd, &closed, sizeof closed);
+      (void)ignored;
+    }
     switch (read_signals(signals.get())) {
       case SignalEvent::stop:
         if (!stopping) {
@@ -189,8 +197,26 @@ int run(const CommandLine& command_line) {
         break;
       case SignalEvent::none: break;
     }
+    if (kernel && !stopping && server.live_kernel_connections() < device.connections &&
+        steady_clock::now() >= next_restore) {
+      // The kernel gives up on a connection whose request outlived the
+      // timeout and moves its requests to the others; hand it a fresh one so
+      // the device keeps its parallelism.
+      const unsigned live = server.live_kernel_connections();
+      try {
+        const unsigned restored = kernel->restore_connections(server);
+        log_warning("the kernel dropped %u of the %u connections of %s (a request took longer "
+                    "than %u s); gave it new ones",
+                    restored, device.connections, kernel->path().c_str(),
+                    config::effective_timeout_s(device));
+      } catch (const StartupError& e) {
+        log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
+                  kernel->path().c_str(), live, device.connections, e.what());
+      }
+      next_restore = steady_clock::now() + kRestoreInterval;
+    }
     if (kernel && server.live_kernel_connections() == 0) {
-      // Someone else disconnected the device: there is nothing left to wait for.
+      // Disconnected by someone else: there is nothing left to serve.
       log_error("the kernel closed every connection of %s (was it disconnected by another "
                 "program?); anything swapped to it is lost",
                 kernel->path().c_str());

@@ -4,6 +4,7 @@
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
+#include "config/config.hpp"
 #include "engine/server.hpp"
 #include "kernel/block_device.hpp"
 #include "kernel/swaps.hpp"
@@ -15,13 +16,13 @@ KernelDevice::KernelDevice(const config::DeviceConfig& device, engine::Server& s
   release_stale_device();
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
-  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets();
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device.connections);
   NbdConnectParams params;
   for (const auto& fd : kernel_ends) params.socket_fds.push_back(fd.get());
   params.size_bytes = server.export_size();
   params.block_size = 4096;
   params.server_flags = server.transmission_flags();
-  params.timeout_seconds = device.timeout_s;
+  params.timeout_seconds = config::effective_timeout_s(device);
   params.destroy_on_disconnect = true;
   params.backend_identifier = backend_;
   if (device.nbd_index) params.index = *device.nbd_index;
@@ -79,6 +80,16 @@ void KernelDevice::release_stale_device() {
                    : "");
     netlink_.disconnect(nbd.index);
   }
+}
+
+unsigned KernelDevice::restore_connections(engine::Server& server) {
+  const unsigned live = server.live_kernel_connections();
+  if (!connected_ || live >= device_.connections) return 0;
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device_.connections - live);
+  std::vector<int> fds;
+  for (const auto& fd : kernel_ends) fds.push_back(fd.get());
+  netlink_.replace_dead_sockets(index_, fds, backend_);
+  return static_cast<unsigned>(fds.size());
 }
 
 void KernelDevice::enable_swap() {

@@ -32,6 +32,10 @@ class KernelDevice {
   // swap = yes: swapoff. False (and `why` says so) when the kernel refused,
   // e.g. not enough memory to take the pages back: keep serving then.
   bool disable_swap(std::string& why);
+  // Hands the kernel new connections in place of those it gave up on (a
+  // request that outlived `timeout`). Returns how many; throws StartupError
+  // when the kernel refuses them (e.g. the device was disconnected).
+  unsigned restore_connections(engine::Server& server);
   // Whether anything (swap, a mount, a stacked device) holds the device;
   // `holder` names it.
   bool in_use(std::string& holder) const;

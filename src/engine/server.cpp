@@ -1,7 +1,9 @@
 #include "engine/server.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -43,7 +45,12 @@ int fcntl_nonblock(int fd) {
 Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     : options_(std::move(options)),
       pool_(options_.kernel_connections +
-            (options_.listen_path.empty() ? 0 : options_.engine.max_clients)) {
+            (options_.listen_path.empty() ? 0 : options_.engine.max_clients)),
+      kernel_closed_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (!kernel_closed_) {
+    throw StartupError(exit_code::os_error,
+                       std::string("cannot create an eventfd: ") + std::strerror(errno));
+  }
   context_.store = &store;
   context_.cuda = &cuda;
   context_.pool = &pool_;
@@ -59,6 +66,9 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
   context_.on_thread_start = options_.on_thread_start;
   context_.on_kernel_connection_closed = [this] {
     live_kernel_connections_.fetch_sub(1, std::memory_order_relaxed);
+    const uint64_t one = 1;
+    ssize_t ignored = ::write(kernel_closed_.get(), &one, sizeof one);
+    (void)ignored;
   };
   if (options_.engine.workers == 0) {
     throw StartupError(exit_code::config, "at least one worker is needed");
@@ -89,9 +99,9 @@ void Server::stop() {
   for (auto& worker : workers_) worker->stop_and_join();
 }
 
-std::vector<UniqueFd> Server::open_kernel_sockets() {
+std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
   std::vector<UniqueFd> kernel_ends;
-  for (unsigned i = 0; i < options_.kernel_connections; ++i) {
+  for (unsigned i = 0; i < count; ++i) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
       throw StartupError(exit_code::os_error,
@@ -114,7 +124,7 @@ std::vector<UniqueFd> Server::open_kernel_sockets() {
     slot->origin = Origin::kernel;
     live_kernel_connections_.fetch_add(1, std::memory_order_relaxed);
     // Spread the kernel's connections over the workers, one each while they last.
-    workers_[i % workers_.size()]->adopt(slot);
+    least_busy_worker().adopt(slot);
   }
   return kernel_ends;
 }

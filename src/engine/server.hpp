@@ -41,10 +41,12 @@ class Server {
   // disconnected first, or the kernel sees its sockets die.
   void stop();
 
-  // Creates the kernel's socket pairs (options.kernel_connections of them):
-  // our ends are served by the workers at once, the returned ends are for
-  // NBD_CMD_CONNECT (close them once the kernel holds them).
-  std::vector<UniqueFd> open_kernel_sockets();
+  // Creates `count` socket pairs for the kernel: our ends are served by the
+  // workers at once, the returned ends are for NBD_CMD_CONNECT or
+  // NBD_CMD_RECONFIGURE (close them once the kernel holds them).
+  std::vector<UniqueFd> open_kernel_sockets(unsigned count);
+  // Readable (an eventfd) whenever a kernel connection has closed.
+  int kernel_connection_closed_fd() const noexcept { return kernel_closed_.get(); }
 
   uint16_t transmission_flags() const noexcept;
   uint64_t export_size() const noexcept { return context_.geometry.size; }
@@ -64,6 +66,7 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Listener> listener_;
   std::atomic<unsigned> live_kernel_connections_{0};
+  UniqueFd kernel_closed_;
   bool started_ = false;
 };
 

@@ -57,7 +57,7 @@ TEST_CASE("an empty device section gets the built-in defaults") {
   CHECK_FALSE(device.discard);
   CHECK_FALSE(device.swap);
   CHECK_FALSE(device.nbd_index.has_value());
-  CHECK(device.timeout_s == 600);
+  CHECK_FALSE(device.timeout_s.has_value());  // auto
   CHECK_FALSE(device.verify);
   CHECK(device.socket_group.empty());
   CHECK(device.origins.empty());
@@ -398,11 +398,11 @@ TEST_CASE("bad values name the key and say what to write") {
        "the "
        "kernel choose)"},
       {"timeout = -1",
-       "timeout = \"-1\": out of range; use seconds from 1 to 86400, or 0 for no timeout"},
+       "timeout = \"-1\": out of range; use seconds from 1 to 86400, 0 for no timeout, or auto"},
       {"timeout = 86401",
-       "timeout = \"86401\": out of range; use seconds from 1 to 86400, or 0 for no timeout"},
+       "timeout = \"86401\": out of range; use seconds from 1 to 86400, 0 for no timeout, or auto"},
       {"timeout = 30s",
-       "timeout = \"30s\": not a whole number; use seconds from 1 to 86400, or 0 for no timeout"},
+       "timeout = \"30s\": not a whole number; use seconds from 1 to 86400, 0 for no timeout, or auto"},
       {"nbd_index = 1024",
        "nbd_index = \"1024\": out of range; use 0 to 1023, or auto to let the kernel pick"},
       {"nbd_index = nbd3",
@@ -674,4 +674,17 @@ TEST_CASE("a duplicate device section breaks that device only") {
   REQUIRE(report.devices[0].errors.size() == 1);
   CHECK(report.devices[0].errors[0].line == 4);
   CHECK(report.devices[1].config.has_value());
+}
+
+TEST_CASE("timeout = auto waits forever on one connection and 30 s on several") {
+  using vramswap::config::effective_timeout_s;
+  auto device = [](const std::string& text) {
+    return vramswap::config::parse_config(text, "/etc/vramswap.conf").devices.at(0);
+  };
+  CHECK(effective_timeout_s(device("[device.0]\nconnections = 1\n")) == 0);
+  CHECK(effective_timeout_s(device("[device.0]\nconnections = 4\n")) == 30);
+  CHECK(effective_timeout_s(device("[device.0]\nconnections = 4\ntimeout = auto\n")) == 30);
+  CHECK(effective_timeout_s(device("[device.0]\nconnections = 4\ntimeout = 0\n")) == 0);
+  CHECK(effective_timeout_s(device("[device.0]\nconnections = 1\ntimeout = 120\n")) == 120);
+  CHECK(effective_timeout_s(device("[global]\ntimeout = 45\n[device.0]\n")) == 45);
 }

@@ -17,14 +17,15 @@
 : "${FAKE_LIBCUDA:=/opt/vramswap/libcuda.so.1}"
 # The fake GPU's memory: a little more than the device, and all of it in the
 # guest's RAM, so keep it small.
-: "${VRAMSWAP_FAKE_MEMORY:=192M}"
-export VRAMSWAP_LIBCUDA="$FAKE_LIBCUDA" VRAMSWAP_FAKE_MEMORY
+: "${VRAMSWAP_FAKE_MEMORY:=192M}" "${VRAMSWAP_FAKE_RESERVED:=16M}"
+export VRAMSWAP_LIBCUDA="$FAKE_LIBCUDA" VRAMSWAP_FAKE_MEMORY VRAMSWAP_FAKE_RESERVED
 
 step "start vramswapd --instance $INSTANCE: size $SWAP_SIZE, attach, $CONNECTIONS connections"
 load_module nbd
 cat >/etc/vramswap.conf <<EOF
 [device.$INSTANCE]
 size = $SWAP_SIZE
+min_size = 64M
 attach = yes
 connections = $CONNECTIONS
 priority = $PRIORITY
@@ -35,7 +36,13 @@ cat /etc/vramswap.conf
 vramswapd --config /etc/vramswap.conf --instance "$INSTANCE" &
 daemon=$!
 
-wait_for 60 "an nbd device with backend vramswap/$INSTANCE" nbd_for_backend "vramswap/$INSTANCE"
+# The daemon attached once a device carries its backend; if it exits first,
+# say so at once (its error is on the console above) instead of timing out.
+attached() {
+  kill -0 "$daemon" 2>/dev/null || fail "vramswapd exited before attaching a device"
+  nbd_for_backend "vramswap/$INSTANCE"
+}
+wait_for 60 "an nbd device with backend vramswap/$INSTANCE" attached
 device=$(nbd_for_backend "vramswap/$INSTANCE")
 nbd=${device#/dev/}
 wait_for 30 "$device to connect" nbd_connected "$nbd"
