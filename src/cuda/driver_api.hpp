@@ -30,7 +30,12 @@ namespace vramswap::cuda {
   X(CUDA_ERROR_INVALID_DEVICE, 101, "no such GPU")                                    \
   X(CUDA_ERROR_DEVICE_NOT_LICENSED, 102, "the GPU has no valid license")              \
   X(CUDA_ERROR_INVALID_CONTEXT, 201, "no usable context is current on this thread")   \
+  X(CUDA_ERROR_INVALID_IMAGE, 200, "the kernel image is invalid")                    \
+  X(CUDA_ERROR_NO_BINARY_FOR_GPU, 209, "no kernel image for this GPU")                \
   X(CUDA_ERROR_ECC_UNCORRECTABLE, 214, "uncorrectable ECC error in GPU memory")       \
+  X(CUDA_ERROR_INVALID_PTX, 218, "the PTX could not be compiled")                     \
+  X(CUDA_ERROR_JIT_COMPILER_NOT_FOUND, 221, "the driver's PTX compiler is missing")   \
+  X(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, 222, "the PTX is newer than the driver")      \
   X(CUDA_ERROR_NVLINK_UNCORRECTABLE, 220, "uncorrectable NVLink error")               \
   X(CUDA_ERROR_OPERATING_SYSTEM, 304, "a call into the operating system failed")      \
   X(CUDA_ERROR_INVALID_HANDLE, 400, "invalid handle")                                 \
@@ -98,8 +103,14 @@ using CUdeviceptr = unsigned long long;
 static_assert(sizeof(CUdeviceptr) == sizeof(std::uint64_t));
 struct CUctx_st;  // opaque, owned by the driver
 struct CUstream_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUevent_st;
 using CUcontext = CUctx_st*;
 using CUstream = CUstream_st*;
+using CUmodule = CUmod_st*;
+using CUfunction = CUfunc_st*;
+using CUevent = CUevent_st*;
 struct CUuuid {
   unsigned char bytes[16];
 };
@@ -111,6 +122,7 @@ inline constexpr unsigned int CU_STREAM_NON_BLOCKING = 0x1;
 inline constexpr unsigned int CU_MEMHOSTALLOC_PORTABLE = 0x1;
 inline constexpr unsigned int CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
 inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
+inline constexpr unsigned int CU_EVENT_DISABLE_TIMING = 0x2;
 
 // The entry points. X(MEMBER, SYMBOL, SINCE, PARAMETERS):
 //   MEMBER      the name cuda.h gives callers (and our Driver's member),
@@ -148,7 +160,23 @@ inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
     (CUdeviceptr destination, unsigned char value, size_t count, CUstream stream))                \
   X(cuStreamSynchronize, cuStreamSynchronize, "2.0", (CUstream stream))                           \
   X(cuGetErrorName, cuGetErrorName, "6.0", (CUresult error, const char** name))                   \
-  X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))
+  X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))              \
+  X(cuMemHostGetDevicePointer, cuMemHostGetDevicePointer_v2, "3.2",                               \
+    (CUdeviceptr * device_pointer, void* host, unsigned int flags))                               \
+  X(cuModuleLoadData, cuModuleLoadData, "2.0", (CUmodule * module, const void* image))            \
+  X(cuModuleGetFunction, cuModuleGetFunction, "2.0",                                              \
+    (CUfunction * function, CUmodule module, const char* name))                                   \
+  X(cuModuleUnload, cuModuleUnload, "2.0", (CUmodule module))                                     \
+  X(cuLaunchKernel, cuLaunchKernel, "4.0",                                                        \
+    (CUfunction function, unsigned int grid_x, unsigned int grid_y, unsigned int grid_z,          \
+     unsigned int block_x, unsigned int block_y, unsigned int block_z,                            \
+     unsigned int shared_bytes, CUstream stream, void** parameters, void** extra))               \
+  X(cuStreamQuery, cuStreamQuery, "2.0", (CUstream stream))                                       \
+  X(cuEventCreate, cuEventCreate, "2.0", (CUevent * event, unsigned int flags))                   \
+  X(cuEventRecord, cuEventRecord, "2.0", (CUevent event, CUstream stream))                        \
+  X(cuEventQuery, cuEventQuery, "2.0", (CUevent event))                                           \
+  X(cuEventSynchronize, cuEventSynchronize, "2.0", (CUevent event))                               \
+  X(cuEventDestroy, cuEventDestroy_v2, "4.0", (CUevent event))
 
 // Newer symbols preferred over a MEMBER of the list above when the driver
 // exports them (same signature); the loader falls back to the older symbol.

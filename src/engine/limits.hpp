@@ -31,6 +31,7 @@ struct EngineOptions {
   size_t rx_arena_bytes = 4 * MiB;  // pinned, per worker: write payloads on their way to VRAM
   size_t tx_arena_bytes = 4 * MiB;  // pinned, per worker: read data on its way to clients
   unsigned max_clients = 256;       // userspace (listen socket) connections at once
+  bool copy_kernel = true;          // batch small copies into one kernel launch per round
 };
 
 }  // namespace vramswap::engine

@@ -51,7 +51,9 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     throw StartupError(exit_code::os_error,
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
+  if (options_.engine.copy_kernel) kernel_ = CopyKernel::load(cuda);
   context_.store = &store;
+  context_.kernel = kernel_.get();
   context_.cuda = &cuda;
   context_.pool = &pool_;
   context_.health = &health_;

@@ -13,6 +13,7 @@
 #include "engine/listener.hpp"
 #include "engine/stats.hpp"
 #include "engine/worker.hpp"
+#include "store/copy_kernel.hpp"
 
 namespace vramswap::engine {
 
@@ -60,6 +61,7 @@ class Server {
   Worker& least_busy_worker() noexcept;
 
   ServerOptions options_;
+  std::unique_ptr<CopyKernel> kernel_;
   ConnectionPool pool_;
   Health health_;
   ServingContext context_;

@@ -36,9 +36,10 @@ bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULD
 Worker::Worker(unsigned index, const ServingContext& context)
     : index_(index),
       context_(context),
-      rx_buffer_(*context.cuda, context.options.rx_arena_bytes),
-      tx_buffer_(*context.cuda, context.options.tx_arena_bytes),
-      stream_(std::make_unique<CopyStream>(*context.store)),
+      // Mapped into the GPU's address space, so the copy kernel can reach them.
+      rx_buffer_(*context.cuda, context.options.rx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      stream_(std::make_unique<CopyStream>(*context.store, context.kernel)),
       rx_(rx_buffer_.data(), rx_buffer_.size()),
       tx_(tx_buffer_.data(), tx_buffer_.size()),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
@@ -47,6 +48,10 @@ Worker::Worker(unsigned index, const ServingContext& context)
     throw StartupError(exit_code::os_error,
                        std::string("cannot create the worker's epoll/eventfd: ") +
                            std::strerror(errno));
+  }
+  if (context.kernel && !(stream_->map(rx_buffer_) && stream_->map(tx_buffer_))) {
+    log_warning("worker %u: the GPU cannot map its staging buffers: its copies use DMA only",
+                index);
   }
   epoll_event ev{};
   ev.events = EPOLLIN;

@@ -24,6 +24,7 @@ namespace vramswap::cuda {
 class Context;
 }
 namespace vramswap {
+class CopyKernel;
 class VramStore;
 }
 
@@ -32,6 +33,7 @@ namespace vramswap::engine {
 // What every worker shares; owned by the Server, immutable while serving.
 struct ServingContext {
   VramStore* store = nullptr;
+  const CopyKernel* kernel = nullptr;  // null: every copy by DMA
   cuda::Context* cuda = nullptr;
   ConnectionPool* pool = nullptr;
   Health* health = nullptr;

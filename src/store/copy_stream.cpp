@@ -10,7 +10,8 @@ namespace vramswap {
 using cuda::CUdeviceptr;
 using cuda::Status;
 
-CopyStream::CopyStream(const VramStore& store) : store_(&store) {
+CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t max_moves)
+    : store_(&store) {
   const cuda::Driver& driver = store.context().driver();
   const cuda::CUresult result = driver.cuStreamCreate(&stream_, cuda::CU_STREAM_NON_BLOCKING);
   if (result != cuda::CUDA_SUCCESS) {
@@ -23,7 +24,10 @@ CopyStream::CopyStream(const VramStore& store) : store_(&store) {
                    : "; check that nvidia-smi works and dmesg for GPU errors";
     throw StartupError(exit_code::unavailable, message);
   }
+  if (kernel) moves_ = std::make_unique<MoveTable>(store.context(), *kernel, max_moves);
 }
+
+bool CopyStream::map(const PinnedBuffer& buffer) { return moves_ && moves_->map(buffer); }
 
 CopyStream::~CopyStream() {
   destroy();
@@ -31,13 +35,15 @@ CopyStream::~CopyStream() {
 
 CopyStream::CopyStream(CopyStream&& other) noexcept
     : store_(std::exchange(other.store_, nullptr)),
-      stream_(std::exchange(other.stream_, nullptr)) {}
+      stream_(std::exchange(other.stream_, nullptr)),
+      moves_(std::move(other.moves_)) {}
 
 CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
   if (this != &other) {
     destroy();
     store_ = std::exchange(other.store_, nullptr);
     stream_ = std::exchange(other.stream_, nullptr);
+    moves_ = std::move(other.moves_);
   }
   return *this;
 }
@@ -53,10 +59,14 @@ Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t 
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   const auto* source = static_cast<const std::byte*>(pinned_src);
   const auto copy = store_->context().driver().cuMemcpyHtoDAsync;
-  return store_->for_each_extent(export_offset, len,
-                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-                                   return Status(copy(device_ptr, source + done, bytes, stream_));
-                                 });
+  return store_->for_each_extent(
+      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+        auto* host = const_cast<std::byte*>(source + done);
+        if (moves_ && moves_->add(host, device_ptr, bytes, /*to_device=*/true)) {
+          return Status();
+        }
+        return Status(copy(device_ptr, host, bytes, stream_));
+      });
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept {
@@ -65,6 +75,9 @@ Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) no
   const auto copy = store_->context().driver().cuMemcpyDtoHAsync;
   return store_->for_each_extent(
       export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+        if (moves_ && moves_->add(destination + done, device_ptr, bytes, /*to_device=*/false)) {
+          return Status();
+        }
         return Status(copy(destination + done, device_ptr, bytes, stream_));
       });
 }
@@ -78,7 +91,12 @@ Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
 }
 
 Status CopyStream::synchronize() noexcept {
-  return store_->context().driver().cuStreamSynchronize(stream_);
+  const Status submitted = moves_ ? moves_->submit(stream_) : Status();
+  // Wait even if the launch failed: copies queued by DMA must finish before
+  // their buffers are reused.
+  const Status synchronized = store_->context().driver().cuStreamSynchronize(stream_);
+  if (moves_) moves_->clear();
+  return submitted.ok() ? synchronized : submitted;
 }
 
 }  // namespace vramswap

@@ -3,7 +3,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <memory>
+
 #include "cuda/error.hpp"
+#include "store/move_table.hpp"
 #include "store/vram_store.hpp"
 
 namespace vramswap {
@@ -31,11 +34,23 @@ namespace vramswap {
 // Offsets are export offsets (0 .. store.size()). A range outside the export
 // returns CUDA_ERROR_INVALID_VALUE and touches nothing: callers validate
 // requests first, this is defence in depth.
+//
+// With a copy kernel, copies smaller than kDmaCopyBytes between VRAM and
+// buffers given to map() are not queued at once but collected, and
+// synchronize() sends them as one kernel launch (or, if only one, as one DMA
+// copy): many small copies then cost one driver call instead of one each.
+// Their errors, like every asynchronous error, come back from synchronize().
 class CopyStream {
  public:
   // Creates a non-blocking stream in the store's context; the calling thread
-  // must be bound. Throws StartupError(unavailable) on failure.
-  explicit CopyStream(const VramStore& store);
+  // must be bound. Throws StartupError(unavailable) on failure. `kernel`
+  // (optional, shared) collects up to `max_moves` small copies per sync.
+  explicit CopyStream(const VramStore& store, const CopyKernel* kernel = nullptr,
+                      size_t max_moves = 16384);
+  // Lets small copies to and from `buffer` (allocated with
+  // CU_MEMHOSTALLOC_DEVICEMAP) go through the copy kernel. False, and they
+  // use DMA, without a kernel or if the driver cannot map it.
+  bool map(const PinnedBuffer& buffer);
   // Destroys the stream; work still queued completes first (as in CUDA).
   ~CopyStream();
   CopyStream(CopyStream&& other) noexcept;
@@ -61,6 +76,7 @@ class CopyStream {
 
   const VramStore* store_ = nullptr;
   cuda::CUstream stream_ = nullptr;
+  std::unique_ptr<MoveTable> moves_;
 };
 
 }  // namespace vramswap

@@ -51,6 +51,7 @@ bool read_config(Config& config, std::string& error) {
   config = Config{};
   uint64_t devices = static_cast<uint64_t>(config.devices);
   uint64_t init_error = 0;
+  uint64_t no_kernel = 0;
   if (!read_integer("VRAMSWAP_FAKE_DEVICES", 0, max_devices, devices, error) ||
       !read_size("VRAMSWAP_FAKE_MEMORY", config.memory, error) ||
       !read_size("VRAMSWAP_FAKE_RESERVED", config.reserved, error) ||
@@ -59,11 +60,13 @@ bool read_config(Config& config, std::string& error) {
       !read_integer("VRAMSWAP_FAKE_FAIL_COPY_COUNT", 1, unlimited, config.fail_copy_count, error) ||
       !read_integer("VRAMSWAP_FAKE_LOSE_DEVICE_AFTER", 0, unlimited, config.lose_device_after,
                     error) ||
-      !read_integer("VRAMSWAP_FAKE_INIT_ERROR", 0, 1000000, init_error, error)) {
+      !read_integer("VRAMSWAP_FAKE_INIT_ERROR", 0, 1000000, init_error, error) ||
+      !read_integer("VRAMSWAP_FAKE_NO_KERNEL", 0, 1, no_kernel, error)) {
     return false;
   }
   config.devices = static_cast<int>(devices);
   config.init_error = static_cast<int>(init_error);
+  config.no_kernel = no_kernel != 0;
   if (config.reserved > config.memory) {
     error = "VRAMSWAP_FAKE_RESERVED is larger than VRAMSWAP_FAKE_MEMORY";
     return false;

@@ -22,6 +22,7 @@ struct Config {
   std::string backing_dir;                  // VRAMSWAP_FAKE_BACKING_DIR
   std::string control_path;                 // VRAMSWAP_FAKE_CONTROL
   int init_error = 0;                       // VRAMSWAP_FAKE_INIT_ERROR: cuInit's result
+  bool no_kernel = false;                   // VRAMSWAP_FAKE_NO_KERNEL=1: no module loads
 };
 
 // Reads the VRAMSWAP_FAKE_* variables. False, with `error` naming the variable

@@ -33,7 +33,16 @@
 //   - VRAMSWAP_FAKE_LOSE_DEVICE_AFTER=N: copy calls after the Nth find every
 //     device lost: from then on every call fails with lost_device_error,
 //     and queued work is dropped;
-//   - the control block (fake_cuda_control.hpp) does the same at run time.
+//   - the control block (fake_cuda_control.hpp) does the same at run time;
+//   - VRAMSWAP_FAKE_NO_KERNEL=1: cuModuleLoadData refuses every image, as a
+//     driver too old for the PTX would (the daemon must fall back to DMA).
+//
+// The copy kernel (src/store/copy_kernel.cu) cannot run here; cuLaunchKernel
+// of it queues an operation that, when the stream's work runs, reads the
+// kernel's table of BlockMoves from host memory then (as the GPU would) and
+// performs each move, checking that every host range lies in mapped pinned
+// memory and every device range in one allocation, as the GPU's MMU would:
+// a stray address is an illegal-address fault that loses the context.
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -55,6 +64,7 @@
 
 #include "cuda/driver_api.hpp"
 #include "fake_backing.hpp"
+#include "store/block_move.hpp"
 #include "fake_config.hpp"
 #include "fake_cuda_control.hpp"
 
@@ -96,12 +106,12 @@ struct Allocation {
 };
 
 struct Operation {
-  enum Kind { host_to_device, device_to_host, fill } kind;
+  enum Kind { host_to_device, device_to_host, fill, block_moves } kind;
   std::shared_ptr<Allocation> allocation;  // keeps the memory alive until the work ran
   uint64_t offset;                         // into the allocation
   const void* source;
   void* destination;
-  size_t length;
+  size_t length;  // block_moves: the number of table entries
   unsigned char value;
 };
 
@@ -119,6 +129,14 @@ struct vramswap::cuda::CUstream_st {
   std::vector<Operation> queue;
 };
 
+struct vramswap::cuda::CUevent_st {
+  CUstream_st* stream = nullptr;  // where it was last recorded
+};
+
+// The only module and function the fake knows: the copy kernel.
+struct vramswap::cuda::CUmod_st {};
+struct vramswap::cuda::CUfunc_st {};
+
 struct vramswap::cuda::CUctx_st {
   int device = 0;
   int references = 0;               // guarded by g_lock
@@ -133,6 +151,7 @@ using namespace vramswap::fake_cuda;  // NOLINT
 struct HostAllocation {
   size_t size;
   CUctx_st* context;
+  unsigned int flags;
 };
 
 struct Device {
@@ -151,7 +170,10 @@ Device g_devices[max_devices];
 CUctx_st g_contexts[max_devices];  // primary contexts; static, so handles never dangle
 std::map<CUdeviceptr, std::shared_ptr<Allocation>> g_allocations;  // by base address
 std::unordered_set<CUstream_st*> g_streams;
-std::unordered_map<void*, HostAllocation> g_host_allocations;
+std::map<uintptr_t, HostAllocation> g_host_allocations;  // by address
+std::unordered_set<CUmod_st*> g_modules;
+std::unordered_set<CUevent_st*> g_events;
+CUfunc_st g_copy_kernel;
 uint64_t g_allocation_count = 0;  // names the backing: dev0-alloc1, dev0-alloc2, ...
 std::atomic<uint64_t> g_copy_calls{0};
 std::atomic<bool> g_lost{false};
@@ -197,7 +219,10 @@ CUctx_st* current_context() {
 }
 
 bool idle_locked() {
-  if (!g_allocations.empty() || !g_streams.empty() || !g_host_allocations.empty()) return false;
+  if (!g_allocations.empty() || !g_streams.empty() || !g_host_allocations.empty() ||
+      !g_modules.empty() || !g_events.empty()) {
+    return false;
+  }
   for (const CUctx_st& context : g_contexts) {
     if (context.references != 0) return false;
   }
@@ -300,7 +325,7 @@ void reset_context_locked(CUctx_st& context) {
   }
   for (auto it = g_host_allocations.begin(); it != g_host_allocations.end();) {
     if (it->second.context == &context) {
-      munmap(it->first, it->second.size);
+      munmap(reinterpret_cast<void*>(it->first), it->second.size);
       it = g_host_allocations.erase(it);
     } else {
       ++it;
@@ -319,6 +344,17 @@ std::shared_ptr<Allocation> find_allocation_locked(CUdeviceptr pointer, size_t l
   const uint64_t into = pointer - allocation.base;
   if (into >= allocation.size || length > allocation.size - into) return nullptr;
   return it->second;
+}
+
+// Whether [pointer, pointer + length) lies in one pinned host allocation made
+// with CU_MEMHOSTALLOC_DEVICEMAP (the only host memory a kernel may touch).
+bool mapped_host_range_locked(uintptr_t pointer, size_t length) {
+  auto it = g_host_allocations.upper_bound(pointer);
+  if (it == g_host_allocations.begin()) return false;
+  --it;
+  const uintptr_t into = pointer - it->first;
+  return (it->second.flags & CU_MEMHOSTALLOC_DEVICEMAP) != 0 && into < it->second.size &&
+         length <= it->second.size - into;
 }
 
 // Counts a copy call and applies the injected faults.
@@ -385,6 +421,44 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
     case Operation::fill:
       count(&Control::bytes_zeroed, length);
       break;
+    case Operation::block_moves:  // counted when the table is read
+      break;
+  }
+  return CUDA_SUCCESS;
+}
+
+// The copy kernel "running": reads its table now, as the GPU would, and
+// performs every move, faulting like the GPU's MMU on a stray address.
+CUresult run_block_moves(const Operation& operation) {
+  const auto* moves = static_cast<const vramswap::BlockMove*>(operation.source);
+  std::shared_lock lock(g_lock);
+  if (!mapped_host_range_locked(reinterpret_cast<uintptr_t>(moves),
+                                operation.length * sizeof(vramswap::BlockMove))) {
+    report("copy kernel: its table is not in mapped pinned memory (illegal address)");
+    g_lost.store(true, std::memory_order_release);
+    return CUDA_ERROR_ILLEGAL_ADDRESS;
+  }
+  for (size_t i = 0; i < operation.length; ++i) {
+    const vramswap::BlockMove move = moves[i];
+    const std::shared_ptr<Allocation> allocation = find_allocation_locked(move.device, move.bytes);
+    if (move.bytes > vramswap::kMaxBlockMoveBytes || !allocation ||
+        !mapped_host_range_locked(move.host, move.bytes)) {
+      report("copy kernel: move " + std::to_string(i) + " touches memory it may not (host " +
+             std::to_string(move.host) + ", device " + std::to_string(move.device) + ", " +
+             std::to_string(move.bytes) + " bytes): illegal address");
+      g_lost.store(true, std::memory_order_release);
+      return CUDA_ERROR_ILLEGAL_ADDRESS;
+    }
+    const uint64_t offset = move.device - allocation->base;
+    void* host = reinterpret_cast<void*>(move.host);
+    const bool done = move.to_device ? allocation->backing->write(offset, host, move.bytes)
+                                     : allocation->backing->read(offset, host, move.bytes);
+    if (!done) {
+      report(std::string("host memory behind the fake VRAM failed: ") + std::strerror(errno));
+      return CUDA_ERROR_OPERATING_SYSTEM;
+    }
+    count(move.to_device ? &Control::bytes_host_to_device : &Control::bytes_device_to_host,
+          move.bytes);
   }
   return CUDA_SUCCESS;
 }
@@ -397,9 +471,16 @@ CUresult run_queue_locked(CUstream_st& stream) {
       result = lost_device_error;
       break;
     }
+    if (operation.kind == Operation::block_moves) {
+      result = run_block_moves(operation);
+      if (result != CUDA_SUCCESS) break;
+      continue;
+    }
     const Backing& backing = *operation.allocation->backing;
     bool done = false;
     switch (operation.kind) {
+      case Operation::block_moves:
+        break;
       case Operation::host_to_device:
         done = backing.write(operation.offset, operation.source, operation.length);
         break;
@@ -669,7 +750,8 @@ CUresult cuMemHostAlloc(void** pointer, size_t bytes, unsigned int flags) {
   void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
   std::unique_lock lock(g_lock);
-  g_host_allocations.emplace(memory, HostAllocation{bytes, context});
+  g_host_allocations.emplace(reinterpret_cast<uintptr_t>(memory),
+                             HostAllocation{bytes, context, flags});
   *pointer = memory;
   return CUDA_SUCCESS;
 }
@@ -679,11 +761,11 @@ CUresult cuMemFreeHost(void* pointer) {
   const bool device_lost = lost();
   if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   std::unique_lock lock(g_lock);
-  const auto it = g_host_allocations.find(pointer);
+  const auto it = g_host_allocations.find(reinterpret_cast<uintptr_t>(pointer));
   if (it == g_host_allocations.end()) {
     return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   }
-  munmap(it->first, it->second.size);
+  munmap(pointer, it->second.size);
   g_host_allocations.erase(it);
   return device_lost ? lost_device_error : CUDA_SUCCESS;
 }
@@ -747,6 +829,155 @@ CUresult cuStreamSynchronize(CUstream handle) {
   const CUresult result = run_queue_locked(*stream);
   count(&Control::syncs, 1);
   return result;
+}
+
+// --- Mapped host memory, the copy kernel, queries and events --------------------
+// Unified addressing: mapped pinned memory has the same address on both sides.
+CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* device_pointer, void* host, unsigned int flags) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!device_pointer || flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!mapped_host_range_locked(reinterpret_cast<uintptr_t>(host), 1)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  *device_pointer = reinterpret_cast<CUdeviceptr>(host);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleLoadData(CUmodule* module, const void* image) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!module || !image) return CUDA_ERROR_INVALID_VALUE;
+  std::unique_lock lock(g_lock);
+  if (g_config.no_kernel) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
+  const std::string ptx(static_cast<const char*>(image));
+  if (ptx.find(".version") == std::string::npos ||
+      ptx.find(std::string(".entry ") + vramswap::kBlockMoveKernelName + "(") == std::string::npos) {
+    return CUDA_ERROR_INVALID_PTX;
+  }
+  auto* created = new CUmod_st;
+  g_modules.insert(created);
+  *module = created;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* name) {
+  FAKE_TRY(ready());
+  if (!function || !name) return CUDA_ERROR_INVALID_VALUE;
+  std::shared_lock lock(g_lock);
+  if (!g_modules.contains(module)) return CUDA_ERROR_INVALID_HANDLE;
+  if (std::string_view(name) != vramswap::kBlockMoveKernelName) return CUDA_ERROR_NOT_FOUND;
+  *function = &g_copy_kernel;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuModuleUnload(CUmodule module) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  std::unique_lock lock(g_lock);
+  if (g_modules.erase(module) == 0) return CUDA_ERROR_INVALID_HANDLE;
+  delete module;
+  return lost() ? lost_device_error : CUDA_SUCCESS;
+}
+
+// Only the copy kernel: one thread block per table entry, its one parameter
+// the table's device-visible address. Counts as one copy call for fault
+// injection.
+CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int grid_y,
+                        unsigned int grid_z, unsigned int block_x, unsigned int block_y,
+                        unsigned int block_z, unsigned int shared_bytes, CUstream handle,
+                        void** parameters, void** extra) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  if (lost()) {
+    count(&Control::failed_copies, 1);
+    return lost_device_error;
+  }
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (function != &g_copy_kernel) return CUDA_ERROR_INVALID_HANDLE;
+  if (grid_x == 0 || grid_y != 1 || grid_z != 1 || block_x == 0 || block_x > 1024 ||
+      block_y != 1 || block_z != 1 || shared_bytes != 0 || !parameters || !parameters[0] ||
+      extra) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::shared_lock lock(g_lock);
+  if (const CUresult admitted = admit_copy_call(); admitted != CUDA_SUCCESS) {
+    count(&Control::failed_copies, 1);
+    return admitted;
+  }
+  if (handle && !g_streams.contains(handle)) return CUDA_ERROR_INVALID_HANDLE;
+  CUstream_st* stream = handle ? handle : &context->null_stream;
+  if (stream->context != context) return CUDA_ERROR_INVALID_CONTEXT;
+  const CUdeviceptr table = *static_cast<const CUdeviceptr*>(parameters[0]);
+  {
+    std::lock_guard queue_lock(stream->mutex);
+    stream->queue.push_back({Operation::block_moves, nullptr, 0,
+                             reinterpret_cast<const void*>(table), nullptr, grid_x, 0});
+  }
+  count(&Control::copies, 1);
+  return CUDA_SUCCESS;
+}
+
+// Work is done when someone asks: a query runs what is queued and reports
+// it complete, like a GPU that happened to be done by then.
+CUresult cuStreamQuery(CUstream handle) {
+  FAKE_TRY(ready());
+  CUstream_st* stream = nullptr;
+  FAKE_TRY(resolve_stream(handle, stream));
+  std::lock_guard queue_lock(stream->mutex);
+  return run_queue_locked(*stream);
+}
+
+CUresult cuEventCreate(CUevent* event, unsigned int flags) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!event || (flags & ~(CU_EVENT_DISABLE_TIMING | 0x1u | 0x4u)) != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  auto* created = new CUevent_st;
+  std::unique_lock lock(g_lock);
+  g_events.insert(created);
+  *event = created;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventRecord(CUevent event, CUstream handle) {
+  FAKE_TRY(ready());
+  CUstream_st* stream = nullptr;
+  FAKE_TRY(resolve_stream(handle, stream));
+  std::shared_lock lock(g_lock);
+  if (!g_events.contains(event)) return CUDA_ERROR_INVALID_HANDLE;
+  event->stream = stream;
+  return CUDA_SUCCESS;
+}
+
+CUresult event_complete(CUevent event) {
+  FAKE_TRY(ready());
+  CUstream_st* stream = nullptr;
+  {
+    std::shared_lock lock(g_lock);
+    if (!g_events.contains(event)) return CUDA_ERROR_INVALID_HANDLE;
+    stream = event->stream;
+  }
+  if (!stream) return CUDA_SUCCESS;  // never recorded: complete
+  std::lock_guard queue_lock(stream->mutex);
+  return run_queue_locked(*stream);
+}
+
+CUresult cuEventQuery(CUevent event) { return event_complete(event); }
+
+CUresult cuEventSynchronize(CUevent event) {
+  const CUresult result = event_complete(event);
+  count(&Control::syncs, 1);
+  return result;
+}
+
+CUresult cuEventDestroy_v2(CUevent event) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  std::unique_lock lock(g_lock);
+  if (g_events.erase(event) == 0) return CUDA_ERROR_INVALID_HANDLE;
+  delete event;
+  return lost() ? lost_device_error : CUDA_SUCCESS;
 }
 
 }  // extern "C"

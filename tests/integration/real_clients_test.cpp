@@ -113,7 +113,9 @@ TEST_CASE("fio with several jobs and deep queues verifies every block", "[client
   const std::vector<std::string> common = {
       "fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--group_reporting", "--numjobs=4",
       "--size=256M", "--offset_increment=256M", "--verify=crc32c", "--verify_fatal=1",
-      "--do_verify=1"};
+      "--do_verify=1",
+      // No verify-state files left in whatever directory the test runs in.
+      "--verify_state_save=0"};
   auto job = [&](std::vector<std::string> extra) {
     auto argv = common;
     argv.insert(argv.end(), extra.begin(), extra.end());

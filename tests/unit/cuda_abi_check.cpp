@@ -57,6 +57,18 @@ template <>
 struct Real<CUuuid> {
   using type = ::CUuuid;
 };
+template <>
+struct Real<CUmod_st> {
+  using type = ::CUmod_st;
+};
+template <>
+struct Real<CUfunc_st> {
+  using type = ::CUfunc_st;
+};
+template <>
+struct Real<CUevent_st> {
+  using type = ::CUevent_st;
+};
 
 template <class Function>
 struct RealFunction;
@@ -73,6 +85,7 @@ VRAMSWAP_CUDA_RESULTS(VRAMSWAP_CHECK_RESULT)
 #undef VRAMSWAP_CHECK_RESULT
 
 static_assert(CU_STREAM_NON_BLOCKING == static_cast<unsigned int>(::CU_STREAM_NON_BLOCKING));
+static_assert(CU_EVENT_DISABLE_TIMING == static_cast<unsigned int>(::CU_EVENT_DISABLE_TIMING));
 static_assert(our_portable == CU_MEMHOSTALLOC_PORTABLE);
 static_assert(our_devicemap == CU_MEMHOSTALLOC_DEVICEMAP);
 static_assert(our_writecombined == CU_MEMHOSTALLOC_WRITECOMBINED);
