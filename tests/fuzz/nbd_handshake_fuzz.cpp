@@ -275,6 +275,7 @@ void check_transcript(const ExportDescription& e, const Transcript& t) {
   FUZZ_CHECK(r.take(8) == wire_ihaveopt);
   FUZZ_CHECK(r.take(2) == (handshake_flag::fixed_newstyle | handshake_flag::no_zeroes));
 
+  uint32_t options_answered = 0;     // each answer ends with an ACK or an error
   bool go_described_export = false;  // NBD_INFO_EXPORT sent for the current GO
   bool ended_by_go = false;
   bool ended_by_abort = false;
@@ -296,7 +297,12 @@ void check_transcript(const ExportDescription& e, const Transcript& t) {
       FUZZ_CHECK(type == reply::ack, "ABORT answered with 0x%x", type);
       ended_by_abort = true;
     }
-    if (type == reply::ack || (type & reply::error_bit) != 0) go_described_export = false;
+    if (type == reply::ack || (type & reply::error_bit) != 0) {
+      go_described_export = false;
+      ++options_answered;
+      FUZZ_CHECK(options_answered <= Handshake::max_options, "option %u answered",
+                 options_answered);
+    }
   }
 
   if (r.left() != 0) {  // NBD_OPT_EXPORT_NAME's answer
