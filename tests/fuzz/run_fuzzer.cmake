@@ -11,6 +11,7 @@ foreach(v NAME FUZZER SEEDS DICT WORK SECONDS MAX_LEN)
 endforeach()
 
 file(MAKE_DIRECTORY ${WORK}/corpus ${WORK}/artifacts)
+file(REMOVE ${WORK}/last-run.txt)  # written again only by a run that passes
 set(log ${WORK}/last-run.log)
 # UBSan findings are fatal by compile option already; these add stacks.
 if(NOT DEFINED ENV{UBSAN_OPTIONS})
