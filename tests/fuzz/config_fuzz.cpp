@@ -150,8 +150,16 @@ void check_parse_config(std::string_view text, const ConfigReport& report, int l
     const Config config = parse_config(text, path, options);
     FUZZ_CHECK(report.ok(), "parse_config accepted a file with errors");
     FUZZ_CHECK(config.path == path && config.devices.size() == report.devices.size());
-    for (size_t i = 0; i < config.devices.size(); ++i)
+    for (size_t i = 0; i < config.devices.size(); ++i) {
       FUZZ_CHECK(config.devices[i] == *report.devices[i].config, "device %zu differs", i);
+      FUZZ_CHECK(&find_device(config, config.devices[i].name) == &config.devices[i]);
+    }
+    try {
+      find_device(config, "no-such-device-in-any-file-0123456789");
+      FUZZ_CHECK(false, "find_device found a device that cannot exist");
+    } catch (const StartupError& error) {
+      check_startup_error(error, lines);
+    }
   } catch (const StartupError& error) {
     check_startup_error(error, lines);
     const auto all = report.all_errors();

@@ -328,6 +328,16 @@ bool same(const Transcript& a, const Transcript& b) {
          a.consumed == b.consumed && a.no_zeroes == b.no_zeroes;
 }
 
+// A description the spec forbids (a minimum block that is no power of two)
+// closes the handshake before it says anything.
+void check_invalid_export(std::span<const std::byte> client) {
+  ExportDescription invalid = exports[0];
+  invalid.min_block = 3;
+  Handshake hs(invalid);
+  FUZZ_CHECK(hs.state() == Handshake::State::closed && hs.output().empty());
+  FUZZ_CHECK(hs.input(client) == 0 && hs.state() == Handshake::State::closed);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -342,6 +352,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Transcript t = drive(exported, schedule, client, Handshake::max_buffered_input);
   check_transcript(exported, t);
   FUZZ_CHECK(t.consumed <= client.size());
+
+  check_invalid_export(client);
 
   // Everything at once, into a buffer that holds it all: the same outcome.
   const Transcript whole = drive(exported, {}, client, all);
