@@ -41,9 +41,9 @@ const char* io_flusher_hint(int error) {
 bool lock_memory() {
   if (kSanitizerDisablesMemoryLock) {
     log_warning(
-        "cannot lock the daemon in memory (an AddressSanitizer build, where mlockall does "
-        "nothing): the daemon can be paged out while the kernel waits on it to swap, and the "
-        "machine can deadlock; use a build without sanitizers for real swap");
+        "cannot lock the daemon in memory (an AddressSanitizer or ThreadSanitizer build, where "
+        "mlockall does nothing): the daemon can be paged out while the kernel waits on it to "
+        "swap, and the machine can deadlock; use a build without sanitizers for real swap");
     return false;
   }
   if (::mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {

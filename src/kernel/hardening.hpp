@@ -18,13 +18,13 @@ struct HardeningState {
   int io_flusher_errno = 0;  // of the first failure
 };
 
-// AddressSanitizer turns mlockall into a no-op that reports success (locking
-// its terabytes of shadow mappings is impossible): in such builds
-// lock_memory() says so instead of pretending.
-#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer and ThreadSanitizer turn mlockall into a no-op that
+// reports success (locking their terabytes of shadow mappings is impossible):
+// in such builds lock_memory() says so instead of pretending.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 inline constexpr bool kSanitizerDisablesMemoryLock = true;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 inline constexpr bool kSanitizerDisablesMemoryLock = true;
 #else
 inline constexpr bool kSanitizerDisablesMemoryLock = false;

@@ -116,7 +116,7 @@ TEST_CASE("lock_memory locks the process's pages (VmLck grows)") {
   long before = 0, after = 0;
   std::istringstream(child.report) >> locked >> before >> after >> recorded;
   if (kSanitizerDisablesMemoryLock) {
-    WARN("AddressSanitizer build: lock_memory() must refuse and say why");
+    WARN("sanitizer build: lock_memory() must refuse and say why");
     CHECK(locked == 0);
     CHECK_THAT(child.stderr_text, Catch::Contains("AddressSanitizer"));
   } else if (test::has_capability(CAP_IPC_LOCK)) {

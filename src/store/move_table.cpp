@@ -1,0 +1,70 @@
+#include "store/move_table.hpp"
+
+#include <algorithm>
+
+#include "common/startup_error.hpp"
+#include "store/copy_kernel.hpp"
+
+namespace vramswap {
+
+MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& kernel, size_t capacity)
+    : context_(&context),
+      kernel_(&kernel),
+      table_(context, capacity * sizeof(BlockMove), cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      capacity_(capacity),
+      host_of_(capacity) {
+  const cuda::Driver& driver = context.driver();
+  const cuda::CUresult result =
+      driver.cuMemHostGetDevicePointer(&table_device_, table_.data(), 0);
+  if (result != cuda::CUDA_SUCCESS) {
+    throw StartupError(exit_code::unavailable,
+                       "cannot map the copy table for the GPU: cuMemHostGetDevicePointer returned " +
+                           driver.describe(result));
+  }
+  regions_.reserve(4);
+}
+
+bool MoveTable::map(const PinnedBuffer& buffer) {
+  cuda::CUdeviceptr device = 0;
+  auto* host = const_cast<std::byte*>(buffer.data());
+  if (context_->driver().cuMemHostGetDevicePointer(&device, host, 0) != cuda::CUDA_SUCCESS) {
+    return false;
+  }
+  regions_.push_back(Region{host, buffer.size(), device});
+  return true;
+}
+
+bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
+                    bool to_device) noexcept {
+  const Region* region = nullptr;
+  for (const Region& r : regions_) {
+    if (host >= r.host && host + bytes <= r.host + r.size) {
+      region = &r;
+      break;
+    }
+  }
+  const size_t pieces = (bytes + kMaxBlockMoveBytes - 1) / kMaxBlockMoveBytes;
+  if (!region || bytes >= kDmaCopyBytes || count_ + pieces > capacity_) return false;
+  auto* table = reinterpret_cast<BlockMove*>(table_.data());
+  for (uint64_t done = 0; done < bytes; done += kMaxBlockMoveBytes) {
+    const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(bytes - done, kMaxBlockMoveBytes));
+    host_of_[count_] = host + done;
+    table[count_++] = BlockMove{region->device + static_cast<uint64_t>(host + done - region->host),
+                                device + done, piece, to_device ? 1u : 0u};
+  }
+  return true;
+}
+
+cuda::Status MoveTable::submit(cuda::CUstream stream) const noexcept {
+  if (count_ == 0) return cuda::CUDA_SUCCESS;
+  const auto* table = reinterpret_cast<const BlockMove*>(table_.data());
+  if (count_ == 1) {
+    const BlockMove& m = table[0];
+    const cuda::Driver& driver = context_->driver();
+    return m.to_device ? driver.cuMemcpyHtoDAsync(m.device, host_of_[0], m.bytes, stream)
+                       : driver.cuMemcpyDtoHAsync(host_of_[0], m.device, m.bytes, stream);
+  }
+  return kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
+}
+
+}  // namespace vramswap
