@@ -1,6 +1,7 @@
 #include "cli/status_command.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <ctime>
@@ -9,6 +10,7 @@
 #include "cli/driver_check.hpp"
 #include "cli/observe.hpp"
 #include "cli/status_output.hpp"
+#include "cli/swap_lookup.hpp"
 #include "cli/systemd_units.hpp"
 #include "common/startup_error.hpp"
 
@@ -50,7 +52,9 @@ void observe_daemons(StatusInputs& inputs) {
     const status::InstanceStatus& file = observed.file;
     observed.process = check_daemon_process(file.pid, file.updated_unix);
     if (!file.device.empty() && inputs.proc_swaps_readable) {
-      observed.live_swap = find_swap_for_device(swaps, file.device);
+      observed.live_swap = find_device_swap(swaps, file.device, [](const std::string& path) {
+        return access(path.c_str(), F_OK) == 0;
+      });
     }
     if (observed.process == DaemonProcess::running) {
       observed.link = check_link(file.link, file.device);

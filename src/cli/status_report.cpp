@@ -154,18 +154,29 @@ Classified classify_unit(const std::string& name, const UnitState& unit) {
     return {
         "skipped", Verdict::not_running, {Level::note, describe_skip(name, unit.failed_condition)}};
   }
-  if (unit.ever_started) {
-    std::string text = service + " was stopped";
-    if (unit.result != "success" && !unit.result.empty()) text += " (" + describe_end(unit) + ")";
-    return {"not-running",
-            Verdict::not_running,
-            {Level::note, text + "; systemctl start " + service + " to start it again"}};
+  const std::string start = "systemctl start " + service;
+  switch (unit.history) {
+    case UnitState::History::started: {
+      std::string text = service + " was stopped";
+      if (unit.result != "success" && !unit.result.empty()) {
+        text += " (" + describe_end(unit) + ")";
+      }
+      return {"not-running",
+              Verdict::not_running,
+              {Level::note, text + "; " + start + " to start it again"}};
+    }
+    case UnitState::History::not_started:
+      return {"not-running",
+              Verdict::not_running,
+              {Level::note, service + " has not been started since boot; " + start +
+                                " (after adding a device to the configuration, run systemctl "
+                                "daemon-reload first)"}};
+    case UnitState::History::unknown:
+      break;
   }
   return {"not-running",
           Verdict::not_running,
-          {Level::note, service + " has not been started; systemctl start " + service +
-                            " (after adding a device to the configuration, run systemctl "
-                            "daemon-reload first)"}};
+          {Level::note, service + " is inactive; " + start + " to start it"}};
 }
 
 void add(InstanceView& view, Level level, std::string text) {
@@ -248,10 +259,12 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
   } else if (view.health != "ok") {
     raise(view.verdict, Verdict::trouble);
     add(view, Level::error,
-        std::to_string(file.copy_failures) + " VRAM copies failed and " +
+        std::to_string(file.copy_failures) +
+            (file.copy_failures == 1 ? " VRAM copy failed and " : " VRAM copies failed and ") +
             std::to_string(file.checksum_failures) +
-            " blocks failed their checksum: the requests they touched got I/O errors; check "
-            "dmesg and nvidia-smi for GPU errors");
+            (file.checksum_failures == 1 ? " block" : " blocks") +
+            " failed the checksum: the requests they touched got I/O errors; check dmesg and "
+            "nvidia-smi for GPU errors");
   }
 
   if (view.state == "serving" && view.status_age_s > stuck_after_s) {
@@ -272,8 +285,8 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
     case LinkState::missing:
       add(view, Level::warning,
           file.link +
-              " does not exist: the swap unit cannot find the device; check that "
-              "60-vramswap.rules is installed, then udevadm trigger");
+              " does not exist (udev makes it, and the swap unit uses it); check "
+              "that 60-vramswap.rules is installed, then udevadm trigger");
       break;
     case LinkState::elsewhere:
       add(view, Level::warning,
@@ -388,9 +401,9 @@ InstanceView describe_instance(const std::string& name, const StatusInputs& inpu
       view.state = classified.state;
       raise(view.verdict, classified.verdict);
       view.messages.push_back(std::move(classified.message));
-    } else if (!observed && inputs.systemd && inputs.systemd_error.empty()) {
+    } else if (!observed && inputs.systemd) {
       add(view, Level::note, "vramswapd is not running");
-    } else if (!observed && !inputs.systemd) {
+    } else if (!observed) {
       add(view, Level::note,
           "vramswapd is not running; start it with vramswapd --config " + inputs.config.path +
               " --instance " + name);
@@ -416,10 +429,6 @@ InstanceView describe_instance(const std::string& name, const StatusInputs& inpu
 }
 
 }  // namespace
-
-std::string service_name(const std::string& instance) {
-  return "vramswap@" + instance + ".service";
-}
 
 std::vector<std::string> instance_names(const StatusInputs& inputs) {
   std::vector<std::string> names;

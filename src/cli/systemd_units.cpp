@@ -2,13 +2,18 @@
 
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-id128.h>
 #include <systemd/sd-journal.h>
+
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
+#include <vector>
 
 namespace vramswap::cli {
 namespace {
@@ -46,6 +51,70 @@ std::string hex(const void* data, size_t size) {
     text += digits;
   }
   return text;
+}
+
+}  // namespace
+
+namespace {
+
+// The local system journal, narrowed by field matches (all must hold), read
+// newest entry first.
+class JournalReader {
+ public:
+  explicit JournalReader(const std::vector<std::string>& matches) {
+    if (sd_journal_open(&journal_, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM) < 0) {
+      journal_ = nullptr;
+      return;
+    }
+    for (const std::string& match : matches) {
+      if (sd_journal_add_match(journal_, match.c_str(), 0) < 0) return;
+    }
+    ready_ = sd_journal_seek_tail(journal_) >= 0;
+  }
+  ~JournalReader() { sd_journal_close(journal_); }
+  JournalReader(const JournalReader&) = delete;
+  JournalReader& operator=(const JournalReader&) = delete;
+
+  // The next older entry; false when there is none (or the journal is closed).
+  bool previous() { return ready_ && sd_journal_previous(journal_) > 0; }
+
+  // A field of the current entry ("" when it has none).
+  std::string field(std::string_view name) {
+    const void* data = nullptr;
+    size_t size = 0;
+    if (sd_journal_get_data(journal_, std::string(name).c_str(), &data, &size) < 0 ||
+        size <= name.size()) {
+      return {};
+    }
+    return std::string(static_cast<const char*>(data) + name.size() + 1, size - name.size() - 1);
+  }
+
+ private:
+  sd_journal* journal_ = nullptr;
+  bool ready_ = false;
+};
+
+std::string boot_id() {
+  sd_id128_t id;
+  if (sd_id128_get_boot(&id) < 0) return {};
+  char text[SD_ID128_STRING_MAX];
+  return sd_id128_to_string(id, text);
+}
+
+// What the journal says about the unit's jobs in this boot: whether its last
+// start was skipped (and by which condition), or whether it ever ran. Only
+// root sees the whole journal: for others, absence proves nothing.
+void fill_history_from_journal(UnitState& state) {
+  const std::string boot = boot_id();
+  if (boot.empty()) return;
+  JournalReader journal({"UNIT=" + state.name, "_PID=1", "_BOOT_ID=" + boot});
+  for (int seen = 0; seen < max_journal_entries && journal.previous(); ++seen) {
+    if (journal.field("JOB_TYPE").empty()) continue;
+    state.failed_condition = skipped_condition(journal.field("MESSAGE"));
+    if (state.failed_condition.empty()) state.history = UnitState::History::started;
+    return;
+  }
+  if (geteuid() == 0) state.history = UnitState::History::not_started;
 }
 
 }  // namespace
@@ -136,9 +205,22 @@ bool systemd_running() {
 }
 
 SystemdUnits::SystemdUnits() : bus_(std::make_unique<Bus>()) {
+  // Root talks to systemd directly, as systemctl does: that works without a
+  // D-Bus daemon (minimal systems and containers often have none).
+  if (geteuid() == 0) {
+    sd_bus* direct = nullptr;
+    if (sd_bus_new(&direct) >= 0 &&
+        sd_bus_set_address(direct, "unix:path=/run/systemd/private") >= 0 &&
+        sd_bus_start(direct) >= 0) {
+      bus_->bus = direct;
+      return;
+    }
+    sd_bus_unref(direct);
+  }
   const int r = sd_bus_open_system(&bus_->bus);
   if (r < 0) {
-    throw std::runtime_error(std::string("cannot connect to the system bus: ") + std::strerror(-r));
+    throw std::runtime_error(std::string("cannot connect to the system bus: ") + std::strerror(-r) +
+                             (geteuid() == 0 ? "" : "; run vramswap status as root"));
   }
 }
 
@@ -156,13 +238,21 @@ UnitState SystemdUnits::query(const std::string& unit) {
       bus_->trivial_property<int32_t>(path, service_interface, "ExecMainCode", 'i', 0);
   state.exit_status =
       bus_->trivial_property<int32_t>(path, service_interface, "ExecMainStatus", 'i', 0);
-  state.ever_started = bus_->trivial_property<uint64_t>(path, service_interface,
-                                                        "ExecMainStartTimestamp", 't', 0) != 0;
+  if (bus_->trivial_property<uint64_t>(path, service_interface, "ExecMainStartTimestamp", 't', 0) !=
+      0) {
+    state.history = UnitState::History::started;
+  }
   const bool condition_checked =
       bus_->trivial_property<uint64_t>(path, unit_interface, "ConditionTimestamp", 't', 0) != 0;
   const int condition_met =
       bus_->trivial_property<int>(path, unit_interface, "ConditionResult", 'b', 1);
   if (condition_checked && !condition_met) state.failed_condition = bus_->failed_condition(path);
+  // systemd unloads inactive units nothing refers to, and forgets their
+  // conditions and timestamps: the journal still has their last job.
+  if (state.active_state == "inactive" && state.failed_condition.empty() &&
+      state.history != UnitState::History::started) {
+    fill_history_from_journal(state);
+  }
   state.status_text = bus_->string_property(path, service_interface, "StatusText", false);
   if (state.active_state == "failed" || state.sub_state == "auto-restart") {
     state.last_error = last_journal_error(unit, bus_->invocation_id(path));
@@ -171,30 +261,18 @@ UnitState SystemdUnits::query(const std::string& unit) {
 }
 
 std::string last_journal_error(const std::string& unit, const std::string& invocation_id) {
-  sd_journal* journal = nullptr;
-  if (sd_journal_open(&journal, SD_JOURNAL_LOCAL_ONLY | SD_JOURNAL_SYSTEM) < 0) return {};
-  std::string found;
-  const std::string unit_match = "_SYSTEMD_UNIT=" + unit;
-  const std::string invocation_match = "_SYSTEMD_INVOCATION_ID=" + invocation_id;
-  bool ready = sd_journal_add_match(journal, unit_match.c_str(), 0) >= 0;
-  if (ready && !invocation_id.empty()) {
-    ready = sd_journal_add_match(journal, invocation_match.c_str(), 0) >= 0;
+  std::vector<std::string> matches = {"_SYSTEMD_UNIT=" + unit};
+  if (!invocation_id.empty()) matches.push_back("_SYSTEMD_INVOCATION_ID=" + invocation_id);
+  JournalReader journal(matches);
+  for (int seen = 0; seen < max_journal_entries && journal.previous(); ++seen) {
+    const std::string priority = journal.field("PRIORITY");
+    if (priority.size() != 1 || priority[0] < '0' || priority[0] > '3') continue;
+    std::string found = journal.field("MESSAGE");
+    if (found.empty()) continue;
+    if (found.size() > max_error_length) found = found.substr(0, max_error_length) + "...";
+    return found;
   }
-  if (ready && sd_journal_seek_tail(journal) >= 0) {
-    for (int seen = 0; seen < max_journal_entries && sd_journal_previous(journal) > 0; ++seen) {
-      const void* data = nullptr;
-      size_t size = 0;
-      if (sd_journal_get_data(journal, "PRIORITY", &data, &size) < 0) continue;
-      const std::string priority(static_cast<const char*>(data), size);  // "PRIORITY=3"
-      if (priority.size() != 10 || priority[9] < '0' || priority[9] > '3') continue;
-      if (sd_journal_get_data(journal, "MESSAGE", &data, &size) < 0 || size < 8) continue;
-      found.assign(static_cast<const char*>(data) + 8, size - 8);  // after "MESSAGE="
-      if (found.size() > max_error_length) found = found.substr(0, max_error_length) + "...";
-      break;
-    }
-  }
-  sd_journal_close(journal);
-  return found;
+  return {};
 }
 
 }  // namespace vramswap::cli

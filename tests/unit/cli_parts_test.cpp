@@ -8,6 +8,7 @@
 
 #include "cli/command_line.hpp"
 #include "cli/daemon_process.hpp"
+#include "cli/swap_lookup.hpp"
 #include "cli/text.hpp"
 #include "common/exit_codes.hpp"
 #include "common/startup_error.hpp"
@@ -153,4 +154,20 @@ TEST_CASE("the [global] defaults of a config are what probe sizes GPUs with") {
   CHECK(report.devices[0].config->reserve == uint64_t{5} << 30);
   const auto empty = config::parse_config_report("", "x.conf");
   CHECK(empty.defaults.reserve == config::default_device_config().reserve);
+}
+
+TEST_CASE("a swap area is found by device number, or by name when its path is gone") {
+  const auto exists = [](const std::string& path) { return path != "/nbd3"; };
+  // Nothing here is a block device: only the name fallback can match.
+  const std::vector<SwapEntry> entries = {{"/swapfile", "file", 1 << 20, 0, -2},
+                                          {"/nbd3", "partition", 8 << 20, 4096, 1000}};
+  const auto found = find_device_swap(entries, "/dev/nbd3", exists);
+  REQUIRE(found);
+  CHECK(found->priority == 1000);
+  CHECK(found->used_bytes == 4096);
+  CHECK_FALSE(find_device_swap(entries, "/dev/nbd4", exists));
+  // A path that still resolves is another device of the same name elsewhere.
+  CHECK_FALSE(find_device_swap(entries, "/dev/nbd3", [](const std::string&) { return true; }));
+  const std::vector<SwapEntry> deleted = {{"/nbd3 (deleted)", "partition", 8 << 20, 0, 5}};
+  CHECK(find_device_swap(deleted, "/dev/nbd3", [](const std::string&) { return false; }));
 }

@@ -134,6 +134,21 @@ TEST_CASE("a configured device that would not start makes probe exit 1") {
   }
 }
 
+TEST_CASE("a fixed size above free VRAM gets what fits, or fails below min_size") {
+  const ProbeReport report = build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 100G\n"));
+  CHECK(report.devices[0].ok);
+  CHECK(report.devices[0].size_bytes == round_down_2mib(7 * GiB + 999 * KiB));
+  CHECK_THAT(all_text(report.devices[0].messages), Contains("takes what fits"));
+  CHECK(report.exit_status == probe_exit::ok);
+
+  const ProbeReport refused =
+      build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 100G\nmin_size = 50G\n"));
+  CHECK_FALSE(refused.devices[0].ok);
+  CHECK_FALSE(refused.devices[0].size_bytes);
+  CHECK_THAT(all_text(refused.devices[0].messages), Contains("less than min_size"));
+  CHECK(refused.exit_status == probe_exit::trouble);
+}
+
 TEST_CASE("a device whose daemon runs shows what it holds") {
   ProbeInputs inputs = two_gpus("[device.0]\n");
   status::InstanceStatus running;

@@ -282,6 +282,7 @@ TEST_CASE("two configured devices and one daemon: both shown, exit 3") {
   CHECK(report.instances[1].state == "not-running");
   CHECK(report.instances[1].configured);
   CHECK_THAT(all_text(report.instances[1].messages), Contains("systemctl start vramswap@spare"));
+  CHECK_THAT(all_text(report.instances[1].messages), Contains("is inactive"));
   CHECK(report.exit_status == status_exit::not_running);
 }
 
@@ -303,7 +304,7 @@ TEST_CASE("a failed unit names the exit status, its meaning and the last error")
   u.result = "exit-code";
   u.exit_code = 1;
   u.exit_status = 69;
-  u.ever_started = true;
+  u.history = UnitState::History::started;
   u.last_error = "no NVIDIA GPU found: the driver sees no CUDA device; check nvidia-smi";
   inputs.units["0"] = u;
   const StatusReport report = build_status_report(inputs);
@@ -349,6 +350,14 @@ TEST_CASE("a unit skipped for want of the NVIDIA driver is not trouble: exit 3, 
   CHECK(report.exit_status == status_exit::not_running);
 }
 
+TEST_CASE("systemd's journal line about a skipped start names the condition") {
+  CHECK(skipped_condition("vramswap@0.service - VRAM swap device 0 was skipped because of an "
+                          "unmet condition check (ConditionPathExists=/sys/bus/pci/drivers/"
+                          "nvidia).") == "ConditionPathExists=/sys/bus/pci/drivers/nvidia");
+  CHECK(skipped_condition("Started vramswap@0.service - VRAM swap device 0.").empty());
+  CHECK(skipped_condition("").empty());
+}
+
 TEST_CASE("another failed condition is named as it is") {
   StatusInputs inputs = base_inputs();
   UnitState u = unit("0", "inactive", "dead");
@@ -381,12 +390,19 @@ TEST_CASE("units starting, restarting, stopped, masked or missing") {
   }
   SECTION("stopped by someone") {
     UnitState u = unit("0", "inactive", "dead");
-    u.ever_started = true;
+    u.history = UnitState::History::started;
     inputs.units["0"] = u;
     const StatusReport report = build_status_report(inputs);
     CHECK(instance(report, "0").state == "not-running");
     CHECK_THAT(all_text(instance(report, "0").messages), Contains("was stopped"));
     CHECK(report.exit_status == status_exit::not_running);
+  }
+  SECTION("never started since boot") {
+    UnitState u = unit("0", "inactive", "dead");
+    u.history = UnitState::History::not_started;
+    inputs.units["0"] = u;
+    CHECK_THAT(all_text(instance(build_status_report(inputs), "0").messages),
+               Contains("has not been started since boot"));
   }
   SECTION("masked") {
     UnitState u = unit("0", "inactive", "dead");
