@@ -1,6 +1,6 @@
 #include "cli/status_report.hpp"
 
-#include <string.h>
+#include <string.h>  // sigabbrev_np
 
 #include <algorithm>
 #include <set>
@@ -15,22 +15,10 @@ namespace {
 
 using Level = Message::Level;
 
-std::string unit_of(const std::string& name) {
-  return service_name(name);
-}
-
-}  // namespace
-
-const char* const kernel_module_message =
-    "the nvidia kernel module is not loaded (no /proc/driver/nvidia); install the NVIDIA "
-    "driver, or load it with modprobe nvidia";
-
-namespace {
-
 // systemd names a swap unit after its device path: "/dev/vramswap/a-b"
 // becomes "dev-vramswap-a\x2db.swap" (device names hold only letters,
 // digits, '_' and '-').
-std::string swap_unit_of(const std::string& name) {
+std::string swap_unit_name(const std::string& name) {
   std::string escaped;
   for (char c : name)
     escaped += c == '-' ? std::string("\\x2d") : std::string(1, c);
@@ -90,7 +78,7 @@ std::string with_last_error(std::string text, const UnitState& unit) {
 
 // The unit was skipped at its last start: say what the condition means.
 std::string describe_skip(const std::string& name, const std::string& condition) {
-  const std::string unit = unit_of(name);
+  const std::string unit = service_name(name);
   if (condition.find("nvidia") != std::string::npos) {
     return unit + " was skipped: the NVIDIA kernel driver is not loaded (" + condition +
            " is not met); install the NVIDIA driver: swap then starts by itself once it loads";
@@ -106,7 +94,7 @@ struct Classified {
 
 // An instance without a live daemon, as systemd sees its unit.
 Classified classify_unit(const std::string& name, const UnitState& unit) {
-  const std::string service = unit_of(name);
+  const std::string service = service_name(name);
   if (unit.load_state == "masked") {
     return {"not-running",
             Verdict::not_running,
@@ -234,7 +222,7 @@ void fill_swap(InstanceView& view, const DaemonObservation& observed, const Stat
 void describe_live(InstanceView& view, const DaemonObservation& observed,
                    const StatusInputs& inputs) {
   const status::InstanceStatus& file = observed.file;
-  const std::string service = unit_of(view.name);
+  const std::string service = service_name(view.name);
   view.state = file.state.empty() ? "unknown" : file.state;
   view.health = file.health.empty() ? std::string("unknown") : file.health;
   view.daemon = file;
@@ -277,8 +265,8 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
   if (!file.device.empty() && view.state == "serving" && !view.swap.active) {
     raise(view.verdict, Verdict::trouble);
     add(view, Level::error,
-        file.device + " is not in use as swap; see systemctl status " + swap_unit_of(view.name) +
-            " (or set swap = yes to let the daemon swapon itself)");
+        file.device + " is not in use as swap; see systemctl status " +
+            swap_unit_name(view.name) + " (or set swap = yes to let the daemon swapon itself)");
   }
 
   switch (observed.link) {
@@ -334,9 +322,10 @@ void describe_stale(InstanceView& view, const DaemonObservation& observed,
   const status::InstanceStatus& file = observed.file;
   view.stale_status_file = true;
   raise(view.verdict, Verdict::trouble);
-  const std::string restart = inputs.systemd ? "see journalctl -u " + unit_of(view.name) +
-                                                   ", then systemctl restart " + unit_of(view.name)
-                                             : "start vramswapd again";
+  const std::string restart = inputs.systemd
+                                  ? "see journalctl -u " + service_name(view.name) +
+                                        ", then systemctl restart " + service_name(view.name)
+                                  : "start vramswapd again";
   add(view, Level::error,
       "vramswapd (pid " + std::to_string(file.pid) + ") is gone" + stale_reason(observed.process) +
           " but left " + status::status_path(view.name) + " (written " +
@@ -429,6 +418,10 @@ InstanceView describe_instance(const std::string& name, const StatusInputs& inpu
 }
 
 }  // namespace
+
+const char* const kernel_module_message =
+    "the nvidia kernel module is not loaded (no /proc/driver/nvidia); install the NVIDIA "
+    "driver, or load it with modprobe nvidia";
 
 std::vector<std::string> instance_names(const StatusInputs& inputs) {
   std::vector<std::string> names;
