@@ -197,6 +197,7 @@ class ReportBuilder {
 
     ConfigReport report;
     report.path = path_;
+    report.defaults = base_;
     std::map<std::string, const DeviceConfig*> listeners;
     std::map<unsigned, const DeviceConfig*> nbd_indexes;
     std::vector<DeviceConfig> configs;

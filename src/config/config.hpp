@@ -76,6 +76,9 @@ struct ConfigReport {
   std::string path;
   std::vector<ConfigError> file_errors;  // break every device, in line order
   std::vector<DeviceResult> devices;     // in file order
+  // What a device that sets nothing itself gets: built-in defaults with the
+  // valid keys of [global] applied (`vramswap probe` sizes GPUs with it).
+  DeviceConfig defaults;
 
   bool ok() const;
   // Every error, file-wide and per device, in line order.

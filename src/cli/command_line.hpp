@@ -1,0 +1,23 @@
+#pragma once
+
+#include <string>
+
+namespace vramswap::cli {
+
+enum class Command { status, probe, help, version };
+
+struct CommandLine {
+  Command command = Command::status;  // `vramswap` alone is `vramswap status`
+  bool json = false;
+  std::string config_path;  // --config, else $VRAMSWAP_CONFIG, else the built-in default
+  std::string runtime_dir;  // --runtime-dir; empty: $VRAMSWAP_RUNTIME_DIR or /run/vramswap
+};
+
+// Options may come before or after the command. Throws
+// StartupError(exit_code::usage) with a one-line message for anything else.
+// `default_config` is the configuration file the units use.
+CommandLine parse_command_line(int argc, char** argv, const std::string& default_config);
+
+const char* usage_text();
+
+}  // namespace vramswap::cli
