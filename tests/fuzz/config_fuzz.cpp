@@ -69,7 +69,7 @@ void check_device_config(const DeviceConfig& c, const DeviceResult& device, int 
   FUZZ_CHECK(c.connections >= 1 && c.connections <= max_connections, "connections %u",
              c.connections);
   FUZZ_CHECK(c.priority >= -1 && c.priority <= 32767, "priority %d", c.priority);
-  FUZZ_CHECK(c.timeout_s <= max_timeout_s, "timeout %u", c.timeout_s);
+  if (c.timeout_s) FUZZ_CHECK(*c.timeout_s <= max_timeout_s, "timeout %u", *c.timeout_s);
   if (c.nbd_index) FUZZ_CHECK(*c.nbd_index <= max_nbd_index, "nbd_index %u", *c.nbd_index);
   switch (c.size.kind) {
     case SizeKind::bytes:
