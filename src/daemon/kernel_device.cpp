@@ -35,8 +35,9 @@ KernelDevice::KernelDevice(const config::DeviceConfig& device, engine::Server& s
   } catch (const StartupError& e) {
     log_warning("cannot ask udev to name %s: %s", path_.c_str(), e.what());
   }
-  log_info("attached %s (%u connections, backend %s)", path_.c_str(),
-           static_cast<unsigned>(params.socket_fds.size()), backend_.c_str());
+  const size_t connections = params.socket_fds.size();
+  log_info("attached %s (%zu connection%s, backend %s)", path_.c_str(), connections,
+           connections == 1 ? "" : "s", backend_.c_str());
 }
 
 KernelDevice::~KernelDevice() {

@@ -23,7 +23,8 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
     } else {
       line += ", not swap";
     }
-    line += ", " + std::to_string(s.kernel_connections) + " connections";
+    line += ", " + std::to_string(s.kernel_connections) +
+            (s.kernel_connections == 1 ? " connection" : " connections");
   }
   if (!s.listen.empty()) line += (s.device.empty() ? " on " : ", listening on ") + s.listen;
   return line;

@@ -1,0 +1,47 @@
+#include <catch2/catch.hpp>
+
+#include "common/byte_size.hpp"
+#include "daemon/status_line.hpp"
+
+using vramswap::GiB;
+using vramswap::MiB;
+using vramswap::daemon::compose_status_line;
+using vramswap::status::InstanceStatus;
+
+namespace {
+
+InstanceStatus serving_swap(unsigned connections) {
+  InstanceStatus s;
+  s.gpu_index = 0;
+  s.gpu_name = "NVIDIA GeForce RTX 4060 Laptop GPU";
+  s.size_bytes = 6 * GiB;
+  s.device = "/dev/nbd0";
+  s.kernel_connections = connections;
+  s.swap_active = true;
+  s.swap_used_bytes = 300 * MiB;
+  s.swap_priority = 1000;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("the status line says what is served, where, how much swap is used and the connections") {
+  CHECK(compose_status_line(serving_swap(4), "") ==
+        "6.0 GiB of GPU 0 (NVIDIA GeForce RTX 4060 Laptop GPU) on /dev/nbd0, swap 300.0 MiB "
+        "used, priority 1000, 4 connections");
+  CHECK(compose_status_line(serving_swap(1), "") ==
+        "6.0 GiB of GPU 0 (NVIDIA GeForce RTX 4060 Laptop GPU) on /dev/nbd0, swap 300.0 MiB "
+        "used, priority 1000, 1 connection");
+}
+
+TEST_CASE("the status line says when the device is not swap, and why the daemon is still there") {
+  InstanceStatus s = serving_swap(2);
+  s.swap_active = false;
+  CHECK(compose_status_line(s, "") ==
+        "6.0 GiB of GPU 0 (NVIDIA GeForce RTX 4060 Laptop GPU) on /dev/nbd0, not swap, "
+        "2 connections");
+  CHECK(compose_status_line(serving_swap(2), "/dev/nbd0 is in use (swap), waiting for swapoff") ==
+        "stopping: /dev/nbd0 is in use (swap), waiting for swapoff; 6.0 GiB of GPU 0 (NVIDIA "
+        "GeForce RTX 4060 Laptop GPU) on /dev/nbd0, swap 300.0 MiB used, priority 1000, "
+        "2 connections");
+}
