@@ -106,6 +106,15 @@ const KeySpec key_specs[] = {
        return assign(c.socket_group, parse_group_name(v));
      },
      {}},
+    {"copy_kernel",
+     [](DeviceConfig& c, std::string_view v) { return assign(c.copy_kernel, parse_bool(v)); },
+     {}},
+    {"busy_poll",
+     [](DeviceConfig& c, std::string_view v) {
+       return assign(c.busy_poll_us, parse_integer(v, 0, max_busy_poll_us,
+                                                   "use microseconds from 0 (off) to 10000"));
+     },
+     {}},
 };
 
 const KeySpec* find_key(std::string_view name) {
@@ -491,6 +500,8 @@ DeviceConfig default_device_config(const ParseOptions& options) {
   config.swap = false;
   config.timeout_s.reset();  // auto
   config.verify = false;
+  config.copy_kernel = true;
+  config.busy_poll_us = default_busy_poll_us;
   return config;
 }
 

@@ -38,6 +38,11 @@ inline constexpr int default_priority = 1000;  // above zram's usual 100: VRAM b
 // when told 0 (its block layer's own 30 s timer).
 inline constexpr unsigned auto_timeout_several_connections_s = 30;
 inline constexpr unsigned max_timeout_s = 86400;
+// A worker that just served requests keeps polling its sockets this long
+// before it sleeps: the next request of a burst then skips a wake-up (a few
+// microseconds of latency each), for a bounded amount of spinning.
+inline constexpr unsigned default_busy_poll_us = 50;
+inline constexpr unsigned max_busy_poll_us = 10000;
 
 struct ParseOptions {
   // Online CPUs, for the default of `connections`; below 1: ask the system

@@ -90,6 +90,8 @@ struct DeviceConfig {
   std::optional<unsigned> nbd_index;  // empty: the kernel picks
   std::optional<unsigned> timeout_s;  // kernel per-request timeout; 0: none; empty: auto
   bool verify = false;                // checksum every 4 KiB block
+  bool copy_kernel = true;            // batch a round's small copies into one kernel launch
+  unsigned busy_poll_us = 0;          // after work, poll the sockets this long before sleeping
   std::string socket_group;           // group allowed on `listen`; empty: none (mode 0600)
 
   // Keys set in the file (in the device section or [global]); keys left at

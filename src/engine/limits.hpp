@@ -17,6 +17,10 @@ inline constexpr size_t kCarryBytes = 32 * KiB;
 // client that pipelines more simply waits: its requests stay in its socket.
 inline constexpr size_t kReplySlots = 128;
 
+// Send and receive buffer of every served socket (kernel and client): with
+// the kernel's doubling for bookkeeping, room for a whole send arena.
+inline constexpr size_t kSocketBufferBytes = 4 * MiB;
+
 // The smallest piece of a large read worth staging in a round: below this a
 // read waits for the next round's empty arena rather than trickling out.
 inline constexpr size_t kMinReadChunk = 256 * KiB;
@@ -32,6 +36,7 @@ struct EngineOptions {
   size_t tx_arena_bytes = 4 * MiB;  // pinned, per worker: read data on its way to clients
   unsigned max_clients = 256;       // userspace (listen socket) connections at once
   bool copy_kernel = true;          // batch small copies into one kernel launch per round
+  unsigned busy_poll_us = 0;        // after a round with work, poll this long before sleeping
 };
 
 }  // namespace vramswap::engine

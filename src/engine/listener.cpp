@@ -10,6 +10,7 @@
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
+#include "engine/socket_buffers.hpp"
 
 namespace vramswap::engine {
 
@@ -83,6 +84,7 @@ void Listener::accept_all() noexcept {
       usleep(100'000);
       return;
     }
+    enlarge_socket_buffers(fd);
     slot->fd = fd;
     slot->origin = Origin::client;
     assign_(slot);

@@ -10,6 +10,7 @@
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
+#include "engine/socket_buffers.hpp"
 #include "engine/unix_socket.hpp"
 #include "nbd/protocol.hpp"
 #include "store/vram_store.hpp"
@@ -20,21 +21,6 @@ namespace {
 constexpr uint32_t kMinBlock = 512;
 constexpr uint32_t kPreferredBlock = 4096;
 constexpr uint32_t kMaxPayload = 32 * MiB;
-// Socket buffers for the kernel's connections: deep enough that a round's
-// replies (up to a whole send arena) usually go out in one call.
-constexpr int kKernelSocketBuffer = 4 * MiB;
-
-void enlarge_socket_buffers(int fd) {
-  const int size = kKernelSocketBuffer;
-  // SO_*BUFFORCE passes net.core.[rw]mem_max (we run as root); fall back.
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  }
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  }
-}
-
 int fcntl_nonblock(int fd) {
   const int flags = fcntl(fd, F_GETFL);
   return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -79,6 +65,12 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
   for (unsigned i = 0; i < options_.engine.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, context_));
   }
+  const EngineOptions& engine = options_.engine;
+  const uint64_t staging = uint64_t{engine.workers} * (engine.rx_arena_bytes + engine.tx_arena_bytes);
+  log_info("%u I/O workers with %s of pinned staging; small copies %s; busy poll %s",
+           engine.workers, format_byte_size(staging).c_str(),
+           kernel_ ? "batched into one copy-kernel launch per round" : "by DMA, one call each",
+           engine.busy_poll_us ? (std::to_string(engine.busy_poll_us) + " us").c_str() : "off");
   if (!options_.listen_path.empty()) {
     listener_ = std::make_unique<Listener>(
         open_unix_listener(options_.listen_path, options_.socket_group), options_.listen_path,

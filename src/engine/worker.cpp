@@ -174,10 +174,14 @@ void Worker::run() noexcept {
 
   epoll_event events[kMaxEvents];
   int64_t next_expiry_check = 0;
+  int64_t last_work_ns = 0;
+  const int64_t busy_poll_ns = int64_t{context_.options.busy_poll_us} * 1000;
   size_t rotate = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     // Connections that stopped for want of arena space or reply slots are
-    // served again at once; otherwise sleep until a socket wants us.
+    // served again at once; so is a worker that served requests within the
+    // busy-poll window (the next request of a burst is then picked up
+    // without a wake-up); otherwise sleep until a socket wants us.
     round_.clear();
     for (Connection* c : owned_) {
       if (c->needs_round) {
@@ -186,7 +190,9 @@ void Worker::run() noexcept {
         round_.push_back(c);
       }
     }
-    const int n = epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() ? kIdleWaitMs : 0);
+    const bool polling = busy_poll_ns > 0 && monotonic_ns() - last_work_ns < busy_poll_ns;
+    const int n = epoll_wait(epoll_.get(), events, kMaxEvents,
+                             round_.empty() && !polling ? kIdleWaitMs : 0);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {
@@ -208,6 +214,7 @@ void Worker::run() noexcept {
       next_expiry_check = now + 1'000'000'000;
     }
     if (round_.empty()) continue;
+    last_work_ns = now;
 
     // Take turns at the head of the round, so that one busy connection cannot
     // always be first to the arenas.

@@ -60,6 +60,8 @@ TEST_CASE("an empty device section gets the built-in defaults") {
   CHECK_FALSE(device.timeout_s.has_value());  // auto
   CHECK_FALSE(device.verify);
   CHECK(device.socket_group.empty());
+  CHECK(device.copy_kernel);
+  CHECK(device.busy_poll_us == 50);
   CHECK(device.origins.empty());
   CHECK(device.line_of("size") == 0);
 }
@@ -93,7 +95,9 @@ TEST_CASE("every key is read from a device section") {
       "nbd_index = 7\n"
       "timeout = 0\n"
       "verify = on\n"
-      "socket_group = vramswap\n");
+      "socket_group = vramswap\n"
+      "copy_kernel = no\n"
+      "busy_poll = 0\n");
   CHECK(device.name == "big-1");
   CHECK(device.gpu.kind == GpuKind::uuid);
   CHECK(device.gpu.text == "GPU-8c9b2f8e-1d2a-4b3c-9d8e-7f6a5b4c3d2e");
@@ -112,7 +116,9 @@ TEST_CASE("every key is read from a device section") {
   CHECK(device.timeout_s == 0);
   CHECK(device.verify);
   CHECK(device.socket_group == "vramswap");
-  CHECK(device.origins.size() == 14);
+  CHECK_FALSE(device.copy_kernel);
+  CHECK(device.busy_poll_us == 0);
+  CHECK(device.origins.size() == 16);
   CHECK(device.line_of("gpu") == 2);
   CHECK(device.line_of("socket_group") == 15);
 }
@@ -124,6 +130,10 @@ TEST_CASE("keys take their largest and smallest values") {
   CHECK(parse_one("[device.0]\nnbd_index = 1023\n").nbd_index == 1023u);
   CHECK_FALSE(parse_one("[device.0]\nnbd_index = auto\n").nbd_index.has_value());
   CHECK(parse_one("[device.0]\ntimeout = 86400\n").timeout_s == 86400);
+  CHECK(parse_one("[device.0]\nbusy_poll = 10000\n").busy_poll_us == 10000);
+  CHECK(refusal("[device.0]\nbusy_poll = 10001\n") ==
+        "/etc/vramswap.conf:2: busy_poll = \"10001\": out of range; use microseconds from 0 (off) "
+        "to 10000");
   CHECK(parse_one("[device.0]\nsize = 1M\nmin_size = 0\n").size.bytes == MiB);
   CHECK(parse_one("[device.0]\nsize = 100%\n").size == SizeSpec{SizeKind::percent_of_free, 0, 100});
   CHECK(parse_one("[device.0]\nsize = 1%\n").size.percent == 1);
@@ -296,7 +306,7 @@ TEST_CASE("unknown keys, with a suggestion for near misses") {
   CHECK(refusal("[global]\nfoo = 1\n") ==
         "/etc/vramswap.conf:2: unknown key \"foo\" in [global]; the keys are gpu, size, reserve, "
         "min_size, connections, listen, attach, priority, discard, swap, nbd_index, timeout, "
-        "verify, socket_group");
+        "verify, socket_group, copy_kernel, busy_poll");
   // Keys are lower case.
   CHECK(refusal("[device.0]\nSize = 4G\n") ==
         "/etc/vramswap.conf:2: unknown key \"Size\" in [device.0]; did you mean size?");
