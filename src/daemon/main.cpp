@@ -7,6 +7,7 @@
 #include "daemon/command_line.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/signals.hpp"
+#include "kernel/hardening.hpp"
 
 int main(int argc, char** argv) {
   using namespace vramswap;
@@ -21,8 +22,10 @@ int main(int argc, char** argv) {
       std::printf("vramswapd %s\n", VRAMSWAP_VERSION);
       return exit_code::ok;
     }
-    // Before any thread exists, so that every thread inherits the mask.
+    // Before any thread exists, so that every thread inherits the mask and
+    // the small stack (the daemon locks every stack page in RAM).
     daemon::block_signals();
+    limit_thread_stacks();
     return daemon::run(command_line);
   } catch (const StartupError& e) {
     log_error("%s", e.what());

@@ -1,6 +1,7 @@
 #include "kernel/hardening.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -37,6 +38,22 @@ const char* io_flusher_hint(int error) {
 }
 
 }  // namespace
+
+bool limit_thread_stacks(size_t bytes) {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  int error = pthread_attr_setstacksize(&attr, bytes);
+  if (error == 0) error = pthread_setattr_default_np(&attr);
+  pthread_attr_destroy(&attr);
+  if (error != 0) {
+    log_warning(
+        "cannot set the threads' stack size (%s): every thread keeps glibc's default stack, "
+        "locked in RAM in full",
+        std::strerror(error));
+    return false;
+  }
+  return true;
+}
 
 bool lock_memory() {
   if (kSanitizerDisablesMemoryLock) {

@@ -5,6 +5,7 @@
 // the daemon's status; none is fatal, since the daemon still works, only less
 // safely under memory pressure.
 
+#include <cstddef>
 #include <cstdint>
 
 namespace vramswap {
@@ -32,6 +33,15 @@ inline constexpr bool kSanitizerDisablesMemoryLock = false;
 #else
 inline constexpr bool kSanitizerDisablesMemoryLock = false;
 #endif
+
+// The stack size of every thread created from now on in this process (ours
+// and the CUDA driver's, unless it asks for its own). A locked process keeps
+// each thread's whole stack resident, and glibc's default stack is
+// RLIMIT_STACK (usually 8 MiB): 16 workers would pin 128 MiB for stacks that
+// use a few KiB. Call it first in main, before any thread exists. Returns
+// false (and logs) only if glibc refuses the size.
+inline constexpr size_t kThreadStackBytes = size_t{1} << 20;
+bool limit_thread_stacks(size_t bytes = kThreadStackBytes);
 
 // mlockall(MCL_CURRENT | MCL_FUTURE): every page of the daemon, present and
 // future, stays in RAM, so the kernel never has to page the daemon in while
