@@ -7,6 +7,7 @@
 
 #include "engine/limits.hpp"
 #include "nbd/handshake.hpp"
+#include "store/block_checksums.hpp"
 
 namespace vramswap::engine {
 
@@ -17,11 +18,12 @@ namespace vramswap::engine {
 // order, so data re-read after a later overlapping write is still valid.
 struct Reply {
   uint64_t cookie = 0;
-  uint64_t offset = 0;        // reads: where the data comes from
-  uint32_t data_length = 0;   // reads: bytes of data after the header; otherwise 0
-  uint32_t error = 0;         // NBD error to report; 0 = success
-  uint32_t sent = 0;          // header + data bytes already written to the socket
-  uint32_t staged_length = 0; // data staged this round, starting at the first unsent data byte
+  uint64_t offset = 0;         // reads: where the data comes from
+  uint32_t data_length = 0;    // reads: bytes of data after the header; otherwise 0
+  uint32_t error = 0;          // NBD error to report; 0 = success
+  uint32_t sent = 0;           // header + data bytes already written to the socket
+  uint32_t staged_length = 0;  // data staged this round, starting at the first unsent data byte
+  uint32_t staged_head = 0;    // bytes staged before `staged` (verify: back to a block boundary)
   std::byte* staged = nullptr;
   bool complete = false;      // false while a write's payload is still arriving
   bool copy_pending = false;  // a copy for it is queued this round: the sync decides its fate
@@ -58,6 +60,7 @@ struct Connection {
   uint64_t payload_offset = 0;
   bool payload_discard = false;
   Reply* payload_reply = nullptr;
+  BlockChecksums::Partial payload_checksum;  // verify = yes: the block still arriving
 
   // Replies in request order: a ring of kReplySlots.
   std::array<Reply, kReplySlots> replies{};

@@ -37,6 +37,7 @@ struct EngineOptions {
   unsigned max_clients = 256;       // userspace (listen socket) connections at once
   bool copy_kernel = true;          // batch small copies into one kernel launch per round
   unsigned busy_poll_us = 0;        // after a round with work, poll this long before sleeping
+  bool verify = false;              // checksum every 4 KiB block (BlockChecksums)
 };
 
 }  // namespace vramswap::engine

@@ -13,17 +13,38 @@
 #include "engine/socket_buffers.hpp"
 #include "engine/unix_socket.hpp"
 #include "nbd/protocol.hpp"
+#include "store/copy_stream.hpp"
 #include "store/vram_store.hpp"
 
 namespace vramswap::engine {
 namespace {
 
 constexpr uint32_t kMinBlock = 512;
+// With verify = yes every request covers whole checksummed blocks.
+constexpr uint32_t kVerifiedMinBlock = BlockChecksums::kBlockBytes;
 constexpr uint32_t kPreferredBlock = 4096;
 constexpr uint32_t kMaxPayload = 32 * MiB;
 int fcntl_nonblock(int fd) {
   const int flags = fcntl(fd, F_GETFL);
   return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+// verify = yes: the checksums start out vouching for zeros, so the VRAM must
+// hold zeros too (fresh allocations hold whatever was there before).
+std::unique_ptr<BlockChecksums> checksums_for_zeroed(VramStore& store) {
+  auto checksums = std::make_unique<BlockChecksums>(store.size());
+  CopyStream stream(store);
+  cuda::Status status = stream.zero(0, store.size());
+  const cuda::Status synchronized = stream.synchronize();
+  if (status.ok()) status = synchronized;
+  if (!status.ok()) {
+    throw StartupError(exit_code::unavailable,
+                       std::string("cannot clear the VRAM for verify = yes: ") + status.name() +
+                           "; check that nvidia-smi works and dmesg for GPU errors");
+  }
+  log_info("verify = yes: a checksum of every 4 KiB block, %s of RAM",
+           format_byte_size(checksums->table_bytes()).c_str());
+  return checksums;
 }
 
 }  // namespace
@@ -38,14 +59,20 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
   if (options_.engine.copy_kernel) kernel_ = CopyKernel::load(cuda);
+  if (options_.engine.verify) checksums_ = checksums_for_zeroed(store);
   context_.store = &store;
   context_.kernel = kernel_.get();
+  context_.checksums = checksums_.get();
   context_.cuda = &cuda;
   context_.pool = &pool_;
   context_.health = &health_;
-  context_.description = nbd::ExportDescription{
-      options_.export_name, options_.export_description, store.size(),
-      nbd::served_transmission_flags, kMinBlock, kPreferredBlock, kMaxPayload};
+  context_.description = nbd::ExportDescription{options_.export_name,
+                                                options_.export_description,
+                                                store.size(),
+                                                nbd::served_transmission_flags,
+                                                checksums_ ? kVerifiedMinBlock : kMinBlock,
+                                                kPreferredBlock,
+                                                kMaxPayload};
   if (const char* problem = nbd::export_description_problem(context_.description)) {
     throw StartupError(exit_code::config, std::string("cannot export this device: ") + problem);
   }
@@ -66,7 +93,8 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     workers_.push_back(std::make_unique<Worker>(i, context_));
   }
   const EngineOptions& engine = options_.engine;
-  const uint64_t staging = uint64_t{engine.workers} * (engine.rx_arena_bytes + engine.tx_arena_bytes);
+  const uint64_t staging =
+      uint64_t{engine.workers} * (engine.rx_arena_bytes + engine.tx_arena_bytes);
   log_info("%u I/O workers with %s of pinned staging; small copies %s; busy poll %s",
            engine.workers, format_byte_size(staging).c_str(),
            kernel_ ? "batched into one copy-kernel launch per round" : "by DMA, one call each",
@@ -78,10 +106,13 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
   }
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 void Server::start() {
-  for (auto& worker : workers_) worker->start();
+  for (auto& worker : workers_)
+    worker->start();
   if (listener_) listener_->start();
   started_ = true;
 }
@@ -90,7 +121,8 @@ void Server::stop() {
   if (!started_) return;
   started_ = false;
   if (listener_) listener_->stop_and_join();
-  for (auto& worker : workers_) worker->stop_and_join();
+  for (auto& worker : workers_)
+    worker->stop_and_join();
 }
 
 std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
@@ -109,8 +141,7 @@ std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
     // served by an event loop.
     if (fcntl_nonblock(ours.get()) != 0) {
       throw StartupError(exit_code::os_error,
-                         std::string("cannot make a socket non-blocking: ") +
-                             std::strerror(errno));
+                         std::string("cannot make a socket non-blocking: ") + std::strerror(errno));
     }
     Connection* slot = pool_.acquire();
     if (!slot) throw StartupError(exit_code::software, "no connection slot left for the kernel");
@@ -123,7 +154,9 @@ std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
   return kernel_ends;
 }
 
-uint16_t Server::transmission_flags() const noexcept { return nbd::served_transmission_flags; }
+uint16_t Server::transmission_flags() const noexcept {
+  return nbd::served_transmission_flags;
+}
 
 Worker& Server::least_busy_worker() noexcept {
   Worker* best = workers_.front().get();
@@ -135,7 +168,8 @@ Worker& Server::least_busy_worker() noexcept {
 
 StatsSnapshot Server::stats() const noexcept {
   StatsSnapshot total;
-  for (const auto& worker : workers_) total.accumulate(worker->stats());
+  for (const auto& worker : workers_)
+    total.accumulate(worker->stats());
   return total;
 }
 

@@ -13,16 +13,17 @@
 #include "engine/listener.hpp"
 #include "engine/stats.hpp"
 #include "engine/worker.hpp"
+#include "store/block_checksums.hpp"
 #include "store/copy_kernel.hpp"
 
 namespace vramswap::engine {
 
 struct ServerOptions {
-  std::string export_name;         // the instance name; also reachable as ""
-  std::string export_description;  // shown by NBD clients (e.g. the GPU's name)
-  std::string listen_path;         // empty: no userspace socket
-  std::string socket_group;        // empty: socket mode 0600
-  unsigned kernel_connections = 0; // socket pairs reserved for the kernel nbd device
+  std::string export_name;          // the instance name; also reachable as ""
+  std::string export_description;   // shown by NBD clients (e.g. the GPU's name)
+  std::string listen_path;          // empty: no userspace socket
+  std::string socket_group;         // empty: socket mode 0600
+  unsigned kernel_connections = 0;  // socket pairs reserved for the kernel nbd device
   EngineOptions engine{};
   std::function<void()> on_thread_start;
 };
@@ -62,6 +63,7 @@ class Server {
 
   ServerOptions options_;
   std::unique_ptr<CopyKernel> kernel_;
+  std::unique_ptr<BlockChecksums> checksums_;
   ConnectionPool pool_;
   Health health_;
   ServingContext context_;

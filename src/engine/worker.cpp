@@ -16,6 +16,7 @@
 #include "cuda/context.hpp"
 #include "cuda/driver.hpp"
 #include "nbd/protocol.hpp"
+#include "store/block_checksums.hpp"
 
 namespace vramswap::engine {
 namespace {
@@ -29,7 +30,9 @@ int64_t monotonic_ns() noexcept {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
+bool would_block(int error) noexcept {
+  return error == EAGAIN || error == EWOULDBLOCK;
+}
 
 }  // namespace
 
@@ -45,9 +48,9 @@ Worker::Worker(unsigned index, const ServingContext& context)
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (!epoll_ || !wake_) {
-    throw StartupError(exit_code::os_error,
-                       std::string("cannot create the worker's epoll/eventfd: ") +
-                           std::strerror(errno));
+    throw StartupError(
+        exit_code::os_error,
+        std::string("cannot create the worker's epoll/eventfd: ") + std::strerror(errno));
   }
   if (context.kernel && !(stream_->map(rx_buffer_) && stream_->map(tx_buffer_))) {
     log_warning("worker %u: the GPU cannot map its staging buffers: its copies use DMA only",
@@ -66,9 +69,13 @@ Worker::Worker(unsigned index, const ServingContext& context)
   round_.reserve(slots);
 }
 
-Worker::~Worker() { stop_and_join(); }
+Worker::~Worker() {
+  stop_and_join();
+}
 
-void Worker::start() { thread_ = std::thread([this] { run(); }); }
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void Worker::stop_and_join() {
   if (!thread_.joinable()) return;
@@ -96,7 +103,8 @@ void Worker::take_handoffs() noexcept {
   ssize_t ignored = ::read(wake_.get(), &counter, sizeof counter);
   (void)ignored;
   std::lock_guard lock(handoff_mutex_);
-  for (Connection* c : handoffs_) register_connection(*c);
+  for (Connection* c : handoffs_)
+    register_connection(*c);
   handoffs_.clear();
 }
 
@@ -104,6 +112,7 @@ void Worker::register_connection(Connection& c) noexcept {
   c.carry_length = 0;
   c.payload_left = 0;
   c.payload_reply = nullptr;
+  c.payload_checksum = {};
   c.reply_head = c.reply_count = 0;
   c.writable_wanted = c.needs_round = c.in_round = c.disconnect_requested = false;
   c.close_reason = nullptr;
@@ -191,8 +200,8 @@ void Worker::run() noexcept {
       }
     }
     const bool polling = busy_poll_ns > 0 && monotonic_ns() - last_work_ns < busy_poll_ns;
-    const int n = epoll_wait(epoll_.get(), events, kMaxEvents,
-                             round_.empty() && !polling ? kIdleWaitMs : 0);
+    const int n =
+        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? kIdleWaitMs : 0);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {
@@ -317,8 +326,8 @@ void Worker::serve_handshake(Connection& c) noexcept {
       c.close("handshake option larger than the input buffer");
       return;
     }
-    const ssize_t n = ::recv(c.fd, c.carry.data() + c.carry_length,
-                             c.carry.size() - c.carry_length, MSG_DONTWAIT);
+    const ssize_t n = ::recv(c.fd, c.carry.data() + c.carry_length, c.carry.size() - c.carry_length,
+                             MSG_DONTWAIT);
     if (n > 0) {
       c.carry_length += static_cast<size_t>(n);
       continue;
@@ -351,11 +360,20 @@ bool Worker::stage_queued_replies(Connection& c) noexcept {
 bool Worker::stage_read(Connection& c, Reply& r) noexcept {
   (void)c;
   const uint32_t left = r.data_left();
-  const size_t piece = std::min<size_t>(left, tx_.space());
-  if (piece < std::min<size_t>(left, kMinReadChunk)) return false;
+  const uint64_t from = r.offset + r.data_sent();
+  // Checksums cover whole blocks (requests are block-aligned when verify is
+  // on): the staged copy starts at the block boundary at or before the first
+  // unsent byte (a client that took part of a block leaves the rest
+  // mid-block), and a piece of a large read ends at a boundary.
+  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  const uint32_t head = context_.checksums ? static_cast<uint32_t>(from % kBlock) : 0;
+  if (tx_.space() <= head) return false;
+  size_t piece = std::min<size_t>(left, tx_.space() - head);
+  if (context_.checksums && piece < left) piece -= (from + piece) % kBlock;
+  if (piece == 0 || piece < std::min<size_t>(left, kMinReadChunk)) return false;
   std::byte* dst = tx_.top();
-  tx_.commit(piece);
-  const auto status = stream_->read(dst, r.offset + r.data_sent(), piece);
+  tx_.commit(head + piece);
+  const auto status = stream_->read(dst, from - head, head + piece);
   ++copies_this_round_;
   if (!status.ok()) {
     // Enqueueing failed: this reply alone fails (or, if its header is
@@ -369,8 +387,9 @@ bool Worker::stage_read(Connection& c, Reply& r) noexcept {
     note_copy_failure(status, 1);
     return true;
   }
-  r.staged = dst;
+  r.staged = dst + head;
   r.staged_length = static_cast<uint32_t>(piece);
+  r.staged_head = head;
   r.copy_pending = true;
   return true;
 }
@@ -399,14 +418,21 @@ void Worker::parse_requests(Connection& c) noexcept {
         }
         const ssize_t n = ::recv(c.fd, rx_.top(), want, MSG_DONTWAIT);
         if (n <= 0) {
-          if (n == 0) c.close("peer closed in the middle of a write payload");
-          else if (!would_block(errno)) c.close("receive failed");
+          if (n == 0)
+            c.close("peer closed in the middle of a write payload");
+          else if (!would_block(errno))
+            c.close("receive failed");
           break;
         }
         avail = static_cast<size_t>(n);
       }
       const size_t take = static_cast<size_t>(std::min<uint64_t>(avail, c.payload_left));
       Reply& r = *c.payload_reply;
+      if (context_.checksums && !c.payload_discard) {
+        // Recorded whether or not the copy succeeds: a block whose copy
+        // failed then fails its check on read instead of returning old data.
+        context_.checksums->absorb(c.payload_checksum, c.payload_offset, rx_.top(), take);
+      }
       if (!c.payload_discard && r.error == 0) {
         const auto status = stream_->write(c.payload_offset, rx_.top(), take);
         ++copies_this_round_;
@@ -437,8 +463,10 @@ void Worker::parse_requests(Connection& c) noexcept {
       }
       const ssize_t n = ::recv(c.fd, rx_.top() + avail, room - avail, MSG_DONTWAIT);
       if (n <= 0) {
-        if (n == 0) c.close(avail ? "peer closed in the middle of a request" : "peer closed");
-        else if (!would_block(errno)) c.close("receive failed");
+        if (n == 0)
+          c.close(avail ? "peer closed in the middle of a request" : "peer closed");
+        else if (!would_block(errno))
+          c.close("receive failed");
         break;
       }
       avail += static_cast<size_t>(n);
@@ -494,6 +522,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         r.complete = true;
         stats_.add(stats_.zeroes, 1);
         if (request.length > 0) {
+          if (context_.checksums) context_.checksums->record_zeroes(request.offset, request.length);
           const auto status = stream_->zero(request.offset, request.length);
           ++copies_this_round_;
           if (status.ok()) {
@@ -562,7 +591,10 @@ void Worker::settle(Connection& c, bool round_ok) noexcept {
     Reply& r = c.reply_at(i);
     if (!r.copy_pending) continue;
     r.copy_pending = false;
-    if (round_ok) continue;
+    if (round_ok) {
+      if (r.staged && context_.checksums && !check_staged_read(c, r)) return;
+      continue;
+    }
     stats_.add(stats_.io_errors, 1);
     if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
       // The header already promised data that now cannot be produced.
@@ -571,8 +603,28 @@ void Worker::settle(Connection& c, bool round_ok) noexcept {
     }
     r.error = nbd::error::eio;
     r.staged = nullptr;
-    r.staged_length = 0;
+    r.staged_length = r.staged_head = 0;
   }
+}
+
+// verify = yes: read data staged this round must match the checksums of its
+// blocks. A mismatch fails the read (EIO) rather than hand out wrong data;
+// false when the connection had to be closed for it.
+bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
+  const uint64_t offset = r.offset + r.data_sent() - r.staged_head;
+  const uint64_t bad = context_.checksums->first_mismatch(offset, r.staged - r.staged_head,
+                                                          r.staged_head + r.staged_length);
+  if (bad == BlockChecksums::kNoMismatch) return true;
+  context_.health->checksum_mismatch(bad);
+  stats_.add(stats_.io_errors, 1);
+  if (r.sent > 0) {
+    c.close("VRAM data failed its checksum after the reply header was sent");
+    return false;
+  }
+  r.error = nbd::error::eio;
+  r.staged = nullptr;
+  r.staged_length = r.staged_head = 0;
+  return true;
 }
 
 void Worker::send_replies(Connection& c) noexcept {
@@ -627,7 +679,7 @@ void Worker::send_replies(Connection& c) noexcept {
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
     r.staged = nullptr;
-    r.staged_length = 0;
+    r.staged_length = r.staged_head = 0;
     if (r.complete && r.data_left() > 0) owes_more = true;
   }
   if (owes_more && !c.writable_wanted) c.needs_round = true;

@@ -24,16 +24,18 @@ namespace vramswap::cuda {
 class Context;
 }
 namespace vramswap {
+class BlockChecksums;
 class CopyKernel;
 class VramStore;
-}
+}  // namespace vramswap
 
 namespace vramswap::engine {
 
 // What every worker shares; owned by the Server, immutable while serving.
 struct ServingContext {
   VramStore* store = nullptr;
-  const CopyKernel* kernel = nullptr;  // null: every copy by DMA
+  const CopyKernel* kernel = nullptr;   // null: every copy by DMA
+  BlockChecksums* checksums = nullptr;  // null: verify = no
   cuda::Context* cuda = nullptr;
   ConnectionPool* pool = nullptr;
   Health* health = nullptr;
@@ -85,6 +87,7 @@ class Worker {
   void parse_requests(Connection& c) noexcept;
   bool stage_read(Connection& c, Reply& r) noexcept;
   void settle(Connection& c, bool round_ok) noexcept;
+  bool check_staged_read(Connection& c, Reply& r) noexcept;
   void send_replies(Connection& c) noexcept;
   void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
 
@@ -105,7 +108,7 @@ class Worker {
   std::vector<Connection*> owned_;     // every connection this worker serves
   std::vector<Connection*> round_;     // the connections served in this round
   unsigned copies_this_round_ = 0;
-  cuda::Status round_error_;           // what failed this round's sync
+  cuda::Status round_error_;  // what failed this round's sync
 
   WorkerStats stats_;
   std::atomic<unsigned> connections_{0};

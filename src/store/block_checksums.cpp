@@ -1,0 +1,62 @@
+#include "store/block_checksums.hpp"
+
+#include <isa-l/crc.h>
+
+#include <algorithm>
+#include <array>
+
+namespace vramswap {
+
+uint32_t BlockChecksums::crc32c(uint32_t crc, const std::byte* data, size_t len) noexcept {
+  // ISA-L keeps the register inverted between calls, as its chaining needs:
+  // invert around it so that callers chain plain CRC32C values.
+  auto* bytes = reinterpret_cast<unsigned char*>(const_cast<std::byte*>(data));
+  return ~crc32_iscsi(bytes, static_cast<int>(len), ~crc);
+}
+
+BlockChecksums::BlockChecksums(uint64_t export_bytes)
+    : blocks_(export_bytes / kBlockBytes),
+      table_(std::make_unique<std::atomic<uint32_t>[]>(export_bytes / kBlockBytes)) {
+  static constexpr std::array<std::byte, kBlockBytes> kZeros{};
+  zero_block_ = crc32c(0, kZeros.data(), kZeros.size());
+  for (uint64_t i = 0; i < blocks_; ++i)
+    table_[i].store(zero_block_, std::memory_order_relaxed);
+}
+
+void BlockChecksums::absorb(Partial& partial, uint64_t offset, const std::byte* data,
+                            size_t len) noexcept {
+  while (len > 0) {
+    const size_t take = std::min<size_t>(len, kBlockBytes - partial.filled);
+    partial.crc = crc32c(partial.filled ? partial.crc : 0, data, take);
+    partial.filled += static_cast<uint32_t>(take);
+    data += take;
+    offset += take;
+    len -= take;
+    if (partial.filled == kBlockBytes) {
+      const uint64_t block = (offset - 1) / kBlockBytes;
+      if (block < blocks_) table_[block].store(partial.crc, std::memory_order_relaxed);
+      partial = Partial{};
+    }
+  }
+}
+
+void BlockChecksums::record_zeroes(uint64_t offset, uint64_t len) noexcept {
+  const uint64_t end = std::min(blocks_, (offset + len) / kBlockBytes);
+  for (uint64_t block = offset / kBlockBytes; block < end; ++block) {
+    table_[block].store(zero_block_, std::memory_order_relaxed);
+  }
+}
+
+uint64_t BlockChecksums::first_mismatch(uint64_t offset, const std::byte* data,
+                                        size_t len) const noexcept {
+  for (size_t done = 0; done + kBlockBytes <= len; done += kBlockBytes) {
+    const uint64_t block = (offset + done) / kBlockBytes;
+    if (block >= blocks_) break;
+    if (crc32c(0, data + done, kBlockBytes) != table_[block].load(std::memory_order_relaxed)) {
+      return offset + done;
+    }
+  }
+  return kNoMismatch;
+}
+
+}  // namespace vramswap

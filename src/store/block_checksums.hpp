@@ -1,0 +1,63 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+
+namespace vramswap {
+
+// A CRC32C of every 4 KiB block of the export (verify = yes), kept in host
+// RAM, apart from the VRAM it vouches for: a flipped bit in VRAM (most
+// consumer GPUs have no ECC) then fails the read that meets it instead of
+// handing the kernel a wrong page. Costs 4 bytes of locked RAM per block
+// (1 MiB per GiB of export).
+//
+// Entries are relaxed atomics: workers on other connections record and check
+// concurrently, and a block written by one while another reads it has no
+// defined content anyway (the read may then fail its check: NBD leaves that
+// race to the client, and the kernel never reads a swap slot it is writing).
+//
+// The hot-path calls allocate nothing and take no lock.
+class BlockChecksums {
+ public:
+  static constexpr uint32_t kBlockBytes = 4096;
+  static constexpr uint64_t kNoMismatch = std::numeric_limits<uint64_t>::max();
+
+  // A block whose bytes arrive in pieces (a write payload spread over
+  // receives and rounds): the checksum so far and how many bytes it covers.
+  struct Partial {
+    uint32_t crc = 0;
+    uint32_t filled = 0;
+  };
+
+  // Every entry starts as the checksum of a zero block: the VRAM behind the
+  // export must be zeroed before it is served. `export_bytes` must be a
+  // multiple of kBlockBytes.
+  explicit BlockChecksums(uint64_t export_bytes);
+
+  // Records the checksums of export bytes [offset, offset + len) = data,
+  // with `partial` carrying a block across calls. `offset` must follow on
+  // from the previous call with the same `partial` (a block boundary when
+  // partial.filled is 0).
+  void absorb(Partial& partial, uint64_t offset, const std::byte* data, size_t len) noexcept;
+  // Export bytes [offset, offset + len), whole blocks, are now zeros.
+  void record_zeroes(uint64_t offset, uint64_t len) noexcept;
+  // Checks whole blocks: data holds export bytes [offset, offset + len).
+  // Returns the export offset of the first block that does not match, or
+  // kNoMismatch.
+  uint64_t first_mismatch(uint64_t offset, const std::byte* data, size_t len) const noexcept;
+
+  uint64_t table_bytes() const noexcept { return blocks_ * sizeof(uint32_t); }
+
+  // CRC32C (Castagnoli) of data, continuing from `crc` (0 to start).
+  static uint32_t crc32c(uint32_t crc, const std::byte* data, size_t len) noexcept;
+
+ private:
+  uint64_t blocks_;
+  uint32_t zero_block_;
+  std::unique_ptr<std::atomic<uint32_t>[]> table_;
+};
+
+}  // namespace vramswap
