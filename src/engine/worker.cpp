@@ -23,6 +23,10 @@ namespace {
 
 constexpr int kMaxEvents = 64;
 constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
+// verify = yes: how long a block that fails its check is read again before it
+// counts as corrupt (see reread_until_consistent), and how often.
+constexpr int64_t kRecheckWindowNs = 20'000'000;
+constexpr int64_t kRecheckIntervalNs = 200'000;
 
 int64_t monotonic_ns() noexcept {
   timespec ts{};
@@ -42,6 +46,8 @@ Worker::Worker(unsigned index, const ServingContext& context)
       // Mapped into the GPU's address space, so the copy kernel can reach them.
       rx_buffer_(*context.cuda, context.options.rx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
       tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      recheck_buffer_(context.checksums ? PinnedBuffer(*context.cuda, BlockChecksums::kBlockBytes)
+                                        : PinnedBuffer()),
       stream_(std::make_unique<CopyStream>(*context.store, context.kernel)),
       rx_(rx_buffer_.data(), rx_buffer_.size()),
       tx_(tx_buffer_.data(), tx_buffer_.size()),
@@ -611,12 +617,23 @@ void Worker::settle(Connection& c, bool round_ok) noexcept {
 // blocks. A mismatch fails the read (EIO) rather than hand out wrong data;
 // false when the connection had to be closed for it.
 bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
-  const uint64_t offset = r.offset + r.data_sent() - r.staged_head;
-  const uint64_t bad = context_.checksums->first_mismatch(offset, r.staged - r.staged_head,
-                                                          r.staged_head + r.staged_length);
-  if (bad == BlockChecksums::kNoMismatch) return true;
-  context_.health->checksum_mismatch(bad);
-  stats_.add(stats_.io_errors, 1);
+  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  uint64_t offset = r.offset + r.data_sent() - r.staged_head;
+  std::byte* data = r.staged - r.staged_head;
+  size_t length = r.staged_head + r.staged_length;
+  for (;;) {
+    const uint64_t bad = context_.checksums->first_mismatch(offset, data, length);
+    if (bad == BlockChecksums::kNoMismatch) return true;
+    if (!reread_until_consistent(bad, data + (bad - offset))) {
+      context_.health->checksum_mismatch(bad);
+      stats_.add(stats_.io_errors, 1);
+      break;
+    }
+    const uint64_t checked = bad + kBlock - offset;
+    offset += checked;
+    data += checked;
+    length -= checked;
+  }
   if (r.sent > 0) {
     c.close("VRAM data failed its checksum after the reply header was sent");
     return false;
@@ -625,6 +642,33 @@ bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
   r.staged = nullptr;
   r.staged_length = r.staged_head = 0;
   return true;
+}
+
+// A block that fails its check is not always corrupt: a write of the same
+// block on another connection records its checksum as its payload arrives,
+// before its copy lands, so a read that overlaps it (NBD leaves such reads
+// undefined, and the kernel never issues one) can meet old data under the new
+// checksum. Reads the block again for a while: once it matches, the fresh
+// copy replaces the staged one. Corrupt VRAM never matches. Rare, so waiting
+// here, holding up this worker's other connections, costs nothing in
+// practice.
+bool Worker::reread_until_consistent(uint64_t offset, std::byte* block) noexcept {
+  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  const int64_t deadline = monotonic_ns() + kRecheckWindowNs;
+  do {
+    const timespec pause{0, kRecheckIntervalNs};
+    nanosleep(&pause, nullptr);
+    cuda::Status status = stream_->read(recheck_buffer_.data(), offset, kBlock);
+    const cuda::Status synchronized = stream_->synchronize();
+    if (status.ok()) status = synchronized;
+    if (!status.ok()) return false;
+    if (context_.checksums->first_mismatch(offset, recheck_buffer_.data(), kBlock) ==
+        BlockChecksums::kNoMismatch) {
+      std::memcpy(block, recheck_buffer_.data(), kBlock);
+      return true;
+    }
+  } while (monotonic_ns() < deadline);
+  return false;
 }
 
 void Worker::send_replies(Connection& c) noexcept {

@@ -88,6 +88,7 @@ class Worker {
   bool stage_read(Connection& c, Reply& r) noexcept;
   void settle(Connection& c, bool round_ok) noexcept;
   bool check_staged_read(Connection& c, Reply& r) noexcept;
+  bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
   void send_replies(Connection& c) noexcept;
   void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
 
@@ -95,6 +96,7 @@ class Worker {
   const ServingContext& context_;
   PinnedBuffer rx_buffer_;
   PinnedBuffer tx_buffer_;
+  PinnedBuffer recheck_buffer_;  // verify = yes: one block read again (reread_until_consistent)
   std::unique_ptr<CopyStream> stream_;
   StagingArena rx_;
   StagingArena tx_;
