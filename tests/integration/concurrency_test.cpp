@@ -10,6 +10,7 @@
 #include "support/test_daemon.hpp"
 
 using namespace vramswap::test;
+using Catch::Matchers::Contains;
 
 namespace {
 
@@ -82,5 +83,23 @@ TEST_CASE("a connection storm beyond the connection slots waits and is served", 
   for (auto& t : threads) t.join();
   INFO(daemon.log());
   CHECK(good.load() == 300);
+  CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("64 fio clients at once, each verifying its own data, all pass", "[concurrency]") {
+  // Each job is its own connection with requests in flight, over its own
+  // 4 MiB of a shared export, on 4 workers: 16 connections per worker.
+  TestDaemon daemon({.size = "256M", .connections = 4});
+  if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
+  const auto fio = run_command(
+      {"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--name=many", "--numjobs=64",
+       "--size=4M", "--offset_increment=4M", "--rw=randwrite", "--bsrange=4k-64k",
+       "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
+       "--verify_state_save=0", "--group_reporting"},
+      std::chrono::seconds(300));
+  INFO(fio.output << "\ndaemon log:\n" << daemon.log());
+  REQUIRE(fio.exit_status == 0);
+  CHECK_THAT(fio.output, Contains("err= 0"));
+  CHECK(daemon.alive());
   CHECK(daemon.stop() == 0);
 }
