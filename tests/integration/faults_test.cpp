@@ -40,19 +40,10 @@ class FakeControl {
   Control* control_ = nullptr;
 };
 
-// Waits (the daemon refreshes its status every few seconds) for a STATUS=
-// line containing `text`.
-bool status_shows(TestDaemon& daemon, const std::string& text) {
-  for (int i = 0; i < 100; ++i) {
-    if (daemon.last_status().find(text) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
   return n;
 }
 
@@ -90,7 +81,7 @@ TEST_CASE("a failed copy fails only its request, and the daemon says it is degra
   CHECK(back == theirs);
   CHECK(control->failed_copies.load() == 2);
   CHECK(daemon.alive());
-  CHECK(status_shows(daemon, "DEGRADED: 2 failed copies"));
+  CHECK(daemon.status_shows("DEGRADED: 2 failed copies"));
   const auto status = read_file(daemon.dir().file("test.json"));
   CHECK_THAT(status, Contains("\"health\": \"degraded\""));
   CHECK_THAT(status, Contains("\"copy_failures\": 2"));
@@ -116,7 +107,7 @@ TEST_CASE("a lost GPU fails every request with EIO, logs once, and the daemon st
   // Requests that need no copy still work: the daemon is alive and honest.
   CHECK(client.simple(NbdTestClient::kFlush, 0, 0) == 0);
   CHECK(daemon.alive());
-  CHECK(status_shows(daemon, "FAILED: GPU lost"));
+  CHECK(daemon.status_shows("FAILED: GPU lost"));
   const std::string log = daemon.log();
   INFO(log);
   CHECK(count(log, "GPU lost") == 1);

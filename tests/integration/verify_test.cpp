@@ -49,14 +49,6 @@ void flip_bit(const std::string& path, uint64_t offset) {
   close(fd);
 }
 
-bool status_shows(TestDaemon& daemon, const std::string& text) {
-  for (int i = 0; i < 100; ++i) {
-    if (daemon.last_status().find(text) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("verify = yes: a flipped bit in VRAM fails only the reads that meet it",
@@ -103,7 +95,7 @@ TEST_CASE("verify = yes: a flipped bit in VRAM fails only the reads that meet it
   CHECK(back == std::vector<uint8_t>(4096, 0));
 
   CHECK(daemon.alive());
-  CHECK(status_shows(daemon, "3 checksum mismatches"));
+  CHECK(daemon.status_shows("3 checksum mismatches"));
   CHECK_THAT(daemon.log(), Contains("VRAM data corrupted at offset 12288 (checksum mismatch)"));
   CHECK_THAT(daemon.log(),
              Contains("verify = yes: a checksum of every 4 KiB block, 256.0 KiB of RAM"));
@@ -152,11 +144,11 @@ TEST_CASE("verify = yes: reads racing writes of the same blocks get data, not EI
   // corrupt. One writer and three readers share one MiB for a few seconds.
   TestDaemon daemon({.size = "256M", .connections = 4, .extra_config = "verify = yes\n"});
   if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
-  const auto fio = run_command(
-      {"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M", "--bs=4k", "--iodepth=16",
-       "--time_based", "--runtime=4", "--name=writer", "--rw=randwrite", "--name=readers",
-       "--rw=randread", "--numjobs=3"},
-      std::chrono::seconds(120));
+  const auto fio =
+      run_command({"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M", "--bs=4k",
+                   "--iodepth=16", "--time_based", "--runtime=4", "--name=writer", "--rw=randwrite",
+                   "--name=readers", "--rw=randread", "--numjobs=3"},
+                  std::chrono::seconds(120));
   INFO(fio.output << "\ndaemon log:\n" << daemon.log());
   REQUIRE(fio.exit_status == 0);
   CHECK_THAT(fio.output, !Contains("Input/output error"));

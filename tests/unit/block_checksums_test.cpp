@@ -1,24 +1,18 @@
 #include "store/block_checksums.hpp"
 
+#include "random_bytes.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstring>
-#include <random>
 #include <string_view>
 #include <vector>
 
 using vramswap::BlockChecksums;
+using vramswap::test::random_bytes;
 
 namespace {
 
 constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
-
-std::vector<std::byte> random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::byte> out(n);
-  for (auto& b : out)
-    b = static_cast<std::byte>(rng());
-  return out;
-}
 
 }  // namespace
 

@@ -10,12 +10,14 @@
 
 #include "common/byte_size.hpp"
 #include "fake_cuda_support.hpp"
+#include "random_bytes.hpp"
 #include "store/copy_stream.hpp"
 #include "store/pinned_buffer.hpp"
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
 using cuda::CUDA_ERROR_INVALID_CONTEXT;
+using test::random_bytes;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;
 using cuda::CUDA_ERROR_UNKNOWN;
@@ -53,14 +55,6 @@ struct Setup : FakeGpu {
   cuda::Context context;
   VramStore store;
 };
-
-std::vector<std::byte> random_bytes(size_t size, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::vector<std::byte> bytes(size);
-  for (auto& byte : bytes)
-    byte = static_cast<std::byte>(random());
-  return bytes;
-}
 
 // Writes `data` at `offset` and synchronizes.
 void put(CopyStream& stream, PinnedBuffer& staging, uint64_t offset,

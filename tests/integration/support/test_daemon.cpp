@@ -96,6 +96,15 @@ std::string TestDaemon::last_status() {
   return status_;
 }
 
+bool TestDaemon::status_shows(const std::string& text, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (last_status().find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    drain_notifications(100);
+  }
+  return true;
+}
+
 bool TestDaemon::alive() const {
   if (pid_ <= 0) return false;
   int status = 0;

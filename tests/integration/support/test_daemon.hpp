@@ -50,6 +50,10 @@ class TestDaemon {
   std::string log() const { return read_file(dir_.file("daemon.log")); }
   // The last STATUS= line sent to the notify socket.
   std::string last_status();
+  // Waits (the daemon refreshes its status every few seconds) for a STATUS=
+  // line containing `text`.
+  bool status_shows(const std::string& text,
+                    std::chrono::seconds timeout = std::chrono::seconds(10));
 
  private:
   void drain_notifications(int timeout_ms);
