@@ -163,6 +163,8 @@ struct Device {
 // it exclusively; copy calls share it only while they look up their stream
 // and allocation, and cuStreamSynchronize runs a queue under that stream's
 // own mutex only: workers copying on their own streams do not serialize.
+// Lock order: a stream's mutex first, then g_lock (the copy kernel's moves
+// look up allocations while their stream runs), never the other way.
 std::shared_mutex g_lock;
 std::atomic<bool> g_initialized{false};
 Config g_config;
@@ -405,6 +407,9 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
   if (!allocation || allocation->device != context->device) return CUDA_ERROR_INVALID_VALUE;
 
   const uint64_t offset = device_pointer - allocation->base;
+  // The stream's mutex is never taken under g_lock: a sync holds it while
+  // the copy kernel's moves take g_lock (lock order: stream, then g_lock).
+  lock.unlock();
   {
     std::lock_guard queue_lock(stream->mutex);
     stream->queue.push_back(
@@ -909,6 +914,7 @@ CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int g
   CUstream_st* stream = handle ? handle : &context->null_stream;
   if (stream->context != context) return CUDA_ERROR_INVALID_CONTEXT;
   const CUdeviceptr table = *static_cast<const CUdeviceptr*>(parameters[0]);
+  lock.unlock();  // lock order: stream, then g_lock (see enqueue)
   {
     std::lock_guard queue_lock(stream->mutex);
     stream->queue.push_back({Operation::block_moves, nullptr, 0,

@@ -19,7 +19,7 @@ constexpr uint64_t kOptReplyMagic = 0x0003e889045565a9ULL;
 constexpr uint32_t kRequestMagic = 0x25609513;
 constexpr uint32_t kReplyMagic = 0x67446698;
 constexpr uint32_t kOptGo = 7;
-constexpr uint32_t kRepAck = 1, kRepInfo = 3;
+constexpr uint32_t kRepInfo = 3;  // anything else ends the option: ACK or an error
 
 void put16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
