@@ -9,11 +9,13 @@
 #    process must get every word back;
 #  - swapoff: now the daemon disconnects and exits 0, and the nbd device shows
 #    no server any more.
+# VERIFY=yes runs it all with a checksum of every block (verify = yes): the
+# kernel's swap I/O must pass every check.
 # Needs in the initramfs: vramswapd, the fake libcuda.so.1 at $FAKE_LIBCUDA,
 # util-linux swapon/mkswap/swapoff, memhog; module nbd.
 
 : "${INSTANCE:=0}" "${SWAP_SIZE:=128M}" "${HOG_LIMIT:=32M}" "${HOG_SIZE:=128M}" "${HOG_PASSES:=1}"
-: "${PRIORITY:=100}" "${CONNECTIONS:=2}" "${PAGE_CLUSTER:=5}"
+: "${PRIORITY:=100}" "${CONNECTIONS:=2}" "${PAGE_CLUSTER:=5}" "${VERIFY:=no}"
 : "${FAKE_LIBCUDA:=/opt/vramswap/libcuda.so.1}"
 # The fake GPU's memory: a little more than the device, and all of it in the
 # guest's RAM, so keep it small.
@@ -29,6 +31,7 @@ min_size = 64M
 attach = yes
 connections = $CONNECTIONS
 priority = $PRIORITY
+verify = $VERIFY
 # The scenario turns swap on and off itself: that is the SIGTERM case below.
 swap = no
 EOF
