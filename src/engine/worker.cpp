@@ -25,8 +25,8 @@ constexpr int kMaxEvents = 64;
 constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
 // verify = yes: how long a block that fails its check is read again before it
 // counts as corrupt (see reread_until_consistent), and how often.
-constexpr int64_t kRecheckWindowNs = 20'000'000;
-constexpr int64_t kRecheckIntervalNs = 200'000;
+constexpr int64_t kRecheckWindowNs = 250'000'000;
+constexpr int64_t kRecheckIntervalNs = 500'000;
 
 int64_t monotonic_ns() noexcept {
   timespec ts{};
