@@ -61,6 +61,11 @@ struct Connection {
   bool payload_discard = false;
   Reply* payload_reply = nullptr;
   BlockChecksums::Partial payload_checksum;  // verify = yes: the block still arriving
+  // The next bytes of that payload, received while the last round's copies
+  // ran (Worker::receive_ahead); they lie in the worker's receive arena for
+  // the coming round and are taken before anything else of this connection.
+  std::byte* ahead = nullptr;
+  size_t ahead_length = 0;
 
   // Replies in request order: a ring of kReplySlots.
   std::array<Reply, kReplySlots> replies{};

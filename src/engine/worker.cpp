@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
@@ -49,7 +50,9 @@ Worker::Worker(unsigned index, const ServingContext& context)
       recheck_buffer_(context.checksums ? PinnedBuffer(*context.cuda, BlockChecksums::kBlockBytes)
                                         : PinnedBuffer()),
       stream_(std::make_unique<CopyStream>(*context.store, context.kernel)),
-      rx_(rx_buffer_.data(), rx_buffer_.size()),
+      rx_(rx_buffer_.data(), rx_buffer_.size() / 2),
+      rx_ahead_(rx_buffer_.data() + rx_buffer_.size() / 2,
+                rx_buffer_.size() - rx_buffer_.size() / 2),
       tx_(tx_buffer_.data(), tx_buffer_.size()),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
@@ -119,6 +122,8 @@ void Worker::register_connection(Connection& c) noexcept {
   c.payload_left = 0;
   c.payload_reply = nullptr;
   c.payload_checksum = {};
+  c.ahead = nullptr;
+  c.ahead_length = 0;
   c.reply_head = c.reply_count = 0;
   c.writable_wanted = c.needs_round = c.in_round = c.disconnect_requested = false;
   c.close_reason = nullptr;
@@ -236,7 +241,10 @@ void Worker::run() noexcept {
     if (round_.size() > 1) {
       std::rotate(round_.begin(), round_.begin() + (rotate++ % round_.size()), round_.end());
     }
-    rx_.reset();
+    // This round receives into the half that the last one received ahead
+    // into (those bytes stay); the other half's copies were synchronized.
+    std::swap(rx_, rx_ahead_);
+    rx_ahead_.reset();
     tx_.reset();
     copies_this_round_ = 0;
     round_error_ = cuda::Status();
@@ -245,6 +253,9 @@ void Worker::run() noexcept {
     }
     bool round_ok = true;
     if (copies_this_round_ > 0) {
+      // An error here comes back from synchronize() too.
+      (void)stream_->flush();
+      receive_ahead();
       const auto status = stream_->synchronize();
       if (!status.ok()) {
         round_ok = false;
@@ -284,6 +295,7 @@ void Worker::serve(Connection& c) noexcept {
     serve_handshake(c);
     return;
   }
+  if (c.ahead_length > 0) take_received_ahead(c);
   if (c.writable_wanted) return;  // the client is not reading: wait for EPOLLOUT
   if (!stage_queued_replies(c)) {
     c.needs_round = true;
@@ -433,31 +445,9 @@ void Worker::parse_requests(Connection& c) noexcept {
         avail = static_cast<size_t>(n);
       }
       const size_t take = static_cast<size_t>(std::min<uint64_t>(avail, c.payload_left));
-      Reply& r = *c.payload_reply;
-      if (context_.checksums && !c.payload_discard) {
-        // Recorded whether or not the copy succeeds: a block whose copy
-        // failed then fails its check on read instead of returning old data.
-        context_.checksums->absorb(c.payload_checksum, c.payload_offset, rx_.top(), take);
-      }
-      if (!c.payload_discard && r.error == 0) {
-        const auto status = stream_->write(c.payload_offset, rx_.top(), take);
-        ++copies_this_round_;
-        if (status.ok()) {
-          r.copy_pending = true;
-        } else {
-          r.error = nbd::error::eio;
-          stats_.add(stats_.io_errors, 1);
-          note_copy_failure(status, 1);
-        }
-      }
+      accept_payload(c, rx_.top(), take);
       rx_.commit(take);
       avail -= take;
-      c.payload_offset += take;
-      c.payload_left -= take;
-      if (c.payload_left == 0) {
-        r.complete = true;
-        c.payload_reply = nullptr;
-      }
       continue;
     }
 
@@ -588,6 +578,82 @@ stop_parsing:
     // only header-phase receives can over-read, and they are that small).
     std::memcpy(c.carry.data(), rx_.top(), avail);
     c.carry_length = avail;
+  }
+}
+
+// The next `length` bytes (at most payload_left) of the write payload that
+// is arriving, in pinned memory that stays put until the round's sync.
+void Worker::accept_payload(Connection& c, const std::byte* data, size_t length) noexcept {
+  Reply& r = *c.payload_reply;
+  if (context_.checksums && !c.payload_discard) {
+    // Recorded whether or not the copy succeeds: a block whose copy failed
+    // then fails its check on read instead of returning old data.
+    context_.checksums->absorb(c.payload_checksum, c.payload_offset, data, length);
+  }
+  if (!c.payload_discard && r.error == 0) {
+    const auto status = stream_->write(c.payload_offset, data, length);
+    ++copies_this_round_;
+    if (status.ok()) {
+      r.copy_pending = true;
+    } else {
+      r.error = nbd::error::eio;
+      stats_.add(stats_.io_errors, 1);
+      note_copy_failure(status, 1);
+    }
+  }
+  c.payload_offset += length;
+  c.payload_left -= length;
+  if (c.payload_left == 0) {
+    r.complete = true;
+    c.payload_reply = nullptr;
+  }
+}
+
+// Payload bytes received ahead come first: they are the stream's next bytes,
+// and they need neither a reply slot nor send-arena room, so nothing that
+// holds the rest of the connection back holds them.
+void Worker::take_received_ahead(Connection& c) noexcept {
+  const size_t length = std::exchange(c.ahead_length, 0);
+  accept_payload(c, std::exchange(c.ahead, nullptr), length);
+}
+
+// Runs between queueing a round's copies and waiting for them: receives what
+// the round's connections already sent of the write payloads they are in the
+// middle of, into the other receive half, for the next round. Only payload
+// bytes, never more than the payload still needs (headers are parsed in the
+// round, where reply slots and arena room are checked), and only for
+// connections with no unparsed carry (it comes first in the stream). Goes on
+// while the GPU is busy and input keeps coming; one pass at least, so the
+// path runs even when the copies are done at once.
+void Worker::receive_ahead() noexcept {
+  bool received = true;
+  for (unsigned pass = 0; received && (pass == 0 || stream_->busy()); ++pass) {
+    received = false;
+    for (Connection* c : round_) {
+      if (c->phase != Phase::transmission || c->carry_length > 0 ||
+          c->payload_left <= c->ahead_length) {
+        continue;
+      }
+      // A connection's bytes ahead must be contiguous: it adds to them only
+      // while nobody received after it.
+      if (c->ahead_length > 0 && c->ahead + c->ahead_length != rx_ahead_.top()) continue;
+      const size_t want = static_cast<size_t>(
+          std::min<uint64_t>(c->payload_left - c->ahead_length, rx_ahead_.space()));
+      if (want == 0) return;
+      const ssize_t n = ::recv(c->fd, rx_ahead_.top(), want, MSG_DONTWAIT);
+      if (n <= 0) {
+        if (n == 0)
+          c->close("peer closed in the middle of a write payload");
+        else if (!would_block(errno))
+          c->close("receive failed");
+        continue;
+      }
+      if (c->ahead_length == 0) c->ahead = rx_ahead_.top();
+      c->ahead_length += static_cast<size_t>(n);
+      rx_ahead_.commit(static_cast<size_t>(n));
+      c->needs_round = true;
+      received = true;
+    }
   }
 }
 

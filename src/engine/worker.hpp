@@ -56,6 +56,11 @@ struct ServingContext {
 // arena), synchronize the stream once, then send every reply the round
 // produced with one sendmsg per connection. One sync serves many requests,
 // and nothing is allocated or logged per request.
+//
+// While the GPU copies a round's payloads, the worker receives the next
+// payload bytes into the other half of its receive buffer (the halves take
+// turns): a client's socket keeps draining instead of standing full until the
+// sync returns, so receiving and copying overlap.
 class Worker {
  public:
   Worker(unsigned index, const ServingContext& context);
@@ -85,6 +90,9 @@ class Worker {
   void serve_handshake(Connection& c) noexcept;
   bool stage_queued_replies(Connection& c) noexcept;
   void parse_requests(Connection& c) noexcept;
+  void accept_payload(Connection& c, const std::byte* data, size_t length) noexcept;
+  void take_received_ahead(Connection& c) noexcept;
+  void receive_ahead() noexcept;
   bool stage_read(Connection& c, Reply& r) noexcept;
   void settle(Connection& c, bool round_ok) noexcept;
   bool check_staged_read(Connection& c, Reply& r) noexcept;
@@ -98,7 +106,8 @@ class Worker {
   PinnedBuffer tx_buffer_;
   PinnedBuffer recheck_buffer_;  // verify = yes: one block read again (reread_until_consistent)
   std::unique_ptr<CopyStream> stream_;
-  StagingArena rx_;
+  StagingArena rx_;        // this round's half of rx_buffer_
+  StagingArena rx_ahead_;  // the other half: payloads received while this round's copies run
   StagingArena tx_;
   UniqueFd epoll_;
   UniqueFd wake_;

@@ -36,7 +36,9 @@ CopyStream::~CopyStream() {
 CopyStream::CopyStream(CopyStream&& other) noexcept
     : store_(std::exchange(other.store_, nullptr)),
       stream_(std::exchange(other.stream_, nullptr)),
-      moves_(std::move(other.moves_)) {}
+      moves_(std::move(other.moves_)),
+      flushed_(std::exchange(other.flushed_, false)),
+      flush_status_(std::exchange(other.flush_status_, Status())) {}
 
 CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
   if (this != &other) {
@@ -44,6 +46,8 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
     store_ = std::exchange(other.store_, nullptr);
     stream_ = std::exchange(other.stream_, nullptr);
     moves_ = std::move(other.moves_);
+    flushed_ = std::exchange(other.flushed_, false);
+    flush_status_ = std::exchange(other.flush_status_, Status());
   }
   return *this;
 }
@@ -90,12 +94,25 @@ Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
                                  });
 }
 
+Status CopyStream::flush() noexcept {
+  if (flushed_) return flush_status_;
+  flushed_ = true;
+  flush_status_ = moves_ ? moves_->submit(stream_) : Status();
+  return flush_status_;
+}
+
+bool CopyStream::busy() const noexcept {
+  return store_->context().driver().cuStreamQuery(stream_) == cuda::CUDA_ERROR_NOT_READY;
+}
+
 Status CopyStream::synchronize() noexcept {
-  const Status submitted = moves_ ? moves_->submit(stream_) : Status();
+  const Status submitted = flush();
   // Wait even if the launch failed: copies queued by DMA must finish before
   // their buffers are reused.
   const Status synchronized = store_->context().driver().cuStreamSynchronize(stream_);
   if (moves_) moves_->clear();
+  flushed_ = false;
+  flush_status_ = Status();
   return submitted.ok() ? synchronized : submitted;
 }
 

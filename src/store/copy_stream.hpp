@@ -65,6 +65,14 @@ class CopyStream {
   // Queues zero-filling export bytes [export_offset, +len) (discard, write
   // zeroes).
   cuda::Status zero(uint64_t export_offset, uint64_t len) noexcept;
+  // Sends the collected small copies on their way without waiting, so the
+  // caller can do other work (receive the next payloads) while the GPU copies.
+  // Nothing may be queued after it until synchronize(). An error is returned
+  // here and again by synchronize().
+  cuda::Status flush() noexcept;
+  // True while queued work has not completed; once false, it has completed
+  // or failed (synchronize() says which) and its buffers are free.
+  bool busy() const noexcept;
   // Waits until everything queued so far has completed; the first error of a
   // queued copy is returned here.
   cuda::Status synchronize() noexcept;
@@ -77,6 +85,8 @@ class CopyStream {
   const VramStore* store_ = nullptr;
   cuda::CUstream stream_ = nullptr;
   std::unique_ptr<MoveTable> moves_;
+  bool flushed_ = false;  // the move table is on the GPU: only synchronize() may follow
+  cuda::Status flush_status_;
 };
 
 }  // namespace vramswap

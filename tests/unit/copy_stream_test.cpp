@@ -11,6 +11,7 @@
 #include "common/byte_size.hpp"
 #include "fake_cuda_support.hpp"
 #include "random_bytes.hpp"
+#include "store/copy_kernel.hpp"
 #include "store/copy_stream.hpp"
 #include "store/pinned_buffer.hpp"
 #include "store/vram_store.hpp"
@@ -311,4 +312,33 @@ TEST_CASE("pinned buffers and streams are moved, not copied") {
   CopyStream moved = std::move(stream);
   CHECK(stream.handle() == nullptr);
   put(moved, second, 0, random_bytes(8192, 8));
+}
+
+TEST_CASE("flush() sends a round's small copies once; synchronize() only waits for them") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  constexpr size_t blocks = 8;
+  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(blocks * block, 11);
+  std::memcpy(staging.data(), data.data(), data.size());
+  // Scattered blocks, each in a different chunk: one move each, one launch.
+  auto offset_of = [](size_t i) { return i * chunk + (i + 1) * block; };
+  for (size_t i = 0; i < blocks; ++i)
+    REQUIRE(stream.write(offset_of(i), staging.data() + i * block, block).ok());
+  REQUIRE(stream.flush().ok());
+  while (stream.busy()) {
+  }
+  // Done, so the source may change: a second launch from synchronize() would
+  // now copy this instead.
+  std::memset(staging.data(), 0x55, staging.size());
+  REQUIRE(stream.synchronize().ok());
+  PinnedBuffer back(setup.context, block);
+  for (size_t i = 0; i < blocks; ++i) {
+    const auto stored = get(stream, back, offset_of(i), block);
+    CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+  }
 }
