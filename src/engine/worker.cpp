@@ -618,17 +618,17 @@ void Worker::take_received_ahead(Connection& c) noexcept {
 }
 
 // Runs between queueing a round's copies and waiting for them: receives what
-// the round's connections already sent of the write payloads they are in the
-// middle of, into the other receive half, for the next round. Only payload
-// bytes, never more than the payload still needs (headers are parsed in the
-// round, where reply slots and arena room are checked), and only for
-// connections with no unparsed carry (it comes first in the stream). Goes on
-// while the GPU is busy and input keeps coming; one pass at least, so the
-// path runs even when the copies are done at once.
+// the round's connections send of the write payloads they are in the middle
+// of, into the other receive half, for the next round, for as long as the GPU
+// is busy (the worker would otherwise spin in the sync) and one pass at least,
+// so the path runs even when the copies are done at once. Only payload bytes,
+// never more than the payload still needs (headers are parsed in the round,
+// where reply slots and arena room are checked), and only for connections
+// with no unparsed carry (it comes first in the stream).
 void Worker::receive_ahead() noexcept {
-  bool received = true;
-  for (unsigned pass = 0; received && (pass == 0 || stream_->busy()); ++pass) {
-    received = false;
+  bool wanted = true;
+  for (unsigned pass = 0; wanted && (pass == 0 || stream_->busy()); ++pass) {
+    wanted = false;
     for (Connection* c : round_) {
       if (c->phase != Phase::transmission || c->carry_length > 0 ||
           c->payload_left <= c->ahead_length) {
@@ -640,6 +640,7 @@ void Worker::receive_ahead() noexcept {
       const size_t want = static_cast<size_t>(
           std::min<uint64_t>(c->payload_left - c->ahead_length, rx_ahead_.space()));
       if (want == 0) return;
+      wanted = true;
       const ssize_t n = ::recv(c->fd, rx_ahead_.top(), want, MSG_DONTWAIT);
       if (n <= 0) {
         if (n == 0)
@@ -652,7 +653,6 @@ void Worker::receive_ahead() noexcept {
       c->ahead_length += static_cast<size_t>(n);
       rx_ahead_.commit(static_cast<size_t>(n));
       c->needs_round = true;
-      received = true;
     }
   }
 }
