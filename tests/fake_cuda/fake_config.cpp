@@ -61,7 +61,8 @@ bool read_config(Config& config, std::string& error) {
       !read_integer("VRAMSWAP_FAKE_LOSE_DEVICE_AFTER", 0, unlimited, config.lose_device_after,
                     error) ||
       !read_integer("VRAMSWAP_FAKE_INIT_ERROR", 0, 1000000, init_error, error) ||
-      !read_integer("VRAMSWAP_FAKE_NO_KERNEL", 0, 1, no_kernel, error)) {
+      !read_integer("VRAMSWAP_FAKE_NO_KERNEL", 0, 1, no_kernel, error) ||
+      !read_integer("VRAMSWAP_FAKE_COPY_LATENCY_US", 0, 1000000, config.copy_latency_us, error)) {
     return false;
   }
   config.devices = static_cast<int>(devices);

@@ -34,6 +34,11 @@
 //     device lost: from then on every call fails with lost_device_error,
 //     and queued work is dropped;
 //   - the control block (fake_cuda_control.hpp) does the same at run time;
+//   - VRAMSWAP_FAKE_COPY_LATENCY_US=N: a slow GPU: a stream's queued work is
+//     done N microseconds after the first of it was queued: cuStreamQuery
+//     reports CUDA_ERROR_NOT_READY until then, cuStreamSynchronize waits
+//     until then before doing it (a worker's round then lasts long enough
+//     for others to interleave with it, as on a busy GPU);
 //   - VRAMSWAP_FAKE_NO_KERNEL=1: cuModuleLoadData refuses every image, as a
 //     driver too old for the PTX would (the daemon must fall back to DMA).
 //
@@ -50,6 +55,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -58,6 +64,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -127,6 +134,7 @@ struct vramswap::cuda::CUstream_st {
   // stream runs in order even when two threads synchronize it.
   std::mutex mutex;
   std::vector<Operation> queue;
+  std::chrono::steady_clock::time_point first_queued;  // of the work in `queue`
 };
 
 struct vramswap::cuda::CUevent_st {
@@ -412,6 +420,7 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
   lock.unlock();
   {
     std::lock_guard queue_lock(stream->mutex);
+    if (stream->queue.empty()) stream->first_queued = std::chrono::steady_clock::now();
     stream->queue.push_back(
         {kind, std::move(allocation), offset, source, destination, length, value});
   }
@@ -826,11 +835,17 @@ CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, size_t co
   return enqueue(Operation::fill, destination, nullptr, nullptr, count, value, stream);
 }
 
+// When the work queued on a stream is done (VRAMSWAP_FAKE_COPY_LATENCY_US).
+std::chrono::steady_clock::time_point done_at(const CUstream_st& stream) {
+  return stream.first_queued + std::chrono::microseconds(g_config.copy_latency_us);
+}
+
 CUresult cuStreamSynchronize(CUstream handle) {
   FAKE_TRY(ready());
   CUstream_st* stream = nullptr;
   FAKE_TRY(resolve_stream(handle, stream));
   std::lock_guard queue_lock(stream->mutex);
+  if (!stream->queue.empty()) std::this_thread::sleep_until(done_at(*stream));
   const CUresult result = run_queue_locked(*stream);
   count(&Control::syncs, 1);
   return result;
@@ -917,6 +932,7 @@ CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int g
   lock.unlock();  // lock order: stream, then g_lock (see enqueue)
   {
     std::lock_guard queue_lock(stream->mutex);
+    if (stream->queue.empty()) stream->first_queued = std::chrono::steady_clock::now();
     stream->queue.push_back({Operation::block_moves, nullptr, 0,
                              reinterpret_cast<const void*>(table), nullptr, grid_x, 0});
   }
@@ -924,13 +940,17 @@ CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int g
   return CUDA_SUCCESS;
 }
 
-// Work is done when someone asks: a query runs what is queued and reports
-// it complete, like a GPU that happened to be done by then.
+// Work is done when someone asks (once VRAMSWAP_FAKE_COPY_LATENCY_US has
+// passed): a query runs what is queued and reports it complete, like a GPU
+// that happened to be done by then.
 CUresult cuStreamQuery(CUstream handle) {
   FAKE_TRY(ready());
   CUstream_st* stream = nullptr;
   FAKE_TRY(resolve_stream(handle, stream));
   std::lock_guard queue_lock(stream->mutex);
+  if (!stream->queue.empty() && std::chrono::steady_clock::now() < done_at(*stream)) {
+    return CUDA_ERROR_NOT_READY;
+  }
   return run_queue_locked(*stream);
 }
 

@@ -131,3 +131,24 @@ TEST_CASE("fio with several jobs and deep queues verifies every block", "[client
   CHECK_THAT(mixed.output, Contains("err= 0"));
   require_clean_stop(daemon);
 }
+
+TEST_CASE("fio verifies every block on a slow GPU, whose copies run while payloads arrive",
+          "[clients]") {
+  // Copies that take 300 us keep each round's stream busy, so workers receive
+  // the next payload bytes into the other half of their receive arena while
+  // the last ones are still being copied out of the first.
+  TestDaemon daemon({.size = "1G",
+                     .connections = 4,
+                     .environment = {{"VRAMSWAP_FAKE_COPY_LATENCY_US", "300"}}});
+  require_started(daemon);
+  const auto mixed = run_command(
+      {"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--group_reporting", "--numjobs=4",
+       "--size=64M", "--offset_increment=64M", "--verify=crc32c", "--verify_fatal=1",
+       "--do_verify=1", "--verify_state_save=0", "--name=mixed", "--rw=write",
+       "--bsrange=4k-1M", "--iodepth=8"},
+      std::chrono::seconds(600));
+  INFO(mixed.output);
+  REQUIRE(mixed.exit_status == 0);
+  CHECK_THAT(mixed.output, Contains("err= 0"));
+  require_clean_stop(daemon);
+}
