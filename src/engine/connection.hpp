@@ -25,6 +25,8 @@ struct Reply {
   uint32_t staged_length = 0;  // data staged this round, starting at the first unsent data byte
   uint32_t staged_head = 0;    // bytes staged before `staged` (verify: back to a block boundary)
   std::byte* staged = nullptr;
+  uint64_t held_offset = 0;   // verify = yes: the range this write or zero-fill holds
+  uint32_t held_length = 0;   // in flight (BlockChecksums::writes_begin) until it lands
   bool complete = false;      // false while a write's payload is still arriving
   bool copy_pending = false;  // a copy for it is queued this round: the sync decides its fate
   std::array<std::byte, 16> header{};

@@ -42,8 +42,8 @@ class Health {
     uint64_t suppressed = 0;
     if (checksum_limit_.allow(suppressed)) {
       log_error("VRAM data corrupted at offset %llu (checksum mismatch): the read gets EIO; "
-                "this GPU's memory may be failing, unless a client wrote this block on two "
-                "connections at once (%llu similar not logged)",
+                "this GPU's memory may be failing: check nvidia-smi -q -d ECC,PAGE_RETIREMENT "
+                "and dmesg for Xid errors (%llu similar not logged)",
                 static_cast<unsigned long long>(offset),
                 static_cast<unsigned long long>(suppressed));
     }

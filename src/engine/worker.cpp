@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "common/log.hpp"
@@ -158,6 +159,9 @@ void Worker::update_interest(Connection& c) noexcept {
 
 void Worker::retire(Connection& c) noexcept {
   if (c.close_reason) log_debug("worker %u: connection closed: %s", index_, c.close_reason);
+  // After the round's sync: whatever its writes queued has landed or failed.
+  for (size_t i = 0; i < c.reply_count; ++i)
+    release_blocks(c.reply_at(i));
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd, nullptr);
   ::close(c.fd);
   const bool kernel = c.origin == Origin::kernel;
@@ -511,6 +515,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         c.payload_left = request.length;
         c.payload_discard = false;
         r.complete = request.length == 0;
+        hold_blocks(r, request.offset, request.length);
         break;
       }
       case nbd::Action::write_zeroes: {
@@ -518,6 +523,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         r.complete = true;
         stats_.add(stats_.zeroes, 1);
         if (request.length > 0) {
+          hold_blocks(r, request.offset, request.length);
           if (context_.checksums) context_.checksums->record_zeroes(request.offset, request.length);
           const auto status = stream_->zero(request.offset, request.length);
           ++copies_this_round_;
@@ -657,10 +663,26 @@ void Worker::receive_ahead() noexcept {
   }
 }
 
+// verify = yes: a write or zero-fill counts as in flight on its blocks from
+// before its checksums are recorded until its copies have landed.
+void Worker::hold_blocks(Reply& r, uint64_t offset, uint32_t length) noexcept {
+  if (!context_.checksums || length == 0) return;
+  context_.checksums->writes_begin(offset, length);
+  r.held_offset = offset;
+  r.held_length = length;
+}
+
+void Worker::release_blocks(Reply& r) noexcept {
+  if (r.held_length == 0) return;
+  context_.checksums->writes_end(r.held_offset, r.held_length);
+  r.held_length = 0;
+}
+
 // After the round's sync: every copy queued this round either landed or not.
 void Worker::settle(Connection& c, bool round_ok) noexcept {
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
+    if (r.complete) release_blocks(r);  // its last copy was queued by this round at the latest
     if (!r.copy_pending) continue;
     r.copy_pending = false;
     if (round_ok) {
@@ -715,21 +737,26 @@ bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
 // before its copy lands, so a read that overlaps it (NBD leaves such reads
 // undefined, and the kernel never issues one) can meet old data under the new
 // checksum. Reads the block again for a while: once it matches, the fresh
-// copy replaces the staged one. Corrupt VRAM never matches. Rare, so waiting
+// copy replaces the staged one. Corrupt VRAM never matches. A block that two
+// writes raced for matches neither's checksum for sure: once they have
+// landed, what is there is taken (BlockChecksums::adopt). Rare, so waiting
 // here, holding up this worker's other connections, costs nothing in
 // practice.
 bool Worker::reread_until_consistent(uint64_t offset, std::byte* block) noexcept {
   constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  BlockChecksums& checksums = *context_.checksums;
   const int64_t deadline = monotonic_ns() + kRecheckWindowNs;
   do {
     const timespec pause{0, kRecheckIntervalNs};
     nanosleep(&pause, nullptr);
+    const std::optional<uint32_t> raced = checksums.raced_checksum(offset);
     cuda::Status status = stream_->read(recheck_buffer_.data(), offset, kBlock);
     const cuda::Status synchronized = stream_->synchronize();
     if (status.ok()) status = synchronized;
     if (!status.ok()) return false;
-    if (context_.checksums->first_mismatch(offset, recheck_buffer_.data(), kBlock) ==
-        BlockChecksums::kNoMismatch) {
+    if (checksums.first_mismatch(offset, recheck_buffer_.data(), kBlock) ==
+            BlockChecksums::kNoMismatch ||
+        (raced && checksums.adopt(offset, *raced, recheck_buffer_.data()))) {
       std::memcpy(block, recheck_buffer_.data(), kBlock);
       return true;
     }

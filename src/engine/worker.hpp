@@ -94,6 +94,8 @@ class Worker {
   void take_received_ahead(Connection& c) noexcept;
   void receive_ahead() noexcept;
   bool stage_read(Connection& c, Reply& r) noexcept;
+  void hold_blocks(Reply& r, uint64_t offset, uint32_t length) noexcept;
+  void release_blocks(Reply& r) noexcept;
   void settle(Connection& c, bool round_ok) noexcept;
   bool check_staged_read(Connection& c, Reply& r) noexcept;
   bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;

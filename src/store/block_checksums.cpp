@@ -16,11 +16,14 @@ uint32_t BlockChecksums::crc32c(uint32_t crc, const std::byte* data, size_t len)
 
 BlockChecksums::BlockChecksums(uint64_t export_bytes)
     : blocks_(export_bytes / kBlockBytes),
-      table_(std::make_unique<std::atomic<uint32_t>[]>(export_bytes / kBlockBytes)) {
+      table_(std::make_unique<std::atomic<uint32_t>[]>(export_bytes / kBlockBytes)),
+      writers_(std::make_unique<std::atomic<uint16_t>[]>(export_bytes / kBlockBytes)) {
   static constexpr std::array<std::byte, kBlockBytes> kZeros{};
   zero_block_ = crc32c(0, kZeros.data(), kZeros.size());
-  for (uint64_t i = 0; i < blocks_; ++i)
+  for (uint64_t i = 0; i < blocks_; ++i) {
     table_[i].store(zero_block_, std::memory_order_relaxed);
+    writers_[i].store(0, std::memory_order_relaxed);
+  }
 }
 
 void BlockChecksums::absorb(Partial& partial, uint64_t offset, const std::byte* data,
@@ -45,6 +48,57 @@ void BlockChecksums::record_zeroes(uint64_t offset, uint64_t len) noexcept {
   for (uint64_t block = offset / kBlockBytes; block < end; ++block) {
     table_[block].store(zero_block_, std::memory_order_relaxed);
   }
+}
+
+void BlockChecksums::writes_begin(uint64_t offset, uint64_t len) noexcept {
+  const uint64_t end = std::min(blocks_, (offset + len + kBlockBytes - 1) / kBlockBytes);
+  for (uint64_t block = offset / kBlockBytes; block < end; ++block) {
+    std::atomic<uint16_t>& state = writers_[block];
+    uint16_t seen = state.load(std::memory_order_relaxed);
+    uint16_t next;
+    do {
+      const uint16_t writers = seen & kWritersMask;
+      if (writers == kWritersMask) break;
+      // Alone, a write starts the block's history afresh; beside another,
+      // which one's data stays is up to the order their copies land in.
+      next = writers == 0 ? uint16_t{1} : static_cast<uint16_t>((writers + 1) | kRaced);
+    } while (!state.compare_exchange_weak(seen, next, std::memory_order_relaxed));
+  }
+}
+
+void BlockChecksums::writes_end(uint64_t offset, uint64_t len) noexcept {
+  const uint64_t end = std::min(blocks_, (offset + len + kBlockBytes - 1) / kBlockBytes);
+  for (uint64_t block = offset / kBlockBytes; block < end; ++block) {
+    std::atomic<uint16_t>& state = writers_[block];
+    uint16_t seen = state.load(std::memory_order_relaxed);
+    do {
+      const uint16_t writers = seen & kWritersMask;
+      if (writers == 0 || writers == kWritersMask) break;
+    } while (!state.compare_exchange_weak(seen, static_cast<uint16_t>(seen - 1),
+                                          std::memory_order_release, std::memory_order_relaxed));
+  }
+}
+
+std::optional<uint32_t> BlockChecksums::raced_checksum(uint64_t offset) const noexcept {
+  const uint64_t block = offset / kBlockBytes;
+  if (block >= blocks_ || writers_[block].load(std::memory_order_acquire) != kRaced) {
+    return std::nullopt;
+  }
+  return table_[block].load(std::memory_order_relaxed);
+}
+
+bool BlockChecksums::adopt(uint64_t offset, uint32_t recorded, const std::byte* block) noexcept {
+  const uint64_t index = offset / kBlockBytes;
+  if (index >= blocks_) return false;
+  // Fails if a write recorded another checksum since `recorded` was read; a
+  // write that began but has not recorded yet overwrites this when it does.
+  if (!table_[index].compare_exchange_strong(recorded, crc32c(0, block, kBlockBytes),
+                                             std::memory_order_relaxed)) {
+    return false;
+  }
+  uint16_t raced = kRaced;
+  writers_[index].compare_exchange_strong(raced, 0, std::memory_order_relaxed);
+  return true;
 }
 
 uint64_t BlockChecksums::first_mismatch(uint64_t offset, const std::byte* data,

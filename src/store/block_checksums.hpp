@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 
 namespace vramswap {
 
@@ -15,9 +16,17 @@ namespace vramswap {
 // (1 MiB per GiB of export).
 //
 // Entries are relaxed atomics: workers on other connections record and check
-// concurrently, and a block written by one while another reads it has no
-// defined content anyway (the read may then fail its check: NBD leaves that
-// race to the client, and the kernel never reads a swap slot it is writing).
+// concurrently. A block written by one while another reads it has no defined
+// content (NBD leaves that race to the client, and the kernel never reads a
+// swap slot it is writing): the reader reads it again until it matches.
+//
+// Two writes of one block in flight at once (on two connections; the kernel
+// never does this either) may have their checksums recorded in one order and
+// their copies land in the other, leaving one write's data under the other's
+// checksum for good. So writes are counted in flight per block
+// (writes_begin/writes_end); a block that two overlapped is marked raced,
+// and once none is in flight, a read takes what landed as its content
+// (adopt). A write that overlaps no other clears the mark.
 //
 // The hot-path calls allocate nothing and take no lock.
 class BlockChecksums {
@@ -44,20 +53,41 @@ class BlockChecksums {
   void absorb(Partial& partial, uint64_t offset, const std::byte* data, size_t len) noexcept;
   // Export bytes [offset, offset + len), whole blocks, are now zeros.
   void record_zeroes(uint64_t offset, uint64_t len) noexcept;
+  // A write (or zero-fill) of the blocks [offset, offset + len) touches is
+  // on its way: from before its checksums are recorded until its copies have
+  // landed, when writes_end takes the same range.
+  void writes_begin(uint64_t offset, uint64_t len) noexcept;
+  void writes_end(uint64_t offset, uint64_t len) noexcept;
+  // For the block at `offset`: its recorded checksum if two writes of it
+  // overlapped and none is in flight now (what landed is then the block's
+  // content, whatever the checksum says); nothing otherwise. Read the block
+  // after asking, then adopt() it.
+  std::optional<uint32_t> raced_checksum(uint64_t offset) const noexcept;
+  // Records `block` (read after raced_checksum() returned `recorded`) as
+  // the content of the block at `offset` and clears the mark; false if the
+  // block was written meanwhile (ask again).
+  bool adopt(uint64_t offset, uint32_t recorded, const std::byte* block) noexcept;
   // Checks whole blocks: data holds export bytes [offset, offset + len).
   // Returns the export offset of the first block that does not match, or
   // kNoMismatch.
   uint64_t first_mismatch(uint64_t offset, const std::byte* data, size_t len) const noexcept;
 
-  uint64_t table_bytes() const noexcept { return blocks_ * sizeof(uint32_t); }
+  uint64_t table_bytes() const noexcept {
+    return blocks_ * (sizeof(uint32_t) + sizeof(std::atomic<uint16_t>));
+  }
 
   // CRC32C (Castagnoli) of data, continuing from `crc` (0 to start).
   static uint32_t crc32c(uint32_t crc, const std::byte* data, size_t len) noexcept;
 
  private:
+  // A block's writers in flight (low bits) and whether two overlapped.
+  static constexpr uint16_t kRaced = 0x8000;
+  static constexpr uint16_t kWritersMask = 0x7fff;  // saturates: then never adopted
+
   uint64_t blocks_;
   uint32_t zero_block_;
   std::unique_ptr<std::atomic<uint32_t>[]> table_;
+  std::unique_ptr<std::atomic<uint16_t>[]> writers_;
 };
 
 }  // namespace vramswap

@@ -26,7 +26,7 @@ TEST_CASE("crc32c is the Castagnoli CRC, and chains across pieces") {
 
 TEST_CASE("a fresh table vouches for zeroed VRAM and nothing else") {
   BlockChecksums sums(16 * kBlock);
-  CHECK(sums.table_bytes() == 16 * sizeof(uint32_t));
+  CHECK(sums.table_bytes() == 16 * (sizeof(uint32_t) + sizeof(uint16_t)));
   const std::vector<std::byte> zeros(4 * kBlock);
   CHECK(sums.first_mismatch(0, zeros.data(), zeros.size()) == BlockChecksums::kNoMismatch);
   auto data = random_bytes(kBlock, 1);
@@ -67,4 +67,79 @@ TEST_CASE("zeroed ranges check out as zeros again") {
   CHECK(sums.first_mismatch(5 * kBlock, data.data() + 5 * kBlock, 3 * kBlock) ==
         BlockChecksums::kNoMismatch);
   CHECK(sums.first_mismatch(2 * kBlock, data.data() + 2 * kBlock, kBlock) == 2 * kBlock);
+}
+
+namespace {
+
+// Records `data` as the whole content of the block at `offset`.
+void record(BlockChecksums& sums, uint64_t offset, const std::vector<std::byte>& data) {
+  BlockChecksums::Partial partial;
+  sums.absorb(partial, offset, data.data(), data.size());
+}
+
+}  // namespace
+
+TEST_CASE("a block two writes raced for takes what landed, once neither is in flight") {
+  BlockChecksums sums(16 * kBlock);
+  const uint64_t at = 5 * kBlock;
+  const auto first = random_bytes(kBlock, 3);
+  const auto second = random_bytes(kBlock, 4);
+
+  SECTION("a write alone leaves nothing to adopt") {
+    sums.writes_begin(at, kBlock);
+    record(sums, at, first);
+    CHECK_FALSE(sums.raced_checksum(at));
+    sums.writes_end(at, kBlock);
+    CHECK_FALSE(sums.raced_checksum(at));
+  }
+  SECTION("two overlapping writes: the second's checksum, the first's data") {
+    sums.writes_begin(at, kBlock);
+    record(sums, at, first);
+    sums.writes_begin(at, kBlock);
+    record(sums, at, second);
+    sums.writes_end(at, kBlock);
+    CHECK_FALSE(sums.raced_checksum(at));  // one still in flight: its copy may yet land
+    sums.writes_end(at, kBlock);
+    REQUIRE(sums.first_mismatch(at, first.data(), kBlock) == at);
+    const auto recorded = sums.raced_checksum(at);
+    REQUIRE(recorded);
+    CHECK(sums.adopt(at, *recorded, first.data()));
+    CHECK(sums.first_mismatch(at, first.data(), kBlock) == BlockChecksums::kNoMismatch);
+    CHECK_FALSE(sums.raced_checksum(at));  // checked as usual again
+    CHECK(sums.first_mismatch(at, second.data(), kBlock) == at);
+  }
+  SECTION("a write recorded after the question wins over the adoption") {
+    sums.writes_begin(at, kBlock);
+    sums.writes_begin(at, kBlock);
+    record(sums, at, first);
+    sums.writes_end(at, kBlock);
+    sums.writes_end(at, kBlock);
+    const auto recorded = sums.raced_checksum(at);
+    REQUIRE(recorded);
+    sums.writes_begin(at, kBlock);
+    record(sums, at, second);
+    CHECK_FALSE(sums.adopt(at, *recorded, first.data()));
+    CHECK(sums.first_mismatch(at, second.data(), kBlock) == BlockChecksums::kNoMismatch);
+  }
+  SECTION("a lone write after a race clears the mark") {
+    sums.writes_begin(at, kBlock);
+    sums.writes_begin(at, kBlock);
+    sums.writes_end(at, kBlock);
+    sums.writes_end(at, kBlock);
+    REQUIRE(sums.raced_checksum(at));
+    sums.writes_begin(at, kBlock);
+    record(sums, at, first);
+    sums.writes_end(at, kBlock);
+    CHECK_FALSE(sums.raced_checksum(at));
+  }
+  SECTION("only the blocks a range touches are held") {
+    sums.writes_begin(at + 100, 2 * kBlock);  // touches blocks 5, 6 and 7
+    sums.writes_begin(at + 100, 2 * kBlock);
+    sums.writes_end(at + 100, 2 * kBlock);
+    sums.writes_end(at + 100, 2 * kBlock);
+    CHECK(sums.raced_checksum(at));
+    CHECK(sums.raced_checksum(at + 2 * kBlock));
+    CHECK_FALSE(sums.raced_checksum(at - kBlock));
+    CHECK_FALSE(sums.raced_checksum(at + 3 * kBlock));
+  }
 }
