@@ -477,6 +477,11 @@ CUresult run_block_moves(const Operation& operation) {
   return CUDA_SUCCESS;
 }
 
+// When the work queued on a stream is done (VRAMSWAP_FAKE_COPY_LATENCY_US).
+std::chrono::steady_clock::time_point done_at(const CUstream_st& stream) {
+  return stream.first_queued + std::chrono::microseconds(g_config.copy_latency_us);
+}
+
 // Runs a stream's queue in order; the stream's mutex is held.
 CUresult run_queue_locked(CUstream_st& stream) {
   CUresult result = CUDA_SUCCESS;
@@ -833,11 +838,6 @@ CUresult cuMemcpyDtoHAsync_v2(void* destination, CUdeviceptr source, size_t byte
 CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, size_t count,
                          CUstream stream) {
   return enqueue(Operation::fill, destination, nullptr, nullptr, count, value, stream);
-}
-
-// When the work queued on a stream is done (VRAMSWAP_FAKE_COPY_LATENCY_US).
-std::chrono::steady_clock::time_point done_at(const CUstream_st& stream) {
-  return stream.first_queued + std::chrono::microseconds(g_config.copy_latency_us);
 }
 
 CUresult cuStreamSynchronize(CUstream handle) {
