@@ -6,10 +6,15 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 
 namespace vramswap::test {
 
@@ -50,6 +55,8 @@ TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
 }
 
 TestDaemon::~TestDaemon() {
+  stop_draining_ = true;
+  if (drainer_.joinable()) drainer_.join();
   if (alive()) {
     kill(pid_, SIGKILL);
     wait_for_exit(pid_, std::chrono::seconds(10));
@@ -64,9 +71,19 @@ bool TestDaemon::start(std::chrono::seconds timeout) {
   env.insert(env.end(), spec_.environment.begin(), spec_.environment.end());
   pid_ = spawn({vramswapd_binary(), "--config", config_path(), "--instance", spec_.instance},
                dir_.file("daemon.log"), env);
+  // Read the notify socket all the time, as systemd does: a datagram socket
+  // queues only net.unix.max_dgram_qlen messages (10 without systemd's
+  // sysctl), after which the daemon's sd_notify() blocks, and with it its
+  // main thread, which then never sees SIGTERM.
+  if (!drainer_.joinable()) {
+    drainer_ = std::thread([this] {
+      while (!stop_draining_)
+        drain_notifications(100);
+    });
+  }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!ready_ && std::chrono::steady_clock::now() < deadline) {
-    drain_notifications(100);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (!ready_ && !alive()) return false;
   }
   return ready_;
@@ -84,7 +101,10 @@ void TestDaemon::drain_notifications(int timeout_ms) {
       const auto end = text.find('\n');
       const std::string_view line = text.substr(0, end);
       if (line == "READY=1") ready_ = true;
-      if (line.substr(0, 7) == "STATUS=") status_ = std::string(line.substr(7));
+      if (line.substr(0, 7) == "STATUS=") {
+        std::lock_guard lock(status_mutex_);
+        status_ = std::string(line.substr(7));
+      }
       if (end == std::string_view::npos) break;
       text.remove_prefix(end + 1);
     }
@@ -92,7 +112,7 @@ void TestDaemon::drain_notifications(int timeout_ms) {
 }
 
 std::string TestDaemon::last_status() {
-  drain_notifications(0);
+  std::lock_guard lock(status_mutex_);
   return status_;
 }
 
@@ -100,7 +120,7 @@ bool TestDaemon::status_shows(const std::string& text, std::chrono::seconds time
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (last_status().find(text) == std::string::npos) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
-    drain_notifications(100);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return true;
 }
@@ -126,7 +146,41 @@ int TestDaemon::wait(std::chrono::seconds timeout) {
 int TestDaemon::stop(std::chrono::seconds timeout) {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);
-  return wait(timeout);
+  const int status = wait(timeout);
+  if (status < 0 && alive()) record_where_stuck();
+  return status;
+}
+
+// A daemon that does not stop: says in its log (which the failing test
+// prints) where each of its threads is, with gdb's backtraces where gdb is
+// installed, then kills it.
+void TestDaemon::record_where_stuck() {
+  std::string report = "== the daemon did not exit after SIGTERM; its threads:\n";
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  if (DIR* dir = opendir(tasks.c_str())) {
+    while (const dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] == '.') continue;
+      const std::string task = tasks + "/" + entry->d_name;
+      auto first_line = [](const std::string& path) {
+        const std::string text = read_file(path);
+        return text.substr(0, text.find('\n'));
+      };
+      report += std::string(entry->d_name) + " " + first_line(task + "/comm") +
+                " stat: " + first_line(task + "/stat") + " wchan: " + first_line(task + "/wchan") +
+                " syscall: " + first_line(task + "/syscall") + "\n";
+    }
+    closedir(dir);
+  }
+  if (access("/usr/bin/gdb", X_OK) == 0) {
+    report +=
+        run_command({"gdb", "-p", std::to_string(pid_), "-batch", "-ex", "thread apply all bt 20"},
+                    std::chrono::seconds(120))
+            .output;
+  }
+  std::ofstream(dir_.file("daemon.log"), std::ios::app) << report;
+  kill(pid_, SIGKILL);
+  wait_for_exit(pid_, std::chrono::seconds(10));
+  pid_ = -1;
 }
 
 }  // namespace vramswap::test

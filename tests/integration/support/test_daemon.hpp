@@ -2,8 +2,11 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "common/unique_fd.hpp"
 #include "support/process.hpp"
@@ -57,13 +60,17 @@ class TestDaemon {
 
  private:
   void drain_notifications(int timeout_ms);
+  void record_where_stuck();
 
   TempDir dir_;
   DaemonSpec spec_;
   UniqueFd notify_;
   pid_t pid_ = -1;
-  bool ready_ = false;
-  std::string status_;
+  std::atomic<bool> ready_{false};
+  std::mutex status_mutex_;
+  std::string status_;   // guarded by status_mutex_
+  std::thread drainer_;  // reads the notify socket while the daemon runs
+  std::atomic<bool> stop_draining_{false};
 };
 
 }  // namespace vramswap::test
