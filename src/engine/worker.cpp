@@ -290,6 +290,19 @@ void Worker::run() noexcept {
   }
 }
 
+// A copy for `r` was queued, or failed to be: the round's sync decides the
+// fate of the one, the other fails its request now.
+void Worker::queued(Reply& r, cuda::Status status) noexcept {
+  ++copies_this_round_;
+  if (status.ok()) {
+    r.copy_pending = true;
+    return;
+  }
+  r.error = nbd::error::eio;
+  stats_.add(stats_.io_errors, 1);
+  note_copy_failure(status, 1);
+}
+
 void Worker::note_copy_failure(cuda::Status status, unsigned requests) noexcept {
   context_.health->copy_failed(status.name(), status.sticky(), requests);
 }
@@ -525,15 +538,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         if (request.length > 0) {
           hold_blocks(r, request.offset, request.length);
           if (context_.checksums) context_.checksums->record_zeroes(request.offset, request.length);
-          const auto status = stream_->zero(request.offset, request.length);
-          ++copies_this_round_;
-          if (status.ok()) {
-            r.copy_pending = true;
-          } else {
-            r.error = nbd::error::eio;
-            stats_.add(stats_.io_errors, 1);
-            note_copy_failure(status, 1);
-          }
+          queued(r, stream_->zero(request.offset, request.length));
         }
         break;
       }
@@ -596,17 +601,7 @@ void Worker::accept_payload(Connection& c, const std::byte* data, size_t length)
     // then fails its check on read instead of returning old data.
     context_.checksums->absorb(c.payload_checksum, c.payload_offset, data, length);
   }
-  if (!c.payload_discard && r.error == 0) {
-    const auto status = stream_->write(c.payload_offset, data, length);
-    ++copies_this_round_;
-    if (status.ok()) {
-      r.copy_pending = true;
-    } else {
-      r.error = nbd::error::eio;
-      stats_.add(stats_.io_errors, 1);
-      note_copy_failure(status, 1);
-    }
-  }
+  if (!c.payload_discard && r.error == 0) queued(r, stream_->write(c.payload_offset, data, length));
   c.payload_offset += length;
   c.payload_left -= length;
   if (c.payload_left == 0) {

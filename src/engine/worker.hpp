@@ -100,6 +100,7 @@ class Worker {
   bool check_staged_read(Connection& c, Reply& r) noexcept;
   bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
   void send_replies(Connection& c) noexcept;
+  void queued(Reply& r, cuda::Status status) noexcept;
   void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
 
   unsigned index_;
