@@ -8,6 +8,7 @@
 #include <bit>
 #include <cerrno>
 #include <climits>
+#include <iterator>
 #include <stdexcept>
 #include <utility>
 
@@ -47,27 +48,13 @@ uint64_t word_mask(uint64_t first_bit, uint64_t end_bit) noexcept {
 }  // namespace
 
 const char* tier_name(Tier tier) noexcept {
-  switch (tier) {
-    case Tier::vram:
-      return "vram";
-    case Tier::spill:
-      return "spill";
-    case Tier::none:
-      return "none";
-  }
-  return "?";
+  static constexpr const char* names[] = {"vram", "spill", "none"};
+  return static_cast<size_t>(tier) < std::size(names) ? names[static_cast<size_t>(tier)] : "?";
 }
 
 const char* motion_name(Motion motion) noexcept {
-  switch (motion) {
-    case Motion::resident:
-      return "resident";
-    case Motion::evicting:
-      return "evicting";
-    case Motion::restoring:
-      return "restoring";
-  }
-  return "?";
+  static constexpr const char* names[] = {"resident", "evicting", "restoring"};
+  return static_cast<size_t>(motion) < std::size(names) ? names[static_cast<size_t>(motion)] : "?";
 }
 
 Deadline Deadline::after(std::chrono::nanoseconds wait) noexcept {

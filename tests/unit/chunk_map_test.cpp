@@ -6,6 +6,7 @@
 #include <future>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -344,4 +345,13 @@ TEST_CASE("requests never see a chunk mid-move while a mover moves chunks back a
     CHECK(map.pin_count(chunk) == 0);
     CHECK(map.tier(chunk) == payload[chunk].tier);
   }
+}
+
+TEST_CASE("tiers and motions have the names status lines use") {
+  CHECK(std::string(vramswap::tier_name(Tier::vram)) == "vram");
+  CHECK(std::string(vramswap::tier_name(Tier::spill)) == "spill");
+  CHECK(std::string(vramswap::tier_name(Tier::none)) == "none");
+  CHECK(std::string(vramswap::motion_name(Motion::resident)) == "resident");
+  CHECK(std::string(vramswap::motion_name(Motion::evicting)) == "evicting");
+  CHECK(std::string(vramswap::motion_name(Motion::restoring)) == "restoring");
 }
