@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
 
 #include "common/byte_size.hpp"
 #include "common/log.hpp"
