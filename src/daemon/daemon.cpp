@@ -71,6 +71,9 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
   options.engine.workers = device.connections;
   options.engine.copy_kernel = device.copy_kernel;
   options.engine.busy_poll_us = device.busy_poll_us;
+  options.engine.busy_poll_mode = device.origins.contains("busy_poll")
+                                      ? engine::BusyPollMode::fixed
+                                      : engine::BusyPollMode::adaptive;
   options.engine.verify = device.verify;
   // Every worker serves the kernel's swap I/O: mark each as an I/O flusher.
   options.on_thread_start = [] { become_io_flusher(); };
