@@ -72,6 +72,9 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
   options.engine.workers = device.connections;
   options.engine.copy_kernel = device.copy_kernel;
   options.engine.busy_poll_us = device.busy_poll_us;
+  options.engine.busy_poll_mode = device.origins.contains("busy_poll")
+                                      ? engine::BusyPollMode::fixed
+                                      : engine::BusyPollMode::adaptive;
   options.engine.verify = device.verify;
   // Every worker serves the kernel's swap I/O: mark each as an I/O flusher.
   options.on_thread_start = [] { become_io_flusher(); };
@@ -91,7 +94,9 @@ int run(const CommandLine& command_line) {
   const cuda::DeviceInfo& gpu = cuda::select_device(gpus, device.gpu.text);
   cuda::Context context(driver, gpu.index);
   const cuda::MemoryInfo memory = context.memory_info();
-  const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
+  const config::SwapSize wanted =
+      config::choose_swap_size(device, memory.free_bytes, memory.total_bytes);
+  if (!wanted.lowered.empty()) log_warning("%s", wanted.lowered.c_str());
 
   // Lock the daemon in RAM now, with the driver loaded and before anything
   // large is mapped: MCL_FUTURE then covers every later allocation of the
@@ -101,7 +106,7 @@ int run(const CommandLine& command_line) {
   lock_memory();
   protect_from_oom();
   VramStore store(context);
-  store.allocate(wanted, device.min_size);
+  store.allocate(wanted.bytes, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
   log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
            gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),

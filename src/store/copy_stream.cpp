@@ -27,7 +27,9 @@ CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t 
   if (kernel) moves_ = std::make_unique<MoveTable>(store.context(), *kernel, max_moves);
 }
 
-bool CopyStream::map(const PinnedBuffer& buffer) { return moves_ && moves_->map(buffer); }
+bool CopyStream::map(const PinnedBuffer& buffer) {
+  return moves_ && moves_->map(buffer);
+}
 
 CopyStream::~CopyStream() {
   destroy();
@@ -37,6 +39,8 @@ CopyStream::CopyStream(CopyStream&& other) noexcept
     : store_(std::exchange(other.store_, nullptr)),
       stream_(std::exchange(other.stream_, nullptr)),
       moves_(std::move(other.moves_)),
+      held_(std::exchange(other.held_, HeldCopy{})),
+      queue_status_(std::exchange(other.queue_status_, Status())),
       flushed_(std::exchange(other.flushed_, false)),
       flush_status_(std::exchange(other.flush_status_, Status())) {}
 
@@ -46,6 +50,8 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
     store_ = std::exchange(other.store_, nullptr);
     stream_ = std::exchange(other.stream_, nullptr);
     moves_ = std::move(other.moves_);
+    held_ = std::exchange(other.held_, HeldCopy{});
+    queue_status_ = std::exchange(other.queue_status_, Status());
     flushed_ = std::exchange(other.flushed_, false);
     flush_status_ = std::exchange(other.flush_status_, Status());
   }
@@ -55,38 +61,63 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
 void CopyStream::destroy() noexcept {
   if (!stream_) return;
   (void)store_->context().bind_current_thread();
+  send_held();  // as documented: work queued before destruction completes
   (void)store_->context().driver().cuStreamDestroy(stream_);
   stream_ = nullptr;
 }
 
 Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept {
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
-  const auto* source = static_cast<const std::byte*>(pinned_src);
-  const auto copy = store_->context().driver().cuMemcpyHtoDAsync;
-  return store_->for_each_extent(
-      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        auto* host = const_cast<std::byte*>(source + done);
-        if (moves_ && moves_->add(host, device_ptr, bytes, /*to_device=*/true)) {
-          return Status();
-        }
-        return Status(copy(device_ptr, host, bytes, stream_));
-      });
+  auto* source = const_cast<std::byte*>(static_cast<const std::byte*>(pinned_src));
+  return store_->for_each_extent(export_offset, len,
+                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+                                   hold(source + done, export_offset + done, device_ptr, bytes,
+                                        /*to_device=*/true);
+                                   return Status();
+                                 });
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept {
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   auto* destination = static_cast<std::byte*>(pinned_dst);
-  const auto copy = store_->context().driver().cuMemcpyDtoHAsync;
   return store_->for_each_extent(
       export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        if (moves_ && moves_->add(destination + done, device_ptr, bytes, /*to_device=*/false)) {
-          return Status();
-        }
-        return Status(copy(destination + done, device_ptr, bytes, stream_));
+        hold(destination + done, export_offset + done, device_ptr, bytes, /*to_device=*/false);
+        return Status();
       });
 }
 
+// A copy that continues the held one, in the same direction, on both sides,
+// within the same VRAM chunk (one copy never spans two allocations, even
+// adjacent ones), joins it; anything else sends the held copy on its way and
+// is held instead.
+void CopyStream::hold(std::byte* host, uint64_t export_offset, CUdeviceptr device, uint64_t bytes,
+                      bool to_device) noexcept {
+  if (held_.bytes > 0 && held_.to_device == to_device && held_.host + held_.bytes == host &&
+      held_.device + held_.bytes == device && device < held_.chunk_end) {
+    held_.bytes += bytes;
+    return;
+  }
+  send_held();
+  const VramExtent extent = store_->locate(export_offset);
+  held_ = HeldCopy{host, device, bytes, extent.device_ptr + extent.bytes, to_device};
+}
+
+// Queues the held copy: in the copy kernel's table when it is small enough,
+// else by DMA. A failure to queue it is an asynchronous error of the round.
+void CopyStream::send_held() noexcept {
+  if (held_.bytes == 0) return;
+  const HeldCopy copy = std::exchange(held_, HeldCopy{});
+  if (moves_ && moves_->add(copy.host, copy.device, copy.bytes, copy.to_device)) return;
+  const cuda::Driver& driver = store_->context().driver();
+  const Status status(copy.to_device
+                          ? driver.cuMemcpyHtoDAsync(copy.device, copy.host, copy.bytes, stream_)
+                          : driver.cuMemcpyDtoHAsync(copy.host, copy.device, copy.bytes, stream_));
+  if (!status.ok() && queue_status_.ok()) queue_status_ = status;
+}
+
 Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
+  send_held();  // in order: a zero-fill after a write of the same bytes wins
   const auto memset = store_->context().driver().cuMemsetD8Async;
   return store_->for_each_extent(export_offset, len,
                                  [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t) {
@@ -97,7 +128,12 @@ Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
 Status CopyStream::flush() noexcept {
   if (flushed_) return flush_status_;
   flushed_ = true;
-  flush_status_ = moves_ ? moves_->submit(stream_) : Status();
+  send_held();
+  flush_status_ = std::exchange(queue_status_, Status());
+  if (moves_) {
+    const Status submitted = moves_->submit(stream_);
+    if (flush_status_.ok()) flush_status_ = submitted;
+  }
   return flush_status_;
 }
 

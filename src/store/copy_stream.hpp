@@ -26,6 +26,15 @@ namespace vramswap {
 //   - a failed call may have queued the pieces before the failing one (a range
 //     that crosses chunks is several copies): still synchronize() before
 //     reusing the buffer, and treat the whole range as failed.
+//
+// Fewer, larger copies: a write() or read() is held back until the next call
+// that does not continue it, flush() or synchronize(), and a call whose host
+// and VRAM ranges both continue the held copy's, in the same direction, joins
+// it (within one VRAM chunk). A payload received in many pieces into one staging buffer, or reads
+// staged back to back, then cost one copy call instead of one per piece. A
+// held copy that the driver refuses to queue fails the round: its error
+// comes back from flush() and synchronize(), like every asynchronous error
+// (write() and read() themselves only refuse bad arguments).
 // Buffers must be pinned (PinnedBuffer) for the copies to be asynchronous and
 // fast. The hot path: these calls allocate nothing, log nothing, take no lock
 // of ours. Errors come back as a Status (is it sticky? see cuda::is_sticky);
@@ -70,8 +79,8 @@ class CopyStream {
   // Nothing may be queued after it until synchronize(). An error is returned
   // here and again by synchronize().
   cuda::Status flush() noexcept;
-  // True while queued work has not completed; once false, it has completed
-  // or failed (synchronize() says which) and its buffers are free.
+  // After flush(): true while queued work has not completed; once false, it
+  // has completed or failed (synchronize() says which) and its buffers are free.
   bool busy() const noexcept;
   // Waits until everything queued so far has completed; the first error of a
   // queued copy is returned here.
@@ -82,10 +91,24 @@ class CopyStream {
  private:
   void destroy() noexcept;
 
+  // One copy not queued yet, so that the next may join it (see above).
+  struct HeldCopy {
+    std::byte* host = nullptr;
+    cuda::CUdeviceptr device = 0;
+    uint64_t bytes = 0;
+    cuda::CUdeviceptr chunk_end = 0;  // where its VRAM chunk ends
+    bool to_device = false;
+  };
+  void hold(std::byte* host, uint64_t export_offset, cuda::CUdeviceptr device, uint64_t bytes,
+            bool to_device) noexcept;
+  void send_held() noexcept;
+
   const VramStore* store_ = nullptr;
   cuda::CUstream stream_ = nullptr;
   std::unique_ptr<MoveTable> moves_;
-  bool flushed_ = false;  // the move table is on the GPU: only synchronize() may follow
+  HeldCopy held_;
+  cuda::Status queue_status_;  // the first held copy the driver refused this round
+  bool flushed_ = false;       // the move table is on the GPU: only synchronize() may follow
   cuda::Status flush_status_;
 };
 

@@ -18,10 +18,10 @@
 
 using namespace vramswap;
 using cuda::CUDA_ERROR_INVALID_CONTEXT;
-using test::random_bytes;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;
 using cuda::CUDA_ERROR_UNKNOWN;
+using test::random_bytes;
 
 namespace {
 
@@ -174,21 +174,25 @@ TEST_CASE("copies are asynchronous: data moves at synchronize()") {
   }
 }
 
-TEST_CASE("an injected copy failure fails that call only") {
+TEST_CASE("an injected copy failure fails that copy, and synchronize() says so") {
   SECTION("the Nth copy call, from the environment") {
     Setup setup(Settings{{"VRAMSWAP_FAKE_FAIL_COPY", "3"}, {"VRAMSWAP_FAKE_FAIL_COPY_COUNT", "2"}});
     CopyStream stream(setup.store);
     PinnedBuffer staging(setup.context, 4096);
     const auto data = random_bytes(4096, 3);
     std::memcpy(staging.data(), data.data(), 4096);
-    CHECK(stream.write(0, staging.data(), 4096).ok());     // call 1
-    CHECK(stream.write(4096, staging.data(), 4096).ok());  // call 2
-    const cuda::Status third = stream.write(8192, staging.data(), 4096);
+    CHECK(stream.write(0, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 1
+    CHECK(stream.write(4096, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 2
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    const cuda::Status third = stream.synchronize();
     CHECK(third == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK_FALSE(third.sticky());
-    CHECK(stream.write(8192, staging.data(), 4096) == CUDA_ERROR_OUT_OF_MEMORY);  // call 4
-    CHECK(stream.write(8192, staging.data(), 4096).ok());  // call 5: works again
-    CHECK(stream.synchronize().ok());
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    CHECK(stream.synchronize() == CUDA_ERROR_OUT_OF_MEMORY);  // call 4
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 5: works again
     CHECK(get(stream, staging, 8192, 4096) == data);
     CHECK(setup.control()->failed_copies.load() == 2);
   }
@@ -199,7 +203,8 @@ TEST_CASE("an injected copy failure fails that call only") {
     const auto data = random_bytes(4096, 4);
     put(stream, staging, 0, data);
     setup.control()->fail_next_copies.store(2);
-    CHECK(stream.read(staging.data(), 0, 4096) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(stream.read(staging.data(), 0, 4096).ok());  // held until the sync
+    CHECK(stream.synchronize() == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK(stream.zero(0, 4096) == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK(setup.control()->fail_next_copies.load() == 0);
     CHECK(get(stream, staging, 0, 4096) == data);  // the failed zero() did nothing
@@ -211,13 +216,15 @@ TEST_CASE("a lost device fails every later call with a sticky error") {
     Setup setup(Settings{{"VRAMSWAP_FAKE_LOSE_DEVICE_AFTER", "2"}});
     CopyStream stream(setup.store);
     PinnedBuffer staging(setup.context, 4096);
-    CHECK(stream.write(0, staging.data(), 4096).ok());
-    CHECK(stream.write(4096, staging.data(), 4096).ok());
-    const cuda::Status third = stream.write(8192, staging.data(), 4096);
-    CHECK(third == CUDA_ERROR_UNKNOWN);
-    CHECK(third.sticky());
-    CHECK(stream.read(staging.data(), 0, 4096) == CUDA_ERROR_UNKNOWN);
-    CHECK(stream.synchronize() == CUDA_ERROR_UNKNOWN);  // queued work is lost too
+    for (uint64_t offset : {0, 4096, 8192}) {
+      CHECK(stream.write(offset, staging.data(), 4096).ok());
+      (void)stream.synchronize();
+    }
+    CHECK(stream.zero(0, 4096) == CUDA_ERROR_UNKNOWN);
+    CHECK(stream.read(staging.data(), 0, 4096).ok());  // held: the sync tells
+    const cuda::Status lost = stream.synchronize();
+    CHECK(lost == CUDA_ERROR_UNKNOWN);
+    CHECK(lost.sticky());
     CHECK(setup.context.bind_current_thread() == CUDA_ERROR_UNKNOWN);
     size_t free_bytes = 0, total_bytes = 0;
     CHECK(setup.driver.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_ERROR_UNKNOWN);
@@ -241,12 +248,77 @@ TEST_CASE("a lost device fails every later call with a sticky error") {
   put(stream, staging, 0, random_bytes(4096, 6));
 }
 
+TEST_CASE("pieces that continue each other cross in one copy call, writes and reads alike") {
+  Setup setup;
+  CopyStream stream(setup.store);
+  PinnedBuffer staging(setup.context, 2 * MiB);
+  const auto data = random_bytes(1 * MiB, 12);
+  auto copies = [&] { return setup.control()->copies.load(); };
+
+  SECTION("a 1 MiB payload received in 64 pieces: one copy") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    const uint64_t before = copies();
+    constexpr size_t piece = 16 * KiB;
+    for (size_t done = 0; done < data.size(); done += piece)
+      REQUIRE(stream.write(4 * MiB + done, staging.data() + done, piece).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 1);
+    CHECK(get(stream, staging, 4 * MiB, data.size()) ==
+          std::vector<std::byte>(data.begin(), data.end()));
+  }
+  SECTION("reads staged back to back from consecutive offsets: one copy") {
+    put(stream, staging, 0, data);
+    std::memset(staging.data(), 0, staging.size());
+    const uint64_t before = copies();
+    constexpr size_t piece = 256 * KiB;
+    for (size_t done = 0; done < data.size(); done += piece)
+      REQUIRE(stream.read(staging.data() + done, done, piece).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 1);
+    CHECK(std::memcmp(staging.data(), data.data(), data.size()) == 0);
+  }
+  SECTION("a gap on either side, a change of direction or a chunk boundary splits them") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    const uint64_t before = copies();
+    // Host gap (a request header between two payloads in the arena).
+    REQUIRE(stream.write(0, staging.data(), 4096).ok());
+    REQUIRE(stream.write(4096, staging.data() + 4096 + 28, 4096).ok());
+    // VRAM gap.
+    REQUIRE(stream.write(64 * KiB, staging.data() + 64 * KiB, 4096).ok());
+    REQUIRE(stream.write(72 * KiB, staging.data() + 68 * KiB, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 4);
+    // One range across a chunk boundary is a copy per chunk.
+    const uint64_t across = copies();
+    REQUIRE(stream.write(chunk - 512 * KiB, staging.data(), 1 * MiB).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - across == 2);
+    // A read that continues a write on both sides is still a copy of its own.
+    const uint64_t turn = copies();
+    REQUIRE(stream.write(8 * MiB, staging.data(), 4096).ok());
+    REQUIRE(stream.read(staging.data() + 4096, 8 * MiB + 4096, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - turn == 2);
+  }
+  SECTION("a zero-fill after a held write of the same bytes wins") {
+    std::memcpy(staging.data(), data.data(), 4096);
+    REQUIRE(stream.write(0, staging.data(), 4096).ok());
+    REQUIRE(stream.zero(0, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    const auto stored = get(stream, staging, 0, 4096);
+    CHECK(std::all_of(stored.begin(), stored.end(), [](std::byte b) { return b == std::byte{0}; }));
+  }
+}
+
 TEST_CASE("a thread that did not bind the context cannot copy") {
   Setup setup;
   CopyStream stream(setup.store);
   PinnedBuffer staging(setup.context, 4096);
   cuda::Status unbound, bound;
-  std::thread([&] { unbound = stream.write(0, staging.data(), 4096); }).join();
+  std::thread([&] {
+    unbound = stream.write(0, staging.data(), 4096);
+    if (unbound.ok()) unbound = stream.synchronize();  // held until then
+  }).join();
   CHECK(unbound == CUDA_ERROR_INVALID_CONTEXT);
   std::thread([&] {
     if (setup.context.bind_current_thread().ok()) {
