@@ -25,10 +25,11 @@
 #include "daemon/status_line.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
-#include "kernel/notify.hpp"
 #include "kernel/swaps.hpp"
 #include "status/instance_status.hpp"
 #include "store/vram_store.hpp"
+#include "systemd/notify.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
 namespace {
@@ -49,12 +50,12 @@ config::DeviceConfig load_device(const CommandLine& command_line) {
     const config::ConfigReport report = config::load_config_report(command_line.config_path);
     if (report.devices.size() != 1) {
       std::string names;
-      for (const auto& d : report.devices) names += (names.empty() ? "" : ", ") + d.name;
-      throw StartupError(exit_code::usage,
-                         command_line.config_path + " configures " +
-                             std::to_string(report.devices.size()) +
-                             " devices (" + (names.empty() ? "none" : names) +
-                             "); name one with --instance NAME");
+      for (const auto& d : report.devices)
+        names += (names.empty() ? "" : ", ") + d.name;
+      throw StartupError(exit_code::usage, command_line.config_path + " configures " +
+                                               std::to_string(report.devices.size()) +
+                                               " devices (" + (names.empty() ? "none" : names) +
+                                               "); name one with --instance NAME");
     }
     instance = report.devices.front().name;
   }
@@ -132,7 +133,7 @@ int run(const CommandLine& command_line) {
   published.listen = device.listen;
   if (kernel) {
     published.device = kernel->path();
-    published.link = "/dev/vramswap/" + device.name;
+    published.link = systemd::device_link(device.name);
   }
   auto publish = [&](const std::string& stopping) {
     status::InstanceStatus& s = published;
@@ -176,7 +177,7 @@ int run(const CommandLine& command_line) {
     return s.status_line;
   };
   const std::string ready_line = publish({});
-  notify::ready(ready_line);
+  systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
 
   bool stopping = false;
@@ -196,14 +197,15 @@ int run(const CommandLine& command_line) {
       case SignalEvent::stop:
         if (!stopping) {
           stopping = true;
-          notify::stopping();
+          systemd::notify::stopping();
           log_info("stop requested");
         }
         break;
       case SignalEvent::reload:
         log_info("SIGHUP ignored: restart the service to apply a changed configuration");
         break;
-      case SignalEvent::none: break;
+      case SignalEvent::none:
+        break;
     }
     if (kernel && !stopping && server.live_kernel_connections() < device.connections &&
         steady_clock::now() >= next_restore) {
@@ -213,10 +215,11 @@ int run(const CommandLine& command_line) {
       const unsigned live = server.live_kernel_connections();
       try {
         const unsigned restored = kernel->restore_connections(server);
-        log_warning("the kernel dropped %u of the %u connections of %s (a request took longer "
-                    "than %u s); gave it new ones",
-                    restored, device.connections, kernel->path().c_str(),
-                    config::effective_timeout_s(device));
+        log_warning(
+            "the kernel dropped %u of the %u connections of %s (a request took longer "
+            "than %u s); gave it new ones",
+            restored, device.connections, kernel->path().c_str(),
+            config::effective_timeout_s(device));
       } catch (const StartupError& e) {
         log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
                   kernel->path().c_str(), live, device.connections, e.what());
@@ -225,9 +228,10 @@ int run(const CommandLine& command_line) {
     }
     if (kernel && server.live_kernel_connections() == 0) {
       // Disconnected by someone else: there is nothing left to serve.
-      log_error("the kernel closed every connection of %s (was it disconnected by another "
-                "program?); anything swapped to it is lost",
-                kernel->path().c_str());
+      log_error(
+          "the kernel closed every connection of %s (was it disconnected by another "
+          "program?); anything swapped to it is lost",
+          kernel->path().c_str());
       publish("the kernel dropped the device");
       server.stop();
       return 1;
@@ -251,10 +255,10 @@ int run(const CommandLine& command_line) {
         log_notice("%s before releasing the VRAM", waiting_for.c_str());
       }
     }
-    notify::status(publish(stopping ? waiting_for : std::string()));
+    systemd::notify::status(publish(stopping ? waiting_for : std::string()));
   }
 
-  notify::status(publish("releasing the device"));
+  systemd::notify::status(publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
     const auto deadline = steady_clock::now() + kKernelCloseWait;

@@ -2,10 +2,16 @@
 
 #include <algorithm>
 
-#include "generator/unit_name.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::generator {
 namespace {
+
+using systemd::device_link;
+using systemd::device_unit_name;
+using systemd::mkswap_unit_name;
+using systemd::service_unit_name;
+using systemd::swap_unit_name;
 
 // Units that start the service: the usual boot target, and the NVIDIA
 // driver's registration on the PCI bus, which udev (60-vramswap.rules) shows

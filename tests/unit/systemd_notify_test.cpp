@@ -1,4 +1,4 @@
-#include "kernel/notify.hpp"
+#include "systemd/notify.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,6 +11,7 @@
 #include "kernel_test_support.hpp"
 
 using namespace vramswap;
+using namespace vramswap::systemd;
 
 namespace {
 

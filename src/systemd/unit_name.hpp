@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace vramswap::generator {
+namespace vramswap::systemd {
 
 // "/dev/vramswap/my-dev" -> "dev-vramswap-my\x2ddev": duplicate and trailing
 // slashes dropped, '/' between components becomes '-', and every byte other
@@ -28,4 +28,4 @@ std::string swap_unit_name(std::string_view device_name);
 std::string service_unit_name(std::string_view device_name);
 std::string mkswap_unit_name(std::string_view device_name);
 
-}  // namespace vramswap::generator
+}  // namespace vramswap::systemd

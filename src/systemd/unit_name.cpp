@@ -1,9 +1,9 @@
-#include "generator/unit_name.hpp"
+#include "systemd/unit_name.hpp"
 
 #include <cstdio>
 #include <vector>
 
-namespace vramswap::generator {
+namespace vramswap::systemd {
 namespace {
 
 bool is_plain(char c) {
@@ -65,4 +65,4 @@ std::string mkswap_unit_name(std::string_view device_name) {
   return "vramswap-mkswap@" + std::string(device_name) + ".service";
 }
 
-}  // namespace vramswap::generator
+}  // namespace vramswap::systemd

@@ -1,4 +1,4 @@
-#include "kernel/notify.hpp"
+#include "systemd/notify.hpp"
 
 #include <systemd/sd-daemon.h>
 
@@ -9,7 +9,7 @@
 
 #include "common/log.hpp"
 
-namespace vramswap::notify {
+namespace vramswap::systemd::notify {
 namespace {
 
 // systemd reads each STATUS as one line: a newline would start a new field.
@@ -56,4 +56,4 @@ bool extend_timeout(std::chrono::microseconds more) {
   return send("EXTEND_TIMEOUT_USEC=" + std::to_string(more.count()));
 }
 
-}  // namespace vramswap::notify
+}  // namespace vramswap::systemd::notify

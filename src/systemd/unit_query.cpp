@@ -1,4 +1,4 @@
-#include "cli/systemd_units.hpp"
+#include "systemd/unit_query.hpp"
 
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-namespace vramswap::cli {
+namespace vramswap::systemd {
 namespace {
 
 constexpr const char* destination = "org.freedesktop.systemd1";
@@ -275,4 +275,4 @@ std::string last_journal_error(const std::string& unit, const std::string& invoc
   return {};
 }
 
-}  // namespace vramswap::cli
+}  // namespace vramswap::systemd

@@ -11,7 +11,7 @@
 #include <chrono>
 #include <string_view>
 
-namespace vramswap::notify {
+namespace vramswap::systemd::notify {
 
 // Whether systemd gave us a notification socket ($NOTIFY_SOCKET).
 bool under_systemd();
@@ -29,4 +29,4 @@ bool stopping();
 // the current start or stop (swapoff of a large, full area can take minutes).
 bool extend_timeout(std::chrono::microseconds more);
 
-}  // namespace vramswap::notify
+}  // namespace vramswap::systemd::notify

@@ -2,7 +2,7 @@
 
 #include <string>
 
-namespace vramswap::cli {
+namespace vramswap::systemd {
 
 // What systemd knows about one vramswap@NAME.service: the facts
 // `systemctl status` shows, as the D-Bus properties of the same names give
@@ -28,12 +28,9 @@ struct UnitState {
   std::string last_error;
 };
 
-// "vramswap@NAME.service"
-std::string service_name(const std::string& instance);
-
 // "ConditionPathExists=/sys/bus/pci/drivers/nvidia" from systemd's journal
 // line "UNIT - DESCRIPTION was skipped because of an unmet condition check
 // (ConditionPathExists=/sys/bus/pci/drivers/nvidia)."; empty for any other.
 std::string skipped_condition(const std::string& message);
 
-}  // namespace vramswap::cli
+}  // namespace vramswap::systemd

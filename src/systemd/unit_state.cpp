@@ -1,8 +1,8 @@
-#include "cli/unit_state.hpp"
+#include "systemd/unit_state.hpp"
 
 #include <string_view>
 
-namespace vramswap::cli {
+namespace vramswap::systemd {
 
 std::string skipped_condition(const std::string& message) {
   constexpr std::string_view marker = " was skipped because of an unmet condition check (";
@@ -17,8 +17,4 @@ std::string skipped_condition(const std::string& message) {
   return condition;
 }
 
-std::string service_name(const std::string& instance) {
-  return "vramswap@" + instance + ".service";
-}
-
-}  // namespace vramswap::cli
+}  // namespace vramswap::systemd

@@ -4,9 +4,9 @@
 #include <optional>
 #include <string>
 
-#include "cli/unit_state.hpp"
+#include "systemd/unit_state.hpp"
 
-namespace vramswap::cli {
+namespace vramswap::systemd {
 
 // Whether this machine runs systemd (sd_booted(3): /run/systemd/system).
 bool systemd_running();
@@ -36,4 +36,4 @@ class SystemdUnits {
 // there is none or the journal cannot be read by this user.
 std::string last_journal_error(const std::string& unit, const std::string& invocation_id);
 
-}  // namespace vramswap::cli
+}  // namespace vramswap::systemd
