@@ -99,6 +99,9 @@ int run(const CommandLine& command_line) {
   log_init("vramswapd", device.name);
   const InstanceLock lock(device.name, device.attach);
   check_before_allocating(configured.report, device);
+  // A kernel without the nbd driver is refused before the VRAM is taken.
+  std::optional<NbdNetlink> netlink;
+  if (device.attach) netlink.emplace(NbdNetlink::open());
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
@@ -128,7 +131,7 @@ int run(const CommandLine& command_line) {
   server.start();
 
   std::optional<KernelDevice> kernel;
-  if (device.attach) kernel.emplace(device, server);
+  if (device.attach) kernel.emplace(device, std::move(*netlink), server);
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
