@@ -21,6 +21,7 @@
 #include "cuda/driver.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
+#include "daemon/previous_run.hpp"
 #include "daemon/signals.hpp"
 #include "daemon/status_line.hpp"
 #include "engine/server.hpp"
@@ -87,6 +88,8 @@ int run(const CommandLine& command_line) {
   const config::DeviceConfig device = load_device(command_line);
   log_init("vramswapd", device.name);
   const InstanceLock lock(device.name);
+  // Before this daemon writes its own status over the record of the last one.
+  const std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
@@ -131,6 +134,7 @@ int run(const CommandLine& command_line) {
   published.gpu_total_bytes = memory.total_bytes;
   published.size_bytes = store.size();
   published.listen = device.listen;
+  published.previous_crash = previous_crash;
   if (kernel) {
     published.device = kernel->path();
     published.link = systemd::device_link(device.name);
@@ -161,7 +165,7 @@ int run(const CommandLine& command_line) {
     s.device_lost = health.device_lost();
     s.copy_failures = health.copy_failures();
     s.checksum_failures = health.checksum_failures();
-    s.health = s.device_lost ? "failed" : health.degraded() ? "degraded" : "ok";
+    s.health = s.device_lost ? "failed" : health.degraded() || s.previous_crash ? "degraded" : "ok";
     const HardeningState hardening = hardening_state();
     s.memory_locked = hardening.memory_locked;
     s.oom_protected = hardening.oom_protected;
