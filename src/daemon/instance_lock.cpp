@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/log.hpp"
 #include "common/startup_error.hpp"
 #include "status/instance_status.hpp"
 
@@ -19,25 +20,45 @@ namespace {
 // from spinning forever.
 constexpr int kLockAttempts = 100;
 
+// The lock file, or why it cannot be had (no runtime directory, or none
+// that takes files).
+UniqueFd open_lock_file(const std::string& path, std::string& why) {
+  const std::string dir = status::runtime_directory();
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    why = "cannot create " + dir + ": " + std::strerror(errno);
+    return UniqueFd();
+  }
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd) why = "cannot open " + path + ": " + std::strerror(errno);
+  return fd;
+}
+
 bool same_file(int fd, const std::string& path) {
-  struct stat held {
-  }, named{};
-  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
-         held.st_ino == named.st_ino;
+  struct stat held {}, named {};
+  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 &&
+         held.st_dev == named.st_dev && held.st_ino == named.st_ino;
 }
 
 }  // namespace
 
-InstanceLock::InstanceLock(const std::string& instance) {
-  const std::string dir = status::runtime_directory();
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throw StartupError(exit_code::os_error, "cannot create " + dir + ": " + std::strerror(errno));
-  }
-  path_ = dir + "/" + instance + ".lock";
+InstanceLock::InstanceLock(const std::string& instance, bool attach)
+    : path_(status::runtime_directory() + "/" + instance + ".lock") {
   for (int attempt = 0;; ++attempt) {
-    fd_.reset(open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+    std::string why;
+    fd_ = open_lock_file(path_, why);
     if (!fd_) {
-      throw StartupError(exit_code::os_error, "cannot open " + path_ + ": " + std::strerror(errno));
+      if (attach) {
+        throw StartupError(
+            exit_code::unavailable,
+            why + "; the lock there keeps a second vramswapd of " + instance +
+                " from disconnecting this one's nbd device: mount a tmpfs on /run, or point "
+                "VRAMSWAP_RUNTIME_DIR at a directory only root can write");
+      }
+      log_warning(
+          "%s: serving without the instance lock (with attach = no the listen socket "
+          "alone keeps a second vramswapd of %s away)",
+          why.c_str(), instance.c_str());
+      return;
     }
     if (flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
       char pid[32] = {};

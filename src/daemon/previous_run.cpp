@@ -38,7 +38,7 @@ int record_exit(const std::string& instance) {
   // is its own.
   std::optional<InstanceLock> lock;
   try {
-    lock.emplace(instance);
+    lock.emplace(instance, /*attach=*/true);  // required here: never run without it
   } catch (const StartupError&) {
     return exit_code::ok;
   }

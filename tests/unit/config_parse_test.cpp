@@ -712,3 +712,17 @@ TEST_CASE("an error quoting bytes that are not UTF-8 escapes them, and keeps UTF
   CHECK_THAT(utf8, Catch::Matchers::Contains("\"gr\xC3\xB6\xC3\x9F"
                                              "e\""));
 }
+
+TEST_CASE("key_place points at the line that set a key, or at the section for a default") {
+  const ConfigReport report =
+      parse_config_texts({{"/etc/vramswap.conf",
+                           "[global]\nreserve = 2G\n\n[device.0]\nlisten = /run/vramswap/0.sock\n"},
+                          {"/etc/vramswap.conf.d/gpu.conf", "[device.0]\ngpu = 1\n"}},
+                         eight_cpus);
+  REQUIRE(report.ok());
+  const DeviceConfig device = select_device(report, "0");
+  CHECK(key_place(report, device, "listen") == "/etc/vramswap.conf:5");
+  CHECK(key_place(report, device, "reserve") == "/etc/vramswap.conf:2");  // from [global]
+  CHECK(key_place(report, device, "gpu") == "/etc/vramswap.conf.d/gpu.conf:2");
+  CHECK(key_place(report, device, "connections") == "/etc/vramswap.conf:4");  // the header
+}

@@ -215,7 +215,7 @@ TEST_CASE("record-exit after a clean stop, or while a daemon holds the instance,
   CHECK(notify.message().empty());
 
   REQUIRE(status::write_status_file(serving(getpid())));
-  const daemon::InstanceLock held("crashtest");
+  const daemon::InstanceLock held("crashtest", true);
   CHECK(daemon::record_exit("crashtest") == exit_code::ok);
   CHECK(notify.message().empty());
   CHECK(status::read_status_file("crashtest")->state == "serving");
@@ -224,10 +224,10 @@ TEST_CASE("record-exit after a clean stop, or while a daemon holds the instance,
 TEST_CASE("the instance lock refuses a second daemon with 75, and a clean end removes its file") {
   RuntimeDir dir;
   {
-    const daemon::InstanceLock first("crashtest");
+    const daemon::InstanceLock first("crashtest", true);
     CHECK(std::filesystem::exists(dir.file("crashtest.lock")));
     try {
-      const daemon::InstanceLock second("crashtest");
+      const daemon::InstanceLock second("crashtest", true);
       FAIL("a second lock was granted");
     } catch (const StartupError& error) {
       CHECK(error.exit_status() == exit_code::in_use);
@@ -238,6 +238,6 @@ TEST_CASE("the instance lock refuses a second daemon with 75, and a clean end re
   }
   CHECK_FALSE(std::filesystem::exists(dir.file("crashtest.lock")));
   // And the instance can be taken again.
-  const daemon::InstanceLock again("crashtest");
+  const daemon::InstanceLock again("crashtest", true);
   CHECK(std::filesystem::exists(dir.file("crashtest.lock")));
 }

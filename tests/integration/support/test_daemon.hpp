@@ -23,6 +23,8 @@ struct DaemonSpec {
   std::string size = "1G";
   unsigned connections = 4;
   std::string extra_config;  // more lines for the device section
+  std::string listen;        // the socket; empty: socket_path() in the private directory
+  bool attach = false;       // a kernel nbd device too (needs the nbd module and root)
   Environment environment;   // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
 };
 
