@@ -34,9 +34,10 @@ UniqueFd open_lock_file(const std::string& path, std::string& why) {
 }
 
 bool same_file(int fd, const std::string& path) {
-  struct stat held {}, named {};
-  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 &&
-         held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+  struct stat held {
+  }, named{};
+  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+         held.st_ino == named.st_ino;
 }
 
 }  // namespace
