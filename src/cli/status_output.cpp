@@ -113,6 +113,17 @@ Json unit_json(const systemd::UnitState& unit) {
           {"last_error", string_or_null(unit.last_error)}};
 }
 
+Json previous_crash_json(const status::PreviousCrash& crash) {
+  return {{"pid", crash.pid},
+          {"ended_unix", crash.ended_unix},
+          {"end_seen", crash.end_seen},
+          {"cause", string_or_null(crash.cause)},
+          {"device", string_or_null(crash.device)},
+          {"swap_active", crash.swap_active},
+          {"swap_lost_bytes", crash.swap_used_bytes},
+          {"count", crash.count}};
+}
+
 Json instance_json(const InstanceView& view) {
   const status::InstanceStatus* s = view.daemon ? &*view.daemon : nullptr;
   Json j;
@@ -141,6 +152,8 @@ Json instance_json(const InstanceView& view) {
                          {"copy_failures", s->copy_failures},
                          {"checksum_failures", s->checksum_failures}}
                   : Json(nullptr);
+  j["previous_crash"] =
+      s && s->previous_crash ? previous_crash_json(*s->previous_crash) : Json(nullptr);
   j["hardening"] = s ? Json{{"memory_locked", s->memory_locked},
                             {"oom_protected", s->oom_protected},
                             {"io_flusher", s->io_flusher}}

@@ -21,6 +21,7 @@
 #include "cuda/driver.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
+#include "daemon/previous_run.hpp"
 #include "daemon/preflight.hpp"
 #include "daemon/signals.hpp"
 #include "daemon/status_file.hpp"
@@ -98,6 +99,8 @@ int run(const CommandLine& command_line) {
   const config::DeviceConfig& device = configured.device;
   log_init("vramswapd", device.name);
   const InstanceLock lock(device.name, device.attach);
+  // Before this daemon writes its own status over the record of the last one.
+  const std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
   check_before_allocating(configured.report, device);
   // A kernel without the nbd driver is refused before the VRAM is taken.
   std::optional<NbdNetlink> netlink;
@@ -147,6 +150,7 @@ int run(const CommandLine& command_line) {
   published.gpu_total_bytes = memory.total_bytes;
   published.size_bytes = store.size();
   published.listen = device.listen;
+  published.previous_crash = previous_crash;
   if (kernel) {
     published.device = kernel->path();
     published.link = systemd::device_link(device.name);
@@ -177,7 +181,7 @@ int run(const CommandLine& command_line) {
     s.device_lost = health.device_lost();
     s.copy_failures = health.copy_failures();
     s.checksum_failures = health.checksum_failures();
-    s.health = s.device_lost ? "failed" : health.degraded() ? "degraded" : "ok";
+    s.health = s.device_lost ? "failed" : health.degraded() || s.previous_crash ? "degraded" : "ok";
     const HardeningState hardening = hardening_state();
     s.memory_locked = hardening.memory_locked;
     s.oom_protected = hardening.oom_protected;

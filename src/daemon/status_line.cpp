@@ -12,6 +12,12 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
     line = "DEGRADED: " + std::to_string(s.copy_failures) + " failed copies, " +
            std::to_string(s.checksum_failures) + " checksum mismatches; ";
   }
+  if (s.previous_crash) {
+    const status::PreviousCrash& crash = *s.previous_crash;
+    line += "PREVIOUS DAEMON DIED " + status::describe_crash_time(crash) +
+            (crash.cause.empty() ? "" : " (" + crash.cause + ")") + ", " +
+            status::summarize_crash_loss(crash) + "; ";
+  }
   if (!stopping.empty()) line += "stopping: " + stopping + "; ";
   line += format_byte_size(s.size_bytes) + " of GPU " + std::to_string(s.gpu_index) + " (" +
           s.gpu_name + ")";

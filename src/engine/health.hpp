@@ -24,7 +24,8 @@ class Health {
                   "device are gone and processes that touch them will be killed; check dmesg "
                   "and nvidia-smi, then restart the service",
                   cuda_error_name);
-      } else if (lost_limit_.allow(suppressed)) {
+      } else if (lost_limit_.allow(suppressed, requests)) {
+        // Counted in requests, this call's and those of the calls not logged.
         log_error("GPU still lost (%s): %llu more failed requests", cuda_error_name,
                   static_cast<unsigned long long>(suppressed + requests));
       }

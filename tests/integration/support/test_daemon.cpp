@@ -64,6 +64,12 @@ TestDaemon::~TestDaemon() {
 }
 
 bool TestDaemon::start(std::chrono::seconds timeout) {
+  // A start after the last daemon exited (or was killed) waits for its own READY=1.
+  ready_ = false;
+  {
+    std::lock_guard lock(status_mutex_);
+    status_.clear();
+  }
   Environment env = {{"VRAMSWAP_LIBCUDA", fake_libcuda()},
                      {"VRAMSWAP_FAKE_CONTROL", control_path()},
                      {"NOTIFY_SOCKET", dir_.file("notify")},

@@ -38,7 +38,8 @@ class TestDaemon {
   TestDaemon& operator=(const TestDaemon&) = delete;
 
   // Starts it and waits for READY=1. False if it exited or timed out first
-  // (log() then says why).
+  // (log() then says why). May be called again once the last one has exited:
+  // same configuration, runtime directory and log.
   bool start(std::chrono::seconds timeout = std::chrono::seconds(60));
   // Waits for the process to exit by itself; returns its exit status or -1.
   int wait(std::chrono::seconds timeout);
