@@ -252,30 +252,32 @@ void Worker::run() noexcept {
     tx_.reset();
     copies_this_round_ = 0;
     round_error_ = cuda::Status();
+    failed_calls_ = failed_requests_ = 0;
     for (Connection* c : round_) {
       if (!c->closed()) serve(*c);
     }
-    bool round_ok = true;
+    bool all_lost = false;
     if (copies_this_round_ > 0) {
       // An error here comes back from synchronize() too.
       (void)stream_->flush();
       receive_ahead();
-      const auto status = stream_->synchronize();
-      if (!status.ok()) {
-        round_ok = false;
-        round_error_ = status;
-      }
+      // A copy that did not land marks its reply (the tag of its copy).
+      const auto outcome =
+          stream_->synchronize([](void* tag) { static_cast<Reply*>(tag)->copy_failed = true; });
+      if (outcome.failed_calls > 0) copy_calls_failed(outcome.error, outcome.failed_calls);
+      all_lost = outcome.all_lost;
     }
-    unsigned failed = 0;
     for (Connection* c : round_) {
       if (c->phase == Phase::transmission) {
-        const uint64_t before = stats_.io_errors.load(std::memory_order_relaxed);
-        settle(*c, round_ok);
-        failed += static_cast<unsigned>(stats_.io_errors.load(std::memory_order_relaxed) - before);
+        settle(*c, all_lost);
         if (!c->closed()) send_replies(*c);
       }
     }
-    if (!round_ok) note_copy_failure(round_error_, failed);
+    if (failed_calls_ > 0) {
+      stats_.add(stats_.failed_copy_calls, failed_calls_);
+      context_.health->copy_failed(round_error_.name(), round_error_.sticky(), failed_calls_,
+                                   failed_requests_);
+    }
     stats_.add(stats_.rounds, 1);
     for (Connection* c : round_) {
       c->in_round = false;
@@ -290,21 +292,19 @@ void Worker::run() noexcept {
   }
 }
 
-// A copy for `r` was queued, or failed to be: the round's sync decides the
-// fate of the one, the other fails its request now.
+// A copy for `r` was queued, or failed to be: either way the round's end
+// (settle) decides its request, once every copy of the round has landed or not.
 void Worker::queued(Reply& r, cuda::Status status) noexcept {
   ++copies_this_round_;
-  if (status.ok()) {
-    r.copy_pending = true;
-    return;
-  }
-  r.error = nbd::error::eio;
-  stats_.add(stats_.io_errors, 1);
-  note_copy_failure(status, 1);
+  r.copy_pending = true;
+  if (status.ok()) return;
+  r.copy_failed = true;
+  copy_calls_failed(status, 1);
 }
 
-void Worker::note_copy_failure(cuda::Status status, unsigned requests) noexcept {
-  context_.health->copy_failed(status.name(), status.sticky(), requests);
+void Worker::copy_calls_failed(cuda::Status status, unsigned calls) noexcept {
+  if (failed_calls_ == 0) round_error_ = status;
+  failed_calls_ += calls;
 }
 
 void Worker::serve(Connection& c) noexcept {
@@ -408,24 +408,10 @@ bool Worker::stage_read(Connection& c, Reply& r) noexcept {
   if (piece == 0 || piece < std::min<size_t>(left, kMinReadChunk)) return false;
   std::byte* dst = tx_.top();
   tx_.commit(head + piece);
-  const auto status = stream_->read(dst, from - head, head + piece);
-  ++copies_this_round_;
-  if (!status.ok()) {
-    // Enqueueing failed: this reply alone fails (or, if its header is
-    // already out, the connection must go: the header promised data).
-    if (r.sent > 0) {
-      c.close("VRAM copy failed after the reply header was sent");
-    } else {
-      r.error = nbd::error::eio;
-      stats_.add(stats_.io_errors, 1);
-    }
-    note_copy_failure(status, 1);
-    return true;
-  }
   r.staged = dst + head;
   r.staged_length = static_cast<uint32_t>(piece);
   r.staged_head = head;
-  r.copy_pending = true;
+  queued(r, stream_->read(dst, from - head, head + piece, &r));
   return true;
 }
 
@@ -601,7 +587,9 @@ void Worker::accept_payload(Connection& c, const std::byte* data, size_t length)
     // then fails its check on read instead of returning old data.
     context_.checksums->absorb(c.payload_checksum, c.payload_offset, data, length);
   }
-  if (!c.payload_discard && r.error == 0) queued(r, stream_->write(c.payload_offset, data, length));
+  if (!c.payload_discard && r.error == 0 && !r.copy_failed) {
+    queued(r, stream_->write(c.payload_offset, data, length, &r));
+  }
   c.payload_offset += length;
   c.payload_left -= length;
   if (c.payload_left == 0) {
@@ -673,27 +661,36 @@ void Worker::release_blocks(Reply& r) noexcept {
   r.held_length = 0;
 }
 
-// After the round's sync: every copy queued this round either landed or not.
-void Worker::settle(Connection& c, bool round_ok) noexcept {
+// After the round's sync: every copy queued this round either landed or not
+// (all_lost: the sync could not say which, so none counts as landed).
+void Worker::settle(Connection& c, bool all_lost) noexcept {
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
     if (r.complete) release_blocks(r);  // its last copy was queued by this round at the latest
     if (!r.copy_pending) continue;
     r.copy_pending = false;
-    if (round_ok) {
+    if (!std::exchange(r.copy_failed, false) && !all_lost) {
       if (r.staged && context_.checksums && !check_staged_read(c, r)) return;
       continue;
     }
-    stats_.add(stats_.io_errors, 1);
-    if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
-      // The header already promised data that now cannot be produced.
-      c.close("VRAM copy failed after the reply header was sent");
-      return;
-    }
-    r.error = nbd::error::eio;
-    r.staged = nullptr;
-    r.staged_length = r.staged_head = 0;
+    ++failed_requests_;
+    if (!fail_copy(c, r)) return;
   }
+}
+
+// The request's data did not land (or failed its check): it gets EIO, unless
+// its reply header is already out promising data, which cannot be taken back:
+// then the connection must go. False when it went.
+bool Worker::fail_copy(Connection& c, Reply& r) noexcept {
+  stats_.add(stats_.io_errors, 1);
+  if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
+    c.close("VRAM data lost after the reply header was sent");
+    return false;
+  }
+  r.error = nbd::error::eio;
+  r.staged = nullptr;
+  r.staged_length = r.staged_head = 0;
+  return true;
 }
 
 // verify = yes: read data staged this round must match the checksums of its
@@ -709,22 +706,13 @@ bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
     if (bad == BlockChecksums::kNoMismatch) return true;
     if (!reread_until_consistent(bad, data + (bad - offset))) {
       context_.health->checksum_mismatch(bad);
-      stats_.add(stats_.io_errors, 1);
-      break;
+      return fail_copy(c, r);
     }
     const uint64_t checked = bad + kBlock - offset;
     offset += checked;
     data += checked;
     length -= checked;
   }
-  if (r.sent > 0) {
-    c.close("VRAM data failed its checksum after the reply header was sent");
-    return false;
-  }
-  r.error = nbd::error::eio;
-  r.staged = nullptr;
-  r.staged_length = r.staged_head = 0;
-  return true;
 }
 
 // A block that fails its check is not always corrupt: a write of the same

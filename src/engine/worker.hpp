@@ -96,12 +96,13 @@ class Worker {
   bool stage_read(Connection& c, Reply& r) noexcept;
   void hold_blocks(Reply& r, uint64_t offset, uint32_t length) noexcept;
   void release_blocks(Reply& r) noexcept;
-  void settle(Connection& c, bool round_ok) noexcept;
+  void settle(Connection& c, bool all_lost) noexcept;
+  bool fail_copy(Connection& c, Reply& r) noexcept;
   bool check_staged_read(Connection& c, Reply& r) noexcept;
   bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
   void send_replies(Connection& c) noexcept;
   void queued(Reply& r, cuda::Status status) noexcept;
-  void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
+  void copy_calls_failed(cuda::Status status, unsigned calls) noexcept;
 
   unsigned index_;
   const ServingContext& context_;
@@ -122,7 +123,10 @@ class Worker {
   std::vector<Connection*> owned_;     // every connection this worker serves
   std::vector<Connection*> round_;     // the connections served in this round
   unsigned copies_this_round_ = 0;
-  cuda::Status round_error_;  // what failed this round's sync
+  // This round's failures, for one log line and the counters at its end.
+  cuda::Status round_error_;  // the first failed copy call
+  unsigned failed_calls_ = 0;
+  unsigned failed_requests_ = 0;
 
   WorkerStats stats_;
   std::atomic<unsigned> connections_{0};

@@ -59,27 +59,29 @@ void CopyStream::destroy() noexcept {
   stream_ = nullptr;
 }
 
-Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept {
+Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len,
+                         void* tag) noexcept {
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   const auto* source = static_cast<const std::byte*>(pinned_src);
   const auto copy = store_->context().driver().cuMemcpyHtoDAsync;
   return store_->for_each_extent(
       export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
         auto* host = const_cast<std::byte*>(source + done);
-        if (moves_ && moves_->add(host, device_ptr, bytes, /*to_device=*/true)) {
+        if (moves_ && moves_->add(host, device_ptr, bytes, /*to_device=*/true, tag)) {
           return Status();
         }
         return Status(copy(device_ptr, host, bytes, stream_));
       });
 }
 
-Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept {
+Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len, void* tag) noexcept {
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   auto* destination = static_cast<std::byte*>(pinned_dst);
   const auto copy = store_->context().driver().cuMemcpyDtoHAsync;
   return store_->for_each_extent(
       export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        if (moves_ && moves_->add(destination + done, device_ptr, bytes, /*to_device=*/false)) {
+        if (moves_ &&
+            moves_->add(destination + done, device_ptr, bytes, /*to_device=*/false, tag)) {
           return Status();
         }
         return Status(copy(destination + done, device_ptr, bytes, stream_));
@@ -114,6 +116,32 @@ Status CopyStream::synchronize() noexcept {
   flushed_ = false;
   flush_status_ = Status();
   return submitted.ok() ? synchronized : submitted;
+}
+
+CopyStream::Outcome CopyStream::synchronize(void (*lost)(void* tag)) noexcept {
+  const Status submitted = flush();
+  const cuda::Driver& driver = store_->context().driver();
+  Status synchronized = driver.cuStreamSynchronize(stream_);
+  Outcome outcome;
+  if (!submitted.ok()) {
+    outcome.error = submitted;
+    ++outcome.failed_calls;
+    if (synchronized.ok() && !submitted.sticky()) {
+      outcome.failed_calls += moves_->redo(stream_, lost);
+      synchronized = driver.cuStreamSynchronize(stream_);
+    } else {
+      outcome.all_lost = true;
+    }
+  }
+  if (!synchronized.ok()) {
+    if (outcome.error.ok()) outcome.error = synchronized;
+    ++outcome.failed_calls;
+    outcome.all_lost = true;
+  }
+  if (moves_) moves_->clear();
+  flushed_ = false;
+  flush_status_ = Status();
+  return outcome;
 }
 
 }  // namespace vramswap

@@ -59,9 +59,13 @@ class CopyStream {
   CopyStream& operator=(const CopyStream&) = delete;
 
   // Queues host -> VRAM: export bytes [export_offset, +len) = pinned_src[0, len).
-  cuda::Status write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept;
+  // `tag` (any pointer of the caller's) names whose copy it is, for the
+  // synchronize() that reports lost copies.
+  cuda::Status write(uint64_t export_offset, const void* pinned_src, size_t len,
+                     void* tag = nullptr) noexcept;
   // Queues VRAM -> host: pinned_dst[0, len) = export bytes [export_offset, +len).
-  cuda::Status read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept;
+  cuda::Status read(void* pinned_dst, uint64_t export_offset, size_t len,
+                    void* tag = nullptr) noexcept;
   // Queues zero-filling export bytes [export_offset, +len) (discard, write
   // zeroes).
   cuda::Status zero(uint64_t export_offset, uint64_t len) noexcept;
@@ -76,6 +80,20 @@ class CopyStream {
   // Waits until everything queued so far has completed; the first error of a
   // queued copy is returned here.
   cuda::Status synchronize() noexcept;
+
+  // What a synchronize() that tells copies apart found.
+  struct Outcome {
+    cuda::Status error;         // the first failure met; ok if none
+    unsigned failed_calls = 0;  // driver calls that failed: a launch, redone copies, a sync
+    bool all_lost = false;      // which copies landed is unknown: count every one as failed
+  };
+  // Like synchronize(), but one failed launch of collected copies does not
+  // fail them all: a launch that fails queues nothing, so each of its copies
+  // is redone as its own DMA call, and lost(tag) is called (maybe more than
+  // once per tag) for each one that fails again. Only a failed wait, after
+  // which nobody can tell which copies ran (and which in practice means the
+  // GPU context is gone), sets all_lost. Rare, so redoing costs nothing.
+  Outcome synchronize(void (*lost)(void* tag)) noexcept;
 
   cuda::CUstream handle() const noexcept { return stream_; }
 

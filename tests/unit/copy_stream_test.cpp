@@ -18,10 +18,10 @@
 
 using namespace vramswap;
 using cuda::CUDA_ERROR_INVALID_CONTEXT;
-using test::random_bytes;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;
 using cuda::CUDA_ERROR_UNKNOWN;
+using test::random_bytes;
 
 namespace {
 
@@ -341,4 +341,76 @@ TEST_CASE("flush() sends a round's small copies once; synchronize() only waits f
     const auto stored = get(stream, back, offset_of(i), block);
     CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
   }
+}
+
+TEST_CASE("a failed launch of collected copies redoes each as its own call, and names the lost") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  constexpr size_t blocks = 6;
+  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(blocks * block, 12);
+  std::memcpy(staging.data(), data.data(), data.size());
+  int tags[blocks] = {};
+  for (size_t i = 0; i < blocks; ++i)
+    REQUIRE(stream.write(i * chunk, staging.data() + i * block, block, &tags[i]).ok());
+  static std::vector<int*> lost;
+  lost.clear();
+  auto note = [](void* tag) { lost.push_back(static_cast<int*>(tag)); };
+
+  SECTION("the launch fails, every redo works: nothing is lost") {
+    setup.control()->fail_next_copies.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(outcome.failed_calls == 1);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost.empty());
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 0; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * chunk, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("the launch and the first two redone copies fail: those two are named") {
+    setup.control()->fail_next_copies.store(3);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 3);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost == std::vector<int*>{&tags[0], &tags[1]});
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 2; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * chunk, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("a lost device: nobody can tell what landed") {
+    setup.control()->lose_device.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error.sticky());
+    CHECK(outcome.all_lost);
+  }
+  CHECK(setup.control()->failed_copies.load() >= 1);
+}
+
+TEST_CASE("a lone collected copy that fails is not redone: its call was its own") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  PinnedBuffer staging(setup.context, 4096, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  int tag = 0;
+  REQUIRE(stream.write(0, staging.data(), 4096, &tag).ok());
+  static void* lost = nullptr;
+  lost = nullptr;
+  setup.control()->fail_next_copies.store(1);
+  const auto outcome = stream.synchronize([](void* t) { lost = t; });
+  CHECK(outcome.failed_calls == 1);
+  CHECK_FALSE(outcome.all_lost);
+  CHECK(lost == &tag);
+  CHECK(setup.control()->failed_copies.load() == 1);
+  CHECK(setup.control()->copies.load() == 0);  // no second call
 }
