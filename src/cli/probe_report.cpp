@@ -83,32 +83,16 @@ DeviceView describe_device(const config::DeviceResult& result, const ProbeInputs
                                                  " unknown: cannot tell what it would get"});
     return view;
   }
-  uint64_t wanted = 0;
+  config::SwapSize wanted;
   try {
-    wanted = config::choose_swap_size(device, *gpu->free_bytes);
+    wanted = config::choose_swap_size(device, *gpu->free_bytes, gpu->total_bytes);
   } catch (const StartupError& error) {
     view.messages.push_back({Level::error, error.what()});
     return view;
   }
-  // A fixed size above free VRAM: the daemon backs off to what the driver
-  // lets it allocate, which free VRAM bounds.
-  const uint64_t fits = *gpu->free_bytes - *gpu->free_bytes % config::swap_size_alignment;
-  if (wanted > fits) {
-    const std::string what = "size = " + view.size + " is more than the " +
-                             format_byte_size(*gpu->free_bytes) + " free on GPU " +
-                             std::to_string(gpu->index);
-    if (fits == 0 || fits < device.min_size) {
-      view.messages.push_back({Level::error, what + ", and what fits is less than min_size = " +
-                                                 format_byte_size(device.min_size) +
-                                                 "; free some VRAM, or lower size or min_size"});
-      return view;
-    }
-    view.messages.push_back({Level::warning, what + ": the daemon takes what fits, at most " +
-                                                 format_byte_size(fits) +
-                                                 "; lower size to what you want it to get"});
-    wanted = fits;
-  }
-  view.size_bytes = wanted;
+  // What the daemon will say when it takes less than the size asked for.
+  if (!wanted.lowered.empty()) view.messages.push_back({Level::warning, wanted.lowered});
+  view.size_bytes = wanted.bytes;
   view.ok = true;
   return view;
 }

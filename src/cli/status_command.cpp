@@ -11,8 +11,9 @@
 #include "cli/observe.hpp"
 #include "cli/status_output.hpp"
 #include "cli/swap_lookup.hpp"
-#include "cli/systemd_units.hpp"
 #include "common/startup_error.hpp"
+#include "systemd/unit_name.hpp"
+#include "systemd/unit_query.hpp"
 
 namespace vramswap::cli {
 namespace {
@@ -63,12 +64,12 @@ void observe_daemons(StatusInputs& inputs) {
 }
 
 void observe_units(StatusInputs& inputs) {
-  inputs.systemd = systemd_running();
+  inputs.systemd = systemd::systemd_running();
   if (!inputs.systemd) return;
   try {
-    SystemdUnits units;
+    systemd::SystemdUnits units;
     for (const std::string& name : instance_names(inputs)) {
-      inputs.units[name] = units.query(service_name(name));
+      inputs.units[name] = units.query(systemd::service_unit_name(name));
     }
   } catch (const std::exception& error) {
     inputs.systemd_error = error.what();

@@ -98,7 +98,7 @@ Json io_json(const status::InstanceStatus& s) {
           {"dropped_connections", s.dropped_connections}};
 }
 
-Json unit_json(const UnitState& unit) {
+Json unit_json(const systemd::UnitState& unit) {
   const char* how = unit.exit_code == 1   ? "exited"
                     : unit.exit_code == 2 ? "killed"
                     : unit.exit_code == 3 ? "dumped"

@@ -9,21 +9,14 @@
 #include "common/byte_size.hpp"
 #include "common/exit_codes.hpp"
 #include "common/startup_error.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::cli {
 namespace {
 
 using Level = Message::Level;
-
-// systemd names a swap unit after its device path: "/dev/vramswap/a-b"
-// becomes "dev-vramswap-a\x2db.swap" (device names hold only letters,
-// digits, '_' and '-').
-std::string swap_unit_name(const std::string& name) {
-  std::string escaped;
-  for (char c : name)
-    escaped += c == '-' ? std::string("\\x2d") : std::string(1, c);
-  return "dev-vramswap-" + escaped + ".swap";
-}
+using systemd::service_unit_name;
+using systemd::UnitState;
 
 const char* exit_status_meaning(int status) {
   switch (status) {
@@ -78,7 +71,7 @@ std::string with_last_error(std::string text, const UnitState& unit) {
 
 // The unit was skipped at its last start: say what the condition means.
 std::string describe_skip(const std::string& name, const std::string& condition) {
-  const std::string unit = service_name(name);
+  const std::string unit = service_unit_name(name);
   if (condition.find("nvidia") != std::string::npos) {
     return unit + " was skipped: the NVIDIA kernel driver is not loaded (" + condition +
            " is not met); install the NVIDIA driver: swap then starts by itself once it loads";
@@ -94,7 +87,7 @@ struct Classified {
 
 // An instance without a live daemon, as systemd sees its unit.
 Classified classify_unit(const std::string& name, const UnitState& unit) {
-  const std::string service = service_name(name);
+  const std::string service = service_unit_name(name);
   if (unit.load_state == "masked") {
     return {"not-running",
             Verdict::not_running,
@@ -222,7 +215,7 @@ void fill_swap(InstanceView& view, const DaemonObservation& observed, const Stat
 void describe_live(InstanceView& view, const DaemonObservation& observed,
                    const StatusInputs& inputs) {
   const status::InstanceStatus& file = observed.file;
-  const std::string service = service_name(view.name);
+  const std::string service = service_unit_name(view.name);
   view.state = file.state.empty() ? "unknown" : file.state;
   view.health = file.health.empty() ? std::string("unknown") : file.health;
   view.daemon = file;
@@ -266,7 +259,8 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
     raise(view.verdict, Verdict::trouble);
     add(view, Level::error,
         file.device + " is not in use as swap; see systemctl status " +
-            swap_unit_name(view.name) + " (or set swap = yes to let the daemon swapon itself)");
+            systemd::swap_unit_name(view.name) +
+            " (or set swap = yes to let the daemon swapon itself)");
   }
 
   switch (observed.link) {
@@ -323,8 +317,8 @@ void describe_stale(InstanceView& view, const DaemonObservation& observed,
   view.stale_status_file = true;
   raise(view.verdict, Verdict::trouble);
   const std::string restart = inputs.systemd
-                                  ? "see journalctl -u " + service_name(view.name) +
-                                        ", then systemctl restart " + service_name(view.name)
+                                  ? "see journalctl -u " + service_unit_name(view.name) +
+                                        ", then systemctl restart " + service_unit_name(view.name)
                                   : "start vramswapd again";
   add(view, Level::error,
       "vramswapd (pid " + std::to_string(file.pid) + ") is gone" + stale_reason(observed.process) +

@@ -14,11 +14,11 @@
 
 #include "cli/daemon_process.hpp"
 #include "cli/message.hpp"
-#include "cli/unit_state.hpp"
 #include "config/config.hpp"
 #include "cuda/device.hpp"
 #include "kernel/swaps.hpp"
 #include "status/instance_status.hpp"
+#include "systemd/unit_state.hpp"
 
 namespace vramswap::cli {
 
@@ -75,9 +75,9 @@ struct StatusInputs {
   std::string runtime_dir;
   bool proc_swaps_readable = true;
   std::string proc_swaps_error;
-  bool systemd = false;                    // this machine runs systemd (/run/systemd/system)
-  std::string systemd_error;               // systemd could not be asked: why
-  std::map<std::string, UnitState> units;  // by instance name
+  bool systemd = false;       // this machine runs systemd (/run/systemd/system)
+  std::string systemd_error;  // systemd could not be asked: why
+  std::map<std::string, systemd::UnitState> units;  // by instance name
   DriverObservation driver;
   int64_t now_unix = 0;
 };
@@ -103,7 +103,7 @@ struct InstanceView {
   std::optional<int64_t> status_age_s;
   bool stale_status_file = false;  // a dead daemon's file was found
   SwapView swap;
-  std::optional<UnitState> unit;
+  std::optional<systemd::UnitState> unit;
   Messages messages;
   Verdict verdict = Verdict::ok;
 };

@@ -91,8 +91,8 @@ const KeySpec key_specs[] = {
          c.timeout_s.reset();
          return std::nullopt;
        }
-       auto seconds = parse_integer(
-           v, 0, max_timeout_s, "use seconds from 1 to 86400, 0 for no timeout, or auto");
+       auto seconds = parse_integer(v, 0, max_timeout_s,
+                                    "use seconds from 1 to 86400, 0 for no timeout, or auto");
        if (!seconds.value) return std::move(seconds.problem);
        c.timeout_s = static_cast<unsigned>(*seconds.value);
        return std::nullopt;
@@ -173,6 +173,7 @@ std::string device_label(std::string_view name) {
 }
 
 struct Entry {
+  int source;  // the file
   int line;
   std::string key;
   std::string value;
@@ -180,24 +181,39 @@ struct Entry {
 
 struct DeviceDraft {
   std::string name;
+  int source;  // file and line of the first header
   int line;
-  std::vector<Entry> entries;
+  std::vector<Entry> entries;  // from every file, in the order they apply
   std::vector<ConfigError> errors;
 };
 
-void sort_by_line(std::vector<ConfigError>& errors) {
-  std::stable_sort(errors.begin(), errors.end(),
-                   [](const ConfigError& a, const ConfigError& b) { return a.line < b.line; });
+// A place in the configuration: which file, which line.
+struct Place {
+  int source = 0;
+  int line = 0;
+};
+
+void sort_by_place(std::vector<ConfigError>& errors) {
+  std::stable_sort(errors.begin(), errors.end(), [](const ConfigError& a, const ConfigError& b) {
+    return a.source != b.source ? a.source < b.source : a.line < b.line;
+  });
 }
 
 class ReportBuilder {
  public:
-  ReportBuilder(std::string_view path, const ParseOptions& options)
-      : path_(path), base_(default_device_config(options)) {}
+  explicit ReportBuilder(const ParseOptions& options) : base_(default_device_config(options)) {}
 
-  ConfigReport build(const std::vector<IniItem>& items) {
-    for (const auto& item : items)
-      take(item);
+  ConfigReport build(const std::vector<ConfigText>& texts) {
+    for (const auto& text : texts) {
+      // Each file starts outside any section, with its own sections.
+      source_ = static_cast<int>(paths_.size());
+      paths_.push_back(text.path);
+      scope_ = Scope::none;
+      global_line_ = 0;
+      sections_here_.clear();
+      for (const auto& item : scan_ini(text.text))
+        take(item);
+    }
 
     std::set<std::string> global_failed;
     apply_entries(global_entries_, "[global]", true, base_, file_errors_, global_failed);
@@ -205,7 +221,8 @@ class ReportBuilder {
       origin.inherited = true;
 
     ConfigReport report;
-    report.path = path_;
+    report.path = paths_.empty() ? std::string() : paths_.front();
+    report.files = paths_;
     report.defaults = base_;
     std::map<std::string, const DeviceConfig*> listeners;
     std::map<unsigned, const DeviceConfig*> nbd_indexes;
@@ -215,16 +232,17 @@ class ReportBuilder {
       DeviceConfig& config = configs.emplace_back(base_);
       config.name = draft.name;
       config.line = draft.line;
+      config.source = draft.source;
       std::set<std::string> failed = global_failed;
       apply_entries(draft.entries, device_label(draft.name), false, config, draft.errors, failed);
       check_consistency(config, failed, draft.errors);
       check_unique(config, failed, listeners, nbd_indexes, draft.errors);
-      sort_by_line(draft.errors);
+      sort_by_place(draft.errors);
     }
-    sort_by_line(file_errors_);
+    sort_by_place(file_errors_);
     report.file_errors = std::move(file_errors_);
     for (size_t i = 0; i < devices_.size(); ++i) {
-      DeviceResult result{devices_[i].name, devices_[i].line, std::nullopt,
+      DeviceResult result{devices_[i].name, devices_[i].line, devices_[i].source, std::nullopt,
                           std::move(devices_[i].errors)};
       if (result.errors.empty() && report.file_errors.empty())
         result.config = std::move(configs[i]);
@@ -241,10 +259,22 @@ class ReportBuilder {
     lost,    // in a section that is reported already (unknown, misnamed, broken header)
   };
 
-  std::string at(int line) const { return path_ + ":" + std::to_string(line) + ": "; }
+  std::string at(Place place) const {
+    return paths_[size_t(place.source)] + ":" + std::to_string(place.line) + ": ";
+  }
+
+  ConfigError error_at(Place place, const std::string& text) const {
+    return {place.line, at(place) + text, place.source};
+  }
+
+  // "line 3" in the same file as `from`, "/etc/vramswap.conf.d/x.conf:3" in another.
+  std::string refer_to(Place place, int from) const {
+    if (place.source == from) return "line " + std::to_string(place.line);
+    return paths_[size_t(place.source)] + ":" + std::to_string(place.line);
+  }
 
   void file_error(int line, const std::string& text) {
-    file_errors_.push_back({line, at(line) + text});
+    file_errors_.push_back(error_at({source_, line}, text));
   }
 
   // Errors inside a device's section belong to it; any other breaks them all.
@@ -263,7 +293,7 @@ class ReportBuilder {
       case IniItem::Kind::error:
         // A broken header may have opened any section: the file's problem.
         if (item.section_lost) scope_ = Scope::lost;
-        errors_here().push_back({item.line, at(item.line) + item.value});
+        errors_here().push_back(error_at({source_, item.line}, item.value));
         break;
     }
   }
@@ -295,21 +325,25 @@ class ReportBuilder {
       return;
     }
     scope_ = Scope::device;
+    const auto [here, first_here] = sections_here_.emplace(device, item.line);
     const auto existing = std::find_if(devices_.begin(), devices_.end(),
                                        [&](const DeviceDraft& d) { return d.name == device; });
     if (existing != devices_.end()) {
+      // In an earlier file: this one adds to it or overrides its keys.
       device_ = static_cast<size_t>(existing - devices_.begin());
-      existing->errors.push_back(
-          {item.line, at(item.line) + "duplicate section [" + name + "] (first at line " +
-                          std::to_string(existing->line) + "); merge them into one"});
+      if (!first_here) {
+        existing->errors.push_back(error_at(
+            {source_, item.line}, "duplicate section [" + name + "] (first at line " +
+                                      std::to_string(here->second) + "); merge them into one"));
+      }
       return;
     }
     device_ = devices_.size();
-    devices_.push_back({device, item.line, {}, {}});
+    devices_.push_back({device, source_, item.line, {}, {}});
   }
 
   void add_entry(const IniItem& item) {
-    Entry entry{item.line, item.name, item.value};
+    Entry entry{source_, item.line, item.name, item.value};
     switch (scope_) {
       case Scope::none:
         file_error(item.line, item.name + " = " + quoted(item.value) +
@@ -332,10 +366,12 @@ class ReportBuilder {
   void apply_entries(const std::vector<Entry>& entries, const std::string& section, bool is_global,
                      DeviceConfig& config, std::vector<ConfigError>& errors,
                      std::set<std::string>& failed) const {
-    std::map<std::string, int> first_line;
+    // Where each key was first set in each file: set again in the same file
+    // is an error, in a later file an override.
+    std::map<std::pair<int, std::string>, int> first_line;
     for (const auto& entry : entries) {
       const auto error = [&](const std::string& text) {
-        errors.push_back({entry.line, at(entry.line) + text});
+        errors.push_back(error_at({entry.source, entry.line}, text));
       };
       const KeySpec* spec = find_key(entry.key);
       if (!spec) {
@@ -349,7 +385,9 @@ class ReportBuilder {
         failed.insert(entry.key);
         continue;
       }
-      if (const auto [it, first] = first_line.emplace(entry.key, entry.line); !first) {
+      if (const auto [it, first] =
+              first_line.emplace(std::pair(entry.source, entry.key), entry.line);
+          !first) {
         error(entry.key + " is set twice in " + section + " (first at line " +
               std::to_string(it->second) + "); keep one");
         continue;
@@ -366,7 +404,7 @@ class ReportBuilder {
         failed.insert(entry.key);
         continue;
       }
-      config.origins[entry.key] = KeyOrigin{entry.line, false};
+      config.origins[entry.key] = KeyOrigin{entry.line, false, entry.source};
     }
   }
 
@@ -378,11 +416,12 @@ class ReportBuilder {
     return std::string(key) + " = " + std::string(value) + (inherited ? " (set in [global])" : "");
   }
 
-  // A line to point at for a check between keys: the first key's line, or
-  // the section header when both are defaults.
-  static int line_for(const DeviceConfig& config, std::string_view key) {
-    const int line = config.line_of(key);
-    return line ? line : config.line;
+  // Where to point for a check between keys: the first key's line, or the
+  // section header when both are defaults.
+  static Place place_for(const DeviceConfig& config, std::string_view key) {
+    const auto it = config.origins.find(key);
+    if (it == config.origins.end()) return {config.source, config.line};
+    return {it->second.source, it->second.line};
   }
 
   void check_consistency(const DeviceConfig& config, const std::set<std::string>& failed,
@@ -392,8 +431,7 @@ class ReportBuilder {
                           [&](const char* key) { return failed.count(key); });
     };
     const auto error = [&](std::string_view key, const std::string& text) {
-      const int line = line_for(config, key);
-      errors.push_back({line, at(line) + device_label(config.name) + ": " + text});
+      errors.push_back(error_at(place_for(config, key), device_label(config.name) + ": " + text));
     };
     if (!config.attach && config.listen.empty() && usable({"attach", "listen"})) {
       error("attach", setting(config, "attach", "no") +
@@ -422,30 +460,34 @@ class ReportBuilder {
     if (!config.listen.empty() && !failed.count("listen")) {
       const auto [it, first] = listeners.emplace(config.listen, &config);
       if (!first) {
-        const int line = config.line_of("listen");
-        errors.push_back({line, at(line) + "listen = " + quoted(config.listen) +
-                                    " is also the socket of " + device_label(it->second->name) +
-                                    " (line " + std::to_string(it->second->line_of("listen")) +
-                                    "); give each device its own socket"});
+        const Place place = place_for(config, "listen");
+        errors.push_back(
+            error_at(place, "listen = " + quoted(config.listen) + " is also the socket of " +
+                                device_label(it->second->name) + " (" +
+                                refer_to(place_for(*it->second, "listen"), place.source) +
+                                "); give each device its own socket"));
       }
     }
     if (config.nbd_index && !failed.count("nbd_index")) {
       const auto [it, first] = nbd_indexes.emplace(*config.nbd_index, &config);
       if (!first) {
-        const int line = config.line_of("nbd_index");
-        errors.push_back({line, at(line) + "nbd_index = " + std::to_string(*config.nbd_index) +
-                                    " is also used by " + device_label(it->second->name) +
-                                    " (line " + std::to_string(it->second->line_of("nbd_index")) +
-                                    "); pick another or use auto"});
+        const Place place = place_for(config, "nbd_index");
+        errors.push_back(
+            error_at(place, "nbd_index = " + std::to_string(*config.nbd_index) +
+                                " is also used by " + device_label(it->second->name) + " (" +
+                                refer_to(place_for(*it->second, "nbd_index"), place.source) +
+                                "); pick another or use auto"));
       }
     }
   }
 
-  std::string path_;
-  DeviceConfig base_;  // built-in defaults, then [global]
+  std::vector<std::string> paths_;  // the files, in the order they apply
+  int source_ = 0;                  // the file being read
+  DeviceConfig base_;               // built-in defaults, then [global]
   Scope scope_ = Scope::none;
-  size_t device_ = 0;  // with Scope::device
-  int global_line_ = 0;
+  size_t device_ = 0;                         // with Scope::device
+  int global_line_ = 0;                       // in this file
+  std::map<std::string, int> sections_here_;  // device sections of this file: their line
   std::vector<Entry> global_entries_;
   std::vector<DeviceDraft> devices_;
   std::vector<ConfigError> file_errors_;
@@ -514,7 +556,7 @@ std::vector<ConfigError> ConfigReport::all_errors() const {
   std::vector<ConfigError> errors = file_errors;
   for (const auto& device : devices)
     errors.insert(errors.end(), device.errors.begin(), device.errors.end());
-  sort_by_line(errors);
+  sort_by_place(errors);
   return errors;
 }
 
@@ -527,17 +569,24 @@ const DeviceResult* ConfigReport::find(std::string_view name) const {
 std::vector<ConfigError> ConfigReport::errors_for(const DeviceResult& device) const {
   std::vector<ConfigError> errors = file_errors;
   errors.insert(errors.end(), device.errors.begin(), device.errors.end());
-  sort_by_line(errors);
+  sort_by_place(errors);
   return errors;
+}
+
+ConfigReport parse_config_texts(const std::vector<ConfigText>& texts, const ParseOptions& options) {
+  return ReportBuilder(options).build(texts);
 }
 
 ConfigReport parse_config_report(std::string_view text, std::string_view path,
                                  const ParseOptions& options) {
-  return ReportBuilder(path, options).build(scan_ini(text));
+  return parse_config_texts({{std::string(path), std::string(text)}}, options);
 }
 
 Config parse_config(std::string_view text, std::string_view path, const ParseOptions& options) {
-  ConfigReport report = parse_config_report(text, path, options);
+  return valid_config(parse_config_report(text, path, options));
+}
+
+Config valid_config(ConfigReport report) {
   if (const auto errors = report.all_errors(); !errors.empty())
     throw_config_error(errors.front().message);
   Config config{report.path, {}};

@@ -3,6 +3,16 @@
 // /etc/vramswap.conf: a [global] section of defaults and one [device.NAME]
 // section per daemon instance (vramswap@NAME.service). See vramswap.conf(5).
 //
+// Fragments: after the main file come the *.conf files of its drop-in
+// directories, sorted by file name, as systemd's own tools read theirs. For
+// /etc/vramswap.conf those are /etc/vramswap.conf.d, /run/vramswap.conf.d and
+// /usr/lib/vramswap.conf.d, where a name in an earlier directory hides the
+// same name in a later one; for ROOT/etc/vramswap.conf the same under ROOT
+// (a system image; tests); for any other FILE (--config) FILE.d alone. A
+// section may appear in several files: its keys add up, and a key set again
+// in a later file overrides the earlier value. Within one file a repeated key
+// or section stays an error.
+//
 // Two ways in:
 //  - parse_config_report()/load_config_report() never fail on content: they
 //    return every error, and per device whether it is usable, so that the
@@ -64,11 +74,13 @@ DeviceConfig default_device_config(const ParseOptions& options = {});
 struct ConfigError {
   int line = 0;  // 0: not about one line (the file as a whole)
   std::string message;
+  int source = 0;  // the file: an index into ConfigReport::files
 };
 
 struct DeviceResult {
   std::string name;
-  int line = 0;  // line of its (first) [device.NAME] header
+  int line = 0;    // line of its (first) [device.NAME] header
+  int source = 0;  // and its file, an index into ConfigReport::files
   // Present when neither this device's section nor the file as a whole has
   // an error: the device can be started as configured.
   std::optional<DeviceConfig> config;
@@ -78,15 +90,18 @@ struct DeviceResult {
 };
 
 struct ConfigReport {
-  std::string path;
-  std::vector<ConfigError> file_errors;  // break every device, in line order
-  std::vector<DeviceResult> devices;     // in file order
+  std::string path;                      // the main file
+  std::vector<std::string> files;        // every file read, in the order applied
+  std::vector<ConfigError> file_errors;  // break every device, in file and line order
+  std::vector<DeviceResult> devices;     // in order of their first header
   // What a device that sets nothing itself gets: built-in defaults with the
   // valid keys of [global] applied (`vramswap probe` sizes GPUs with it).
   DeviceConfig defaults;
 
   bool ok() const;
-  // Every error, file-wide and per device, in line order.
+  // The file a KeyOrigin, DeviceConfig or ConfigError names.
+  const std::string& file(int source) const { return files.at(size_t(source)); }
+  // Every error, file-wide and per device, in file and line order.
   std::vector<ConfigError> all_errors() const;
   const DeviceResult* find(std::string_view name) const;
   // What stops this device: the file-wide errors, then its own, in line order.
@@ -98,17 +113,40 @@ struct Config {
   std::vector<DeviceConfig> devices;  // in file order
 };
 
-// `path` only names the file in messages. Never throws for content.
+// One file's text; `path` only names it in messages.
+struct ConfigText {
+  std::string path;
+  std::string text;
+};
+
+// The main file's text, then the fragments', in the order they apply. Never
+// throws for content.
+ConfigReport parse_config_texts(const std::vector<ConfigText>& texts,
+                                const ParseOptions& options = {});
+// A single file.
 ConfigReport parse_config_report(std::string_view text, std::string_view path,
                                  const ParseOptions& options = {});
 
 // Throws StartupError(exit_code::config) with the first error in the file.
 Config parse_config(std::string_view text, std::string_view path, const ParseOptions& options = {});
+// The devices of `report`, or StartupError(exit_code::config) with its first error.
+Config valid_config(ConfigReport report);
+
+// The fragments of the configuration `path`, in the order they apply (see
+// above): *.conf files, none whose name starts with '.', none masked (a link
+// to /dev/null). Missing directories are no error; an unreadable one is a
+// StartupError naming it.
+std::vector<std::string> config_fragments(const std::string& path);
 
 // Reads the file: missing, unreadable, not a regular file or absurdly large
 // are StartupErrors that say what to do. Content errors as above.
 std::string read_config_file(const std::string& path);
+// The main file and its fragments. A missing main file is an error only when
+// there are no fragments either.
 ConfigReport load_config_report(const std::string& path, const ParseOptions& options = {});
+// The same, after checking that only root can change any of the files
+// (check_config_file_trusted): what the daemon and the generator act on.
+ConfigReport load_trusted_config_report(const std::string& path, const ParseOptions& options = {});
 Config load_config(const std::string& path, const ParseOptions& options = {});
 
 // The device named `instance`; a missing one is a StartupError listing the
@@ -121,8 +159,7 @@ const DeviceConfig& find_device(const Config& config, std::string_view instance)
 // stop this one.
 DeviceConfig select_device(const ConfigReport& report, std::string_view instance);
 
-// The daemon's way in: checks that only root can change the file
-// (check_config_file_trusted), reads it and selects `instance`.
+// The daemon's way in: load_trusted_config_report(), then select `instance`.
 DeviceConfig load_device_config(const std::string& path, std::string_view instance,
                                 const ParseOptions& options = {});
 

@@ -1,9 +1,14 @@
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "common/byte_size.hpp"
 #include "common/exit_codes.hpp"
@@ -20,7 +25,56 @@ namespace {
 // image, /dev/zero) from being read into memory.
 constexpr off_t max_config_file_size = 1 << 20;
 
+// Where fragments of `path` live, the directory whose name wins first: for
+// the default file the three systemd's own tools use (the admin's /etc, the
+// runtime's /run, the packages' /usr/lib), for any other FILE.d alone.
+std::vector<std::string> drop_in_directories(const std::string& path) {
+  const std::string_view standard = default_config_path;
+  if (!std::string_view(path).ends_with(standard)) return {path + ".d"};
+  const std::string root = path.substr(0, path.size() - standard.size());
+  std::vector<std::string> directories;
+  for (const char* base : {"/etc/", "/run/", "/usr/lib/"})
+    directories.push_back(root + base + "vramswap.conf.d");
+  return directories;
+}
+
+bool is_fragment_name(const char* name) {
+  const size_t length = std::strlen(name);
+  return name[0] != '.' && length > 5 && std::strcmp(name + length - 5, ".conf") == 0;
+}
+
+// A link to /dev/null hides a fragment of the same name in a later
+// directory and adds nothing itself, as in systemd.
+bool is_masked(const std::string& path) {
+  char target[PATH_MAX];
+  return ::realpath(path.c_str(), target) && std::strcmp(target, "/dev/null") == 0;
+}
+
 }  // namespace
+
+std::vector<std::string> config_fragments(const std::string& path) {
+  std::map<std::string, std::string> by_name;  // sorted by file name, as systemd sorts
+  for (const std::string& directory : drop_in_directories(path)) {
+    DIR* listing = ::opendir(directory.c_str());
+    if (!listing) {
+      if (errno == ENOENT || errno == ENOTDIR) continue;
+      throw StartupError(exit_code::config,
+                         directory + ": cannot read the directory: " + std::strerror(errno) +
+                             "; fix its permissions or remove it");
+    }
+    while (const dirent* entry = ::readdir(listing)) {
+      // emplace keeps the first: an earlier directory hides a later one's file.
+      if (is_fragment_name(entry->d_name))
+        by_name.emplace(entry->d_name, directory + "/" + entry->d_name);
+    }
+    ::closedir(listing);
+  }
+  std::vector<std::string> fragments;
+  for (const auto& [name, fragment] : by_name) {
+    if (!is_masked(fragment)) fragments.push_back(fragment);
+  }
+  return fragments;
+}
 
 void throw_cannot_open(const std::string& path, int error) {
   switch (error) {
@@ -76,18 +130,49 @@ std::string read_config_file(const std::string& path) {
   }
 }
 
+namespace {
+
+// The files of the configuration `path` in the order they apply: the main
+// file (left out when it is missing but fragments are there, so a package's
+// fragment alone can configure a device) and its fragments.
+std::vector<std::string> config_files(const std::string& path) {
+  std::vector<std::string> files = config_fragments(path);
+  struct stat status {};
+  if (files.empty() || ::stat(path.c_str(), &status) == 0 || errno != ENOENT)
+    files.insert(files.begin(), path);
+  return files;
+}
+
+ConfigReport read_and_parse(const std::string& path, const std::vector<std::string>& files,
+                            const ParseOptions& options) {
+  std::vector<ConfigText> texts;
+  for (const std::string& file : files)
+    texts.push_back({file, read_config_file(file)});
+  ConfigReport report = parse_config_texts(texts, options);
+  report.path = path;  // named in messages even when only fragments exist
+  return report;
+}
+
+}  // namespace
+
 ConfigReport load_config_report(const std::string& path, const ParseOptions& options) {
-  return parse_config_report(read_config_file(path), path, options);
+  return read_and_parse(path, config_files(path), options);
+}
+
+ConfigReport load_trusted_config_report(const std::string& path, const ParseOptions& options) {
+  const std::vector<std::string> files = config_files(path);
+  for (const std::string& file : files)
+    check_config_file_trusted(file);
+  return read_and_parse(path, files, options);
 }
 
 Config load_config(const std::string& path, const ParseOptions& options) {
-  return parse_config(read_config_file(path), path, options);
+  return valid_config(load_config_report(path, options));
 }
 
 DeviceConfig load_device_config(const std::string& path, std::string_view instance,
                                 const ParseOptions& options) {
-  check_config_file_trusted(path);
-  return select_device(load_config_report(path, options), instance);
+  return select_device(load_trusted_config_report(path, options), instance);
 }
 
 }  // namespace vramswap::config

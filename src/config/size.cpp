@@ -34,9 +34,28 @@ std::string describe_size(const SizeSpec& size) {
   return "auto";
 }
 
-uint64_t choose_swap_size(const DeviceConfig& device, uint64_t free_vram) {
-  const uint64_t bytes = resolve_size(device.size, device.reserve, free_vram);
-  if (bytes > 0 && bytes >= device.min_size) return bytes;
+SwapSize choose_swap_size(const DeviceConfig& device, uint64_t free_vram, uint64_t total_vram) {
+  const std::string section = "[device." + device.name + "]";
+  if (device.size.kind == SizeKind::bytes && device.size.bytes > total_vram) {
+    throw StartupError(exit_code::config,
+                       section + ": size = " + format_byte_size(device.size.bytes) +
+                           " is more than the GPU's total memory, " + format_byte_size(total_vram) +
+                           "; lower size, or use size = auto or a percentage");
+  }
+  uint64_t bytes = resolve_size(device.size, device.reserve, free_vram);
+  std::string lowered;
+  // Whatever the size, `reserve` stays free for other programs: a size
+  // above free VRAM minus the reserve takes what is left above it, and
+  // says so, rather than backing off into the reserve.
+  const uint64_t room = resolve_size(SizeSpec{}, device.reserve, free_vram);
+  if (device.size.kind != SizeKind::automatic && bytes > room) {
+    lowered = section + ": size = " + describe_size(device.size) + " is more than the " +
+              format_byte_size(free_vram) +
+              " of free VRAM minus reserve = " + format_byte_size(device.reserve) + ": taking " +
+              format_byte_size(room) + "; lower size, or reserve to leave less to other programs";
+    bytes = room;
+  }
+  if (bytes > 0 && bytes >= device.min_size) return {bytes, lowered};
 
   std::string how = "[device." + device.name + "]: size = " + describe_size(device.size);
   switch (device.size.kind) {
@@ -45,11 +64,16 @@ uint64_t choose_swap_size(const DeviceConfig& device, uint64_t free_vram) {
              " minus reserve = " + format_byte_size(device.reserve) + ")";
       break;
     case SizeKind::percent_of_free:
-      how +=
-          " gives " + format_byte_size(bytes) + " of " + format_byte_size(free_vram) + " free VRAM";
+      how += " gives " + format_byte_size(bytes) + " of " + format_byte_size(free_vram) +
+             " free VRAM" +
+             (bytes == room ? " minus reserve = " + format_byte_size(device.reserve) : "");
       break;
     case SizeKind::bytes:
-      how += " gives " + format_byte_size(bytes) + " in whole 2 MiB";
+      how += " gives " + format_byte_size(bytes) +
+             (bytes == room && bytes < device.size.bytes - device.size.bytes % swap_size_alignment
+                  ? " (free VRAM " + format_byte_size(free_vram) +
+                        " minus reserve = " + format_byte_size(device.reserve) + ")"
+                  : " in whole 2 MiB");
       break;
   }
   const std::string fix = device.size.kind == SizeKind::automatic

@@ -22,9 +22,18 @@ uint64_t resolve_size(const SizeSpec& size, uint64_t reserve, uint64_t free_vram
 // "auto", "50%", "16.0 GiB": the setting as written, for messages.
 std::string describe_size(const SizeSpec& size);
 
-// resolve_size() for `device`, refusing with StartupError(exit_code::unavailable)
-// when the result is nothing or below the device's min_size: the message says
-// how the size came about and what to change.
-uint64_t choose_swap_size(const DeviceConfig& device, uint64_t free_vram);
+// resolve_size() for `device` on a GPU with `free_vram` of `total_vram`:
+//  - a fixed size above the GPU's total memory is StartupError(config)
+//    naming the total;
+//  - a fixed or percentage size above free VRAM minus `reserve` is lowered
+//    to that (`lowered` says so, naming the cause): the reserve is always
+//    left, never backed off into;
+//  - a result of nothing or below min_size is StartupError(unavailable)
+//    saying how the size came about and what to change.
+struct SwapSize {
+  uint64_t bytes = 0;
+  std::string lowered;  // why `bytes` is less than the size asked for; empty if it is not
+};
+SwapSize choose_swap_size(const DeviceConfig& device, uint64_t free_vram, uint64_t total_vram);
 
 }  // namespace vramswap::config

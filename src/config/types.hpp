@@ -68,6 +68,7 @@ struct GpuSelector {
 struct KeyOrigin {
   int line = 0;            // line in the file
   bool inherited = false;  // set in [global], not in the device's own section
+  int source = 0;          // the file: an index into the report's `files` (0: the main file)
   bool operator==(const KeyOrigin&) const = default;
 };
 
@@ -75,7 +76,8 @@ struct KeyOrigin {
 // defaults already applied.
 struct DeviceConfig {
   std::string name;  // NAME of [device.NAME] and of vramswap@NAME
-  int line = 0;      // line of the [device.NAME] header
+  int line = 0;      // line of the (first) [device.NAME] header
+  int source = 0;    // its file: an index into the report's `files` (0: the main file)
 
   GpuSelector gpu;
   SizeSpec size;

@@ -25,10 +25,11 @@
 #include "daemon/status_line.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
-#include "kernel/notify.hpp"
 #include "kernel/swaps.hpp"
 #include "status/instance_status.hpp"
 #include "store/vram_store.hpp"
+#include "systemd/notify.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
 namespace {
@@ -49,12 +50,12 @@ config::DeviceConfig load_device(const CommandLine& command_line) {
     const config::ConfigReport report = config::load_config_report(command_line.config_path);
     if (report.devices.size() != 1) {
       std::string names;
-      for (const auto& d : report.devices) names += (names.empty() ? "" : ", ") + d.name;
-      throw StartupError(exit_code::usage,
-                         command_line.config_path + " configures " +
-                             std::to_string(report.devices.size()) +
-                             " devices (" + (names.empty() ? "none" : names) +
-                             "); name one with --instance NAME");
+      for (const auto& d : report.devices)
+        names += (names.empty() ? "" : ", ") + d.name;
+      throw StartupError(exit_code::usage, command_line.config_path + " configures " +
+                                               std::to_string(report.devices.size()) +
+                                               " devices (" + (names.empty() ? "none" : names) +
+                                               "); name one with --instance NAME");
     }
     instance = report.devices.front().name;
   }
@@ -71,6 +72,9 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
   options.engine.workers = device.connections;
   options.engine.copy_kernel = device.copy_kernel;
   options.engine.busy_poll_us = device.busy_poll_us;
+  options.engine.busy_poll_mode = device.origins.contains("busy_poll")
+                                      ? engine::BusyPollMode::fixed
+                                      : engine::BusyPollMode::adaptive;
   options.engine.verify = device.verify;
   // Every worker serves the kernel's swap I/O: mark each as an I/O flusher.
   options.on_thread_start = [] { become_io_flusher(); };
@@ -90,7 +94,9 @@ int run(const CommandLine& command_line) {
   const cuda::DeviceInfo& gpu = cuda::select_device(gpus, device.gpu.text);
   cuda::Context context(driver, gpu.index);
   const cuda::MemoryInfo memory = context.memory_info();
-  const uint64_t wanted = config::choose_swap_size(device, memory.free_bytes);
+  const config::SwapSize wanted =
+      config::choose_swap_size(device, memory.free_bytes, memory.total_bytes);
+  if (!wanted.lowered.empty()) log_warning("%s", wanted.lowered.c_str());
 
   // Lock the daemon in RAM now, with the driver loaded and before anything
   // large is mapped: MCL_FUTURE then covers every later allocation of the
@@ -100,7 +106,7 @@ int run(const CommandLine& command_line) {
   lock_memory();
   protect_from_oom();
   VramStore store(context);
-  store.allocate(wanted, device.min_size);
+  store.allocate(wanted.bytes, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
   log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
            gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
@@ -127,7 +133,7 @@ int run(const CommandLine& command_line) {
   published.listen = device.listen;
   if (kernel) {
     published.device = kernel->path();
-    published.link = "/dev/vramswap/" + device.name;
+    published.link = systemd::device_link(device.name);
   }
   auto publish = [&](const std::string& stopping) {
     status::InstanceStatus& s = published;
@@ -172,7 +178,7 @@ int run(const CommandLine& command_line) {
     return s.status_line;
   };
   const std::string ready_line = publish({});
-  notify::ready(ready_line);
+  systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
 
   bool stopping = false;
@@ -192,14 +198,15 @@ int run(const CommandLine& command_line) {
       case SignalEvent::stop:
         if (!stopping) {
           stopping = true;
-          notify::stopping();
+          systemd::notify::stopping();
           log_info("stop requested");
         }
         break;
       case SignalEvent::reload:
         log_info("SIGHUP ignored: restart the service to apply a changed configuration");
         break;
-      case SignalEvent::none: break;
+      case SignalEvent::none:
+        break;
     }
     if (kernel && !stopping && server.live_kernel_connections() < device.connections &&
         steady_clock::now() >= next_restore) {
@@ -209,10 +216,11 @@ int run(const CommandLine& command_line) {
       const unsigned live = server.live_kernel_connections();
       try {
         const unsigned restored = kernel->restore_connections(server);
-        log_warning("the kernel dropped %u of the %u connections of %s (a request took longer "
-                    "than %u s); gave it new ones",
-                    restored, device.connections, kernel->path().c_str(),
-                    config::effective_timeout_s(device));
+        log_warning(
+            "the kernel dropped %u of the %u connections of %s (a request took longer "
+            "than %u s); gave it new ones",
+            restored, device.connections, kernel->path().c_str(),
+            config::effective_timeout_s(device));
       } catch (const StartupError& e) {
         log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
                   kernel->path().c_str(), live, device.connections, e.what());
@@ -221,9 +229,10 @@ int run(const CommandLine& command_line) {
     }
     if (kernel && server.live_kernel_connections() == 0) {
       // Disconnected by someone else: there is nothing left to serve.
-      log_error("the kernel closed every connection of %s (was it disconnected by another "
-                "program?); anything swapped to it is lost",
-                kernel->path().c_str());
+      log_error(
+          "the kernel closed every connection of %s (was it disconnected by another "
+          "program?); anything swapped to it is lost",
+          kernel->path().c_str());
       publish("the kernel dropped the device");
       server.stop();
       return 1;
@@ -247,10 +256,10 @@ int run(const CommandLine& command_line) {
         log_notice("%s before releasing the VRAM", waiting_for.c_str());
       }
     }
-    notify::status(publish(stopping ? waiting_for : std::string()));
+    systemd::notify::status(publish(stopping ? waiting_for : std::string()));
   }
 
-  notify::status(publish("releasing the device"));
+  systemd::notify::status(publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
     const auto deadline = steady_clock::now() + kKernelCloseWait;

@@ -29,6 +29,12 @@ inline constexpr size_t kMinReadChunk = 256 * KiB;
 // would otherwise hold connection slots forever.
 inline constexpr int kHandshakeTimeoutSeconds = 30;
 
+// How `busy_poll` was configured (see BusyPollPolicy).
+enum class BusyPollMode : uint8_t {
+  adaptive,  // not set: spin only where it pays
+  fixed,     // set explicitly: spin that long after every round with work; 0: never
+};
+
 // Sizes a deployment chooses (config and defaults live in the daemon).
 struct EngineOptions {
   unsigned workers = 1;
@@ -37,7 +43,8 @@ struct EngineOptions {
   unsigned max_clients = 256;       // userspace (listen socket) connections at once
   bool copy_kernel = true;          // batch small copies into one kernel launch per round
   unsigned busy_poll_us = 0;        // after a round with work, poll this long before sleeping
-  bool verify = false;              // checksum every 4 KiB block (BlockChecksums)
+  BusyPollMode busy_poll_mode = BusyPollMode::fixed;  // adaptive: BusyPollPolicy decides
+  bool verify = false;                                // checksum every 4 KiB block (BlockChecksums)
 };
 
 }  // namespace vramswap::engine

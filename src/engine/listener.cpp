@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <string>
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
@@ -32,7 +34,9 @@ Listener::~Listener() {
   if (socket_) unlink(path_.c_str());
 }
 
-void Listener::start() { thread_ = std::thread([this] { run(); }); }
+void Listener::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void Listener::stop_and_join() {
   if (!thread_.joinable()) return;
@@ -43,13 +47,15 @@ void Listener::stop_and_join() {
 }
 
 void Listener::run() noexcept {
-  pollfd fds[3] = {{socket_.get(), POLLIN, 0},
-                   {pool_.released_fd(), POLLIN, 0},
-                   {stop_.get(), POLLIN, 0}};
+  pollfd fds[3] = {
+      {socket_.get(), POLLIN, 0}, {pool_.released_fd(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+  // While every client slot is taken, later clients wait in the backlog. The
+  // socket is still watched until one is seen waiting (to say so), then not
+  // until a slot is released: the listener never spins on a waiting client.
+  bool waiting_seen = false;
   for (;;) {
-    // Only watch for clients while a slot is free; otherwise they queue in
-    // the backlog and a released slot wakes us.
-    fds[0].events = pool_.in_use() < pool_.slots() ? POLLIN : 0;
+    const bool slot_free = pool_.client_slot_free();
+    fds[0].events = slot_free || !waiting_seen ? POLLIN : 0;
     if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       log_error("listener: poll failed: %s", std::strerror(errno));
@@ -60,15 +66,34 @@ void Listener::run() noexcept {
       uint64_t counter = 0;
       ssize_t ignored = ::read(pool_.released_fd(), &counter, sizeof counter);
       (void)ignored;
+      waiting_seen = false;
     }
-    if (fds[0].revents) accept_all();
+    if (!fds[0].revents) continue;
+    if (pool_.client_slot_free()) {
+      accept_all();
+    } else if (!waiting_seen) {
+      waiting_seen = true;
+      note_client_waiting();
+    }
   }
+}
+
+void Listener::note_client_waiting() noexcept {
+  static LogRateLimit waits(std::chrono::minutes(1));
+  uint64_t suppressed = 0;
+  if (!waits.allow(suppressed)) return;
+  log_warning(
+      "listener: all %zu client connection slots are in use; new clients wait in the listen "
+      "backlog until a client disconnects (the kernel's connections have their own slots)%s",
+      pool_.client_slots(),
+      suppressed ? (" (" + std::to_string(suppressed) + " more times since the last line)").c_str()
+                 : "");
 }
 
 void Listener::accept_all() noexcept {
   static LogRateLimit accept_errors;
   for (;;) {
-    Connection* slot = pool_.acquire();
+    Connection* slot = pool_.acquire(Origin::client);
     if (!slot) return;
     const int fd = accept4(socket_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -86,7 +111,6 @@ void Listener::accept_all() noexcept {
     }
     enlarge_socket_buffers(fd);
     slot->fd = fd;
-    slot->origin = Origin::client;
     assign_(slot);
   }
 }

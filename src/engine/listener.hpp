@@ -10,9 +10,9 @@
 namespace vramswap::engine {
 
 // Accepts userspace clients on the listen socket and hands each to a worker.
-// When every connection slot is taken it stops accepting, so later clients
-// wait in the kernel's listen backlog instead of being refused; it resumes as
-// soon as a slot is released.
+// When every client slot is taken it stops accepting, so later clients wait
+// in the kernel's listen backlog instead of being refused (said once, rate-
+// limited, in the log); it resumes as soon as a client slot is released.
 class Listener {
  public:
   Listener(UniqueFd socket, std::string path, ConnectionPool& pool,
@@ -28,6 +28,7 @@ class Listener {
  private:
   void run() noexcept;
   void accept_all() noexcept;
+  void note_client_waiting() noexcept;
 
   UniqueFd socket_;
   std::string path_;

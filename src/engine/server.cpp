@@ -10,6 +10,7 @@
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
+#include "engine/descriptor_budget.hpp"
 #include "engine/socket_buffers.hpp"
 #include "engine/unix_socket.hpp"
 #include "nbd/protocol.hpp"
@@ -51,8 +52,8 @@ std::unique_ptr<BlockChecksums> checksums_for_zeroed(VramStore& store) {
 
 Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     : options_(std::move(options)),
-      pool_(options_.kernel_connections +
-            (options_.listen_path.empty() ? 0 : options_.engine.max_clients)),
+      pool_(options_.kernel_connections,
+            options_.listen_path.empty() ? 0 : options_.engine.max_clients),
       kernel_closed_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (!kernel_closed_) {
     throw StartupError(exit_code::os_error,
@@ -98,12 +99,31 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
   log_info("%u I/O workers with %s of pinned staging; small copies %s; busy poll %s",
            engine.workers, format_byte_size(staging).c_str(),
            kernel_ ? "batched into one copy-kernel launch per round" : "by DMA, one call each",
-           engine.busy_poll_us ? (std::to_string(engine.busy_poll_us) + " us").c_str() : "off");
+           engine.busy_poll_us == 0 ? "off"
+           : engine.busy_poll_mode == BusyPollMode::adaptive
+               ? ("adaptive, up to " + std::to_string(engine.busy_poll_us) + " us").c_str()
+               : (std::to_string(engine.busy_poll_us) + " us after every round").c_str());
   if (!options_.listen_path.empty()) {
     listener_ = std::make_unique<Listener>(
         open_unix_listener(options_.listen_path, options_.socket_group), options_.listen_path,
         pool_, [this](Connection* c) { least_busy_worker().adopt(c); });
+    limit_clients_to_descriptors();
   }
+}
+
+// Everything but the clients' sockets is open by now: what the descriptor
+// limit leaves, less the daemon's reserve and the kernel's replacement socket
+// pairs (two descriptors each while they are handed over), is the clients'.
+void Server::limit_clients_to_descriptors() {
+  const size_t wanted = pool_.client_slots();
+  const size_t reserve = kDaemonDescriptorReserve + 2 * size_t{options_.kernel_connections};
+  const size_t allowed = clients_within_descriptor_limit(wanted, reserve);
+  if (allowed >= wanted) return;
+  pool_.limit_client_slots(allowed);
+  log_warning(
+      "the file descriptor limit (RLIMIT_NOFILE) leaves room for %zu of the %zu listen "
+      "clients; later ones wait for a free slot (raise LimitNOFILE= to serve more)",
+      allowed, wanted);
 }
 
 Server::~Server() {
@@ -143,10 +163,9 @@ std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
       throw StartupError(exit_code::os_error,
                          std::string("cannot make a socket non-blocking: ") + std::strerror(errno));
     }
-    Connection* slot = pool_.acquire();
+    Connection* slot = pool_.acquire(Origin::kernel);
     if (!slot) throw StartupError(exit_code::software, "no connection slot left for the kernel");
     slot->fd = ours.release();
-    slot->origin = Origin::kernel;
     live_kernel_connections_.fetch_add(1, std::memory_order_relaxed);
     // Spread the kernel's connections over the workers, one each while they last.
     least_busy_worker().adopt(slot);

@@ -23,7 +23,7 @@ struct ServerOptions {
   std::string export_description;   // shown by NBD clients (e.g. the GPU's name)
   std::string listen_path;          // empty: no userspace socket
   std::string socket_group;         // empty: socket mode 0600
-  unsigned kernel_connections = 0;  // socket pairs reserved for the kernel nbd device
+  unsigned kernel_connections = 0;  // slots reserved for the kernel nbd device's sockets
   EngineOptions engine{};
   std::function<void()> on_thread_start;
 };
@@ -60,6 +60,7 @@ class Server {
 
  private:
   Worker& least_busy_worker() noexcept;
+  void limit_clients_to_descriptors();
 
   ServerOptions options_;
   std::unique_ptr<CopyKernel> kernel_;

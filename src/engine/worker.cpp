@@ -56,7 +56,8 @@ Worker::Worker(unsigned index, const ServingContext& context)
                 rx_buffer_.size() - rx_buffer_.size() / 2),
       tx_(tx_buffer_.data(), tx_buffer_.size()),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
-      wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+      wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      busy_poll_(context.options.busy_poll_mode, context.options.busy_poll_us, machine_load_) {
   if (!epoll_ || !wake_) {
     throw StartupError(
         exit_code::os_error,
@@ -198,14 +199,13 @@ void Worker::run() noexcept {
 
   epoll_event events[kMaxEvents];
   int64_t next_expiry_check = 0;
-  int64_t last_work_ns = 0;
-  const int64_t busy_poll_ns = int64_t{context_.options.busy_poll_us} * 1000;
   size_t rotate = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     // Connections that stopped for want of arena space or reply slots are
     // served again at once; so is a worker that served requests within the
-    // busy-poll window (the next request of a burst is then picked up
-    // without a wake-up); otherwise sleep until a socket wants us.
+    // busy-poll window, if its policy says spinning pays (the next request
+    // of a burst is then picked up without a wake-up); otherwise sleep until
+    // a socket wants us.
     round_.clear();
     for (Connection* c : owned_) {
       if (c->needs_round) {
@@ -214,7 +214,7 @@ void Worker::run() noexcept {
         round_.push_back(c);
       }
     }
-    const bool polling = busy_poll_ns > 0 && monotonic_ns() - last_work_ns < busy_poll_ns;
+    const bool polling = round_.empty() && busy_poll_.spin(monotonic_ns());
     const int n =
         epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? kIdleWaitMs : 0);
     for (int i = 0; i < n; ++i) {
@@ -238,7 +238,7 @@ void Worker::run() noexcept {
       next_expiry_check = now + 1'000'000'000;
     }
     if (round_.empty()) continue;
-    last_work_ns = now;
+    busy_poll_.work_found(now);
 
     // Take turns at the head of the round, so that one busy connection cannot
     // always be first to the arenas.

@@ -9,6 +9,7 @@
 
 #include "common/unique_fd.hpp"
 #include "cuda/error.hpp"
+#include "engine/busy_poll_policy.hpp"
 #include "engine/connection.hpp"
 #include "engine/connection_pool.hpp"
 #include "engine/health.hpp"
@@ -130,6 +131,8 @@ class Worker {
 
   WorkerStats stats_;
   std::atomic<unsigned> connections_{0};
+  SystemLoad machine_load_;
+  BusyPollPolicy busy_poll_;  // whether to poll again at once when a round found nothing
 };
 
 }  // namespace vramswap::engine

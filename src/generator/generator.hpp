@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/log.hpp"
 #include "generator/units.hpp"
@@ -16,7 +17,15 @@ struct Invocation {
   std::string config_path;  // /etc/vramswap.conf, or $VRAMSWAP_CONFIG
   std::string template_unit;
   bool in_initrd = false;  // $SYSTEMD_IN_INITRD=1: nothing to do there
+  // Where running daemons keep NAME.json (/run/vramswap, or
+  // $VRAMSWAP_RUNTIME_DIR): their devices keep a stop path whatever the
+  // configuration says now.
+  std::string runtime_dir;
 };
+
+// The device names with a status file in `runtime_dir`, sorted; none when
+// the directory is missing or unreadable.
+std::vector<std::string> running_devices(const std::string& runtime_dir);
 
 // The exit status. 0 also when the configuration is broken or missing: the
 // reason is logged, the boot goes on without the broken devices, and a

@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   invocation.template_unit = VRAMSWAP_TEMPLATE_UNIT;
   const char* initrd = environment("SYSTEMD_IN_INITRD");
   invocation.in_initrd = initrd && std::strcmp(initrd, "1") == 0;
+  const char* runtime_dir = environment("VRAMSWAP_RUNTIME_DIR");
+  invocation.runtime_dir = runtime_dir ? runtime_dir : "/run/vramswap";
 
   generator::GeneratorLog log = generator::GeneratorLog::open_default();
   try {

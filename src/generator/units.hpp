@@ -15,7 +15,13 @@
 //    before the daemon stops), and preceded by vramswap-mkswap@NAME.service,
 //    which writes a fresh swap signature each time the device appears;
 //  - with swap = yes the daemon runs swapon itself, with attach = no there is
-//    no kernel device: the service alone.
+//    no kernel device: the service alone;
+//  - a device whose section has errors (or the file has), and a device whose
+//    daemon runs (its status file is in the runtime directory) although no
+//    section names it any more, gets a stop-only dev-vramswap-NAME.swap:
+//    nothing starts it, but a swap already on is turned off before its
+//    daemon stops, so that a typo and a daemon-reload never leave a running
+//    device without a stop path (vramswap-generator(8)).
 
 #include <string>
 #include <vector>
@@ -55,19 +61,27 @@ struct DevicePlan {
 };
 
 struct Plan {
-  std::vector<DevicePlan> devices;  // the devices set up, in file order
-  std::vector<LogLine> log;         // why the others are not
+  // The devices set up, in file order, then the stop-only units of running
+  // devices no section names.
+  std::vector<DevicePlan> devices;
+  std::vector<LogLine> log;  // why some are not set up
 };
+
+// How long a swap unit's swapoff may run (systemd time span).
+inline constexpr const char* swapoff_timeout = "10min";
 
 // At most this many configuration errors are logged per run (then a count of
 // the rest and one line on what they cost): the kernel lets a writer put ten
 // lines into /dev/kmsg in a burst and drops the rest.
 inline constexpr size_t max_logged_errors = 6;
 
-Plan plan_units(const config::ConfigReport& report, const Settings& settings);
+// `running`: device names whose daemon runs now (from their status files).
+Plan plan_units(const config::ConfigReport& report, const Settings& settings,
+                const std::vector<std::string>& running = {});
 
 // The plan for a configuration that cannot be read at all (`why` is the
-// one-line StartupError message): nothing set up, one line logged.
-Plan plan_unreadable(const std::string& why);
+// one-line StartupError message): nothing set up but the stop path of the
+// `running` devices, and why logged.
+Plan plan_unreadable(const std::string& why, const std::vector<std::string>& running = {});
 
 }  // namespace vramswap::generator

@@ -10,8 +10,9 @@ namespace vramswap {
 using cuda::CUdeviceptr;
 using cuda::Status;
 
-CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t max_moves)
-    : store_(&store) {
+CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t max_moves,
+                       size_t max_parts)
+    : store_(&store), parts_(max_parts) {
   const cuda::Driver& driver = store.context().driver();
   const cuda::CUresult result = driver.cuStreamCreate(&stream_, cuda::CU_STREAM_NON_BLOCKING);
   if (result != cuda::CUDA_SUCCESS) {
@@ -27,7 +28,9 @@ CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t 
   if (kernel) moves_ = std::make_unique<MoveTable>(store.context(), *kernel, max_moves);
 }
 
-bool CopyStream::map(const PinnedBuffer& buffer) { return moves_ && moves_->map(buffer); }
+bool CopyStream::map(const PinnedBuffer& buffer) {
+  return moves_ && moves_->map(buffer);
+}
 
 CopyStream::~CopyStream() {
   destroy();
@@ -37,8 +40,8 @@ CopyStream::CopyStream(CopyStream&& other) noexcept
     : store_(std::exchange(other.store_, nullptr)),
       stream_(std::exchange(other.stream_, nullptr)),
       moves_(std::move(other.moves_)),
-      flushed_(std::exchange(other.flushed_, false)),
-      flush_status_(std::exchange(other.flush_status_, Status())) {}
+      parts_(std::move(other.parts_)),
+      round_(std::exchange(other.round_, Round{})) {}
 
 CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
   if (this != &other) {
@@ -46,8 +49,8 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
     store_ = std::exchange(other.store_, nullptr);
     stream_ = std::exchange(other.stream_, nullptr);
     moves_ = std::move(other.moves_);
-    flushed_ = std::exchange(other.flushed_, false);
-    flush_status_ = std::exchange(other.flush_status_, Status());
+    parts_ = std::move(other.parts_);
+    round_ = std::exchange(other.round_, Round{});
   }
   return *this;
 }
@@ -55,6 +58,7 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
 void CopyStream::destroy() noexcept {
   if (!stream_) return;
   (void)store_->context().bind_current_thread();
+  send_held();  // as documented: work queued before destruction completes
   (void)store_->context().driver().cuStreamDestroy(stream_);
   stream_ = nullptr;
 }
@@ -62,33 +66,151 @@ void CopyStream::destroy() noexcept {
 Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len,
                          void* tag) noexcept {
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
-  const auto* source = static_cast<const std::byte*>(pinned_src);
-  const auto copy = store_->context().driver().cuMemcpyHtoDAsync;
-  return store_->for_each_extent(
-      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        auto* host = const_cast<std::byte*>(source + done);
-        if (moves_ && moves_->add(host, device_ptr, bytes, /*to_device=*/true, tag)) {
-          return Status();
-        }
-        return Status(copy(device_ptr, host, bytes, stream_));
-      });
+  auto* source = const_cast<std::byte*>(static_cast<const std::byte*>(pinned_src));
+  return store_->for_each_extent(export_offset, len,
+                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
+                                   hold(source + done, export_offset + done, device_ptr, bytes,
+                                        /*to_device=*/true, tag);
+                                   return Status();
+                                 });
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len, void* tag) noexcept {
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   auto* destination = static_cast<std::byte*>(pinned_dst);
-  const auto copy = store_->context().driver().cuMemcpyDtoHAsync;
   return store_->for_each_extent(
       export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        if (moves_ &&
-            moves_->add(destination + done, device_ptr, bytes, /*to_device=*/false, tag)) {
-          return Status();
-        }
-        return Status(copy(destination + done, device_ptr, bytes, stream_));
+        hold(destination + done, export_offset + done, device_ptr, bytes, /*to_device=*/false, tag);
+        return Status();
       });
 }
 
+// A copy that continues the held one, in the same direction, on both sides,
+// within the same VRAM chunk (one copy never spans two allocations, even
+// adjacent ones), joins it; anything else sends the held copy on its way and
+// is held instead.
+void CopyStream::hold(std::byte* host, uint64_t export_offset, CUdeviceptr device, uint64_t bytes,
+                      bool to_device, void* tag) noexcept {
+  HeldCopy& held = round_.held;
+  if (held.bytes > 0 && held.to_device == to_device && held.host + held.bytes == host &&
+      held.device + held.bytes == device && device < held.chunk_end) {
+    held.bytes += bytes;
+    record_part(tag, host, device, bytes, to_device, /*joins_held=*/true);
+    return;
+  }
+  send_held();
+  const VramExtent extent = store_->locate(export_offset);
+  held = HeldCopy{
+      host, device, bytes, extent.device_ptr + extent.bytes, to_device, round_.part_count, false};
+  record_part(tag, host, device, bytes, to_device, /*joins_held=*/false);
+}
+
+// Bytes of the same tag that continue the held copy's last part extend it:
+// one part per tag per call.
+void CopyStream::record_part(void* tag, std::byte* host, CUdeviceptr device, uint64_t bytes,
+                             bool to_device, bool joins_held) noexcept {
+  if (joins_held && round_.part_count > round_.held.first_part &&
+      parts_[round_.part_count - 1].tag == tag) {
+    parts_[round_.part_count - 1].bytes += bytes;
+    return;
+  }
+  if (round_.part_count == parts_.size()) {
+    round_.held.unrecorded = true;
+    return;
+  }
+  parts_[round_.part_count++] = Part{tag, host, device, bytes, to_device, false, false};
+}
+
+// Queues the held copy: in the copy kernel's table when it is small enough,
+// else by DMA.
+void CopyStream::send_held() noexcept {
+  if (round_.held.bytes == 0) return;
+  const HeldCopy copy = std::exchange(round_.held, HeldCopy{});
+  if (moves_ && moves_->add(copy.host, copy.device, copy.bytes, copy.to_device)) {
+    for (size_t i = copy.first_part; i < round_.part_count; ++i)
+      parts_[i].batched = true;
+    round_.batched_unrecorded |= copy.unrecorded;
+    return;
+  }
+  const cuda::Driver& driver = store_->context().driver();
+  const Status status(copy.to_device
+                          ? driver.cuMemcpyHtoDAsync(copy.device, copy.host, copy.bytes, stream_)
+                          : driver.cuMemcpyDtoHAsync(copy.host, copy.device, copy.bytes, stream_));
+  if (!status.ok()) call_failed(status, copy.first_part, round_.part_count, copy.unrecorded);
+}
+
+// The move table goes as one launch (or one DMA copy if it holds one move).
+// Its parts are not contiguous in the round's record when DMA copies came
+// between them: gathered by their mark.
+void CopyStream::submit_moves() noexcept {
+  if (!moves_ || moves_->size() == 0) return;
+  const Status status = moves_->submit(stream_);
+  if (status.ok()) return;
+  size_t batched = 0, only = 0;
+  for (size_t i = 0; i < round_.part_count; ++i) {
+    if (parts_[i].batched) {
+      ++batched;
+      only = i;
+    }
+  }
+  if (batched == 1) {
+    call_failed(status, only, only + 1, round_.batched_unrecorded);
+    return;
+  }
+  note_failure(status);
+  if (status.sticky() || round_.batched_unrecorded) {
+    round_.all_lost = true;
+    return;
+  }
+  for (size_t i = 0; i < round_.part_count; ++i) {
+    if (parts_[i].batched) call_failed(Status(cuda::CUDA_SUCCESS), i, i + 1, false);
+  }
+}
+
+// A call that carried parts_[first_part, end_part) failed, and queued
+// nothing. A lone part is lost (the call was its own); several are redone
+// one call each, so that each fails or lands on its own. An ok `status`
+// means the call was counted already (a launch): redo or lose its parts only.
+void CopyStream::call_failed(Status status, size_t first_part, size_t end_part,
+                             bool unrecorded) noexcept {
+  if (!status.ok()) note_failure(status);
+  if (status.sticky() || unrecorded) {
+    round_.all_lost = true;
+    return;
+  }
+  if (!status.ok() && end_part - first_part > 1) {
+    for (size_t i = first_part; i < end_part; ++i)
+      call_failed(Status(cuda::CUDA_SUCCESS), i, i + 1, false);
+    return;
+  }
+  for (size_t i = first_part; i < end_part; ++i) {
+    Part& part = parts_[i];
+    if (!status.ok()) {
+      part.lost = true;  // a lone part's own call failed
+      round_.any_lost = true;
+      continue;
+    }
+    const Status redone = copy_by_dma(part);
+    if (redone.ok()) continue;
+    note_failure(redone);
+    part.lost = true;
+    round_.any_lost = true;
+    if (redone.sticky()) round_.all_lost = true;
+  }
+}
+
+void CopyStream::note_failure(Status status) noexcept {
+  if (round_.failed_calls++ == 0) round_.error = status;
+}
+
+Status CopyStream::copy_by_dma(const Part& part) const noexcept {
+  const cuda::Driver& driver = store_->context().driver();
+  return part.to_device ? driver.cuMemcpyHtoDAsync(part.device, part.host, part.bytes, stream_)
+                        : driver.cuMemcpyDtoHAsync(part.host, part.device, part.bytes, stream_);
+}
+
 Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
+  send_held();  // in order: a zero-fill after a write of the same bytes wins
   const auto memset = store_->context().driver().cuMemsetD8Async;
   return store_->for_each_extent(export_offset, len,
                                  [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t) {
@@ -97,10 +219,12 @@ Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
 }
 
 Status CopyStream::flush() noexcept {
-  if (flushed_) return flush_status_;
-  flushed_ = true;
-  flush_status_ = moves_ ? moves_->submit(stream_) : Status();
-  return flush_status_;
+  if (!round_.flushed) {
+    round_.flushed = true;
+    send_held();
+    submit_moves();
+  }
+  return round_.error;
 }
 
 bool CopyStream::busy() const noexcept {
@@ -108,39 +232,26 @@ bool CopyStream::busy() const noexcept {
 }
 
 Status CopyStream::synchronize() noexcept {
-  const Status submitted = flush();
-  // Wait even if the launch failed: copies queued by DMA must finish before
-  // their buffers are reused.
-  const Status synchronized = store_->context().driver().cuStreamSynchronize(stream_);
-  if (moves_) moves_->clear();
-  flushed_ = false;
-  flush_status_ = Status();
-  return submitted.ok() ? synchronized : submitted;
+  return synchronize(nullptr).error;
 }
 
 CopyStream::Outcome CopyStream::synchronize(void (*lost)(void* tag)) noexcept {
-  const Status submitted = flush();
-  const cuda::Driver& driver = store_->context().driver();
-  Status synchronized = driver.cuStreamSynchronize(stream_);
-  Outcome outcome;
-  if (!submitted.ok()) {
-    outcome.error = submitted;
-    ++outcome.failed_calls;
-    if (synchronized.ok() && !submitted.sticky()) {
-      outcome.failed_calls += moves_->redo(stream_, lost);
-      synchronized = driver.cuStreamSynchronize(stream_);
-    } else {
-      outcome.all_lost = true;
+  (void)flush();
+  // Wait even if a call failed: copies queued before it must finish before
+  // their buffers are reused.
+  const Status synchronized = store_->context().driver().cuStreamSynchronize(stream_);
+  if (!synchronized.ok()) {
+    note_failure(synchronized);
+    round_.all_lost = true;
+  }
+  if (lost && round_.any_lost && !round_.all_lost) {
+    for (size_t i = 0; i < round_.part_count; ++i) {
+      if (parts_[i].lost && parts_[i].tag) lost(parts_[i].tag);
     }
   }
-  if (!synchronized.ok()) {
-    if (outcome.error.ok()) outcome.error = synchronized;
-    ++outcome.failed_calls;
-    outcome.all_lost = true;
-  }
+  const Outcome outcome{round_.error, round_.failed_calls, round_.all_lost};
   if (moves_) moves_->clear();
-  flushed_ = false;
-  flush_status_ = Status();
+  round_ = Round{};
   return outcome;
 }
 

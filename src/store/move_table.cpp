@@ -12,8 +12,7 @@ MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& kernel, siz
       kernel_(&kernel),
       table_(context, capacity * sizeof(BlockMove), cuda::CU_MEMHOSTALLOC_DEVICEMAP),
       capacity_(capacity),
-      host_of_(capacity),
-      tag_of_(capacity) {
+      host_of_(capacity) {
   const cuda::Driver& driver = context.driver();
   const cuda::CUresult result =
       driver.cuMemHostGetDevicePointer(&table_device_, table_.data(), 0);
@@ -35,8 +34,8 @@ bool MoveTable::map(const PinnedBuffer& buffer) {
   return true;
 }
 
-bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, bool to_device,
-                    void* tag) noexcept {
+bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
+                    bool to_device) noexcept {
   const Region* region = nullptr;
   for (const Region& r : regions_) {
     if (host >= r.host && host + bytes <= r.host + r.size) {
@@ -50,39 +49,22 @@ bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, b
   for (uint64_t done = 0; done < bytes; done += kMaxBlockMoveBytes) {
     const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(bytes - done, kMaxBlockMoveBytes));
     host_of_[count_] = host + done;
-    tag_of_[count_] = tag;
     table[count_++] = BlockMove{region->device + static_cast<uint64_t>(host + done - region->host),
                                 device + done, piece, to_device ? 1u : 0u};
   }
   return true;
 }
 
-cuda::Status MoveTable::copy_by_dma(size_t i, cuda::CUstream stream) const noexcept {
-  const BlockMove& m = reinterpret_cast<const BlockMove*>(table_.data())[i];
-  const cuda::Driver& driver = context_->driver();
-  return m.to_device ? driver.cuMemcpyHtoDAsync(m.device, host_of_[i], m.bytes, stream)
-                     : driver.cuMemcpyDtoHAsync(host_of_[i], m.device, m.bytes, stream);
-}
-
 cuda::Status MoveTable::submit(cuda::CUstream stream) const noexcept {
   if (count_ == 0) return cuda::CUDA_SUCCESS;
-  if (count_ == 1) return copy_by_dma(0, stream);
-  return kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
-}
-
-unsigned MoveTable::redo(cuda::CUstream stream, void (*lost)(void* tag)) const noexcept {
+  const auto* table = reinterpret_cast<const BlockMove*>(table_.data());
   if (count_ == 1) {
-    // submit() sent it as its own DMA call: that failure was its own.
-    if (lost) lost(tag_of_[0]);
-    return 0;
+    const BlockMove& m = table[0];
+    const cuda::Driver& driver = context_->driver();
+    return m.to_device ? driver.cuMemcpyHtoDAsync(m.device, host_of_[0], m.bytes, stream)
+                       : driver.cuMemcpyDtoHAsync(host_of_[0], m.device, m.bytes, stream);
   }
-  unsigned failed = 0;
-  for (size_t i = 0; i < count_; ++i) {
-    if (copy_by_dma(i, stream).ok()) continue;
-    ++failed;
-    if (lost) lost(tag_of_[i]);
-  }
-  return failed;
+  return kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
 }
 
 }  // namespace vramswap

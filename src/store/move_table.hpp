@@ -27,10 +27,8 @@ class MoveTable {
 
   // Adds a move of one VRAM extent; false when `host` is not in a mapped
   // buffer, the copy is large enough for DMA (kDmaCopyBytes) or the table is
-  // full: the caller copies it by DMA then. `tag` names whose copy it is
-  // (redo() reports it if the move cannot be done).
-  bool add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, bool to_device,
-           void* tag = nullptr) noexcept;
+  // full: the caller copies it by DMA then.
+  bool add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, bool to_device) noexcept;
   size_t size() const noexcept { return count_; }
 
   // Queues what was added on `stream`: one kernel launch, or for a single
@@ -39,16 +37,7 @@ class MoveTable {
   cuda::Status submit(cuda::CUstream stream) const noexcept;
   void clear() noexcept { count_ = 0; }
 
-  // After a submit() that failed (its launch queued nothing): queues every
-  // move again as its own DMA copy, so that each one's failure is its own.
-  // Calls lost(tag) for each move whose copy call failed (a tag that spans
-  // several moves may be reported more than once); returns how many calls
-  // failed. A lone move was already its own call: it is reported, not redone.
-  unsigned redo(cuda::CUstream stream, void (*lost)(void* tag)) const noexcept;
-
  private:
-  cuda::Status copy_by_dma(size_t i, cuda::CUstream stream) const noexcept;
-
   struct Region {
     std::byte* host;
     size_t size;
@@ -62,7 +51,6 @@ class MoveTable {
   size_t capacity_;
   size_t count_ = 0;
   std::vector<std::byte*> host_of_;  // each entry's host pointer, for the DMA path
-  std::vector<void*> tag_of_;        // each entry's tag (add())
   std::vector<Region> regions_;
 };
 

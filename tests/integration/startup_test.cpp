@@ -73,6 +73,34 @@ TEST_CASE("too little free VRAM is refused with the numbers", "[startup][fake]")
   CHECK(line_count(log) == 1);
 }
 
+TEST_CASE("a size above the GPU's total memory is refused naming the total", "[startup][fake]") {
+  TestDaemon daemon({.size = "64G", .environment = {{"VRAMSWAP_FAKE_MEMORY", "4G"}}});
+  CHECK(exit_status_of(daemon) == kExitConfig);
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("size = 64.0 GiB is more than the GPU's total memory, 4.0 GiB"));
+  CHECK(line_count(log) == 1);
+}
+
+TEST_CASE("a size above free VRAM leaves the reserve and says why it took less",
+          "[startup][fake]") {
+  // 4 GiB, all free, reserve 1 GiB (the default): 3 GiB, not every free byte.
+  TestDaemon daemon(
+      {.size = "3584M",
+       .environment = {{"VRAMSWAP_FAKE_MEMORY", "4G"}, {"VRAMSWAP_FAKE_RESERVED", "0"}}});
+  INFO(daemon.log());
+  REQUIRE(daemon.start());
+  NbdTestClient client(daemon.socket_path());
+  REQUIRE(client.negotiate() == 1);
+  CHECK(client.export_size() == (3ULL << 30));
+  const std::string log = daemon.log();
+  INFO(log);
+  CHECK_THAT(log, Contains("size = 3.5 GiB is more than the 4.0 GiB of free VRAM minus reserve = "
+                           "1.0 GiB: taking 3.0 GiB"));
+  CHECK_THAT(log, !Contains("backed off"));
+  CHECK(daemon.stop() == 0);
+}
+
 TEST_CASE("an allocation that does not fit backs off and says by how much", "[startup][fake]") {
   TestDaemon daemon({.size = "8G", .environment = {{"VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE", "6G"}}});
   INFO(daemon.log());

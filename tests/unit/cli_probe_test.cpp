@@ -134,15 +134,22 @@ TEST_CASE("a configured device that would not start makes probe exit 1") {
   }
 }
 
-TEST_CASE("a fixed size above free VRAM gets what fits, or fails below min_size") {
-  const ProbeReport report = build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 100G\n"));
+TEST_CASE(
+    "a fixed size above free VRAM gets what fits beside the reserve, or fails below min_size") {
+  const ProbeReport report = build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 7.5G\n"));
   CHECK(report.devices[0].ok);
-  CHECK(report.devices[0].size_bytes == round_down_2mib(7 * GiB + 999 * KiB));
-  CHECK_THAT(all_text(report.devices[0].messages), Contains("takes what fits"));
+  // 7 GiB 999 KiB free, reserve 1 GiB left.
+  CHECK(report.devices[0].size_bytes == round_down_2mib(6 * GiB + 999 * KiB));
+  CHECK_THAT(all_text(report.devices[0].messages), Contains("minus reserve = 1.0 GiB: taking"));
   CHECK(report.exit_status == probe_exit::ok);
 
+  const ProbeReport too_big = build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 100G\n"));
+  CHECK_FALSE(too_big.devices[0].ok);
+  CHECK_THAT(all_text(too_big.devices[0].messages),
+             Contains("is more than the GPU's total memory, 8.0 GiB"));
+
   const ProbeReport refused =
-      build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 100G\nmin_size = 50G\n"));
+      build_probe_report(two_gpus("[device.x]\ngpu = 1\nsize = 7.5G\nmin_size = 7G\n"));
   CHECK_FALSE(refused.devices[0].ok);
   CHECK_FALSE(refused.devices[0].size_bytes);
   CHECK_THAT(all_text(refused.devices[0].messages), Contains("less than min_size"));

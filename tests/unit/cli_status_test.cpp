@@ -9,6 +9,7 @@
 #include "cli/status_output.hpp"
 #include "cli/status_report.hpp"
 #include "common/byte_size.hpp"
+#include "systemd/unit_name.hpp"
 
 using namespace vramswap;
 using namespace vramswap::cli;
@@ -78,9 +79,10 @@ StatusInputs base_inputs() {
   return inputs;
 }
 
-UnitState unit(const std::string& name, const std::string& active, const std::string& sub) {
-  UnitState u;
-  u.name = service_name(name);
+systemd::UnitState unit(const std::string& name, const std::string& active,
+                        const std::string& sub) {
+  systemd::UnitState u;
+  u.name = systemd::service_unit_name(name);
   u.load_state = "loaded";
   u.active_state = active;
   u.sub_state = sub;
@@ -256,7 +258,7 @@ TEST_CASE("with systemd, a dead daemon's unit says how it ended") {
   DaemonObservation observed = live(serving("0"), std::nullopt);
   observed.process = DaemonProcess::gone;
   inputs.daemons = {observed};
-  UnitState u = unit("0", "failed", "failed");
+  systemd::UnitState u = unit("0", "failed", "failed");
   u.result = "core-dump";
   u.exit_code = 3;
   u.exit_status = 11;
@@ -300,11 +302,11 @@ TEST_CASE("a daemon that is not in the config file is shown after the configured
 
 TEST_CASE("a failed unit names the exit status, its meaning and the last error") {
   StatusInputs inputs = base_inputs();
-  UnitState u = unit("0", "failed", "failed");
+  systemd::UnitState u = unit("0", "failed", "failed");
   u.result = "exit-code";
   u.exit_code = 1;
   u.exit_status = 69;
-  u.history = UnitState::History::started;
+  u.history = systemd::UnitState::History::started;
   u.last_error = "no NVIDIA GPU found: the driver sees no CUDA device; check nvidia-smi";
   inputs.units["0"] = u;
   const StatusReport report = build_status_report(inputs);
@@ -321,7 +323,7 @@ TEST_CASE("a failed unit names the exit status, its meaning and the last error")
 
 TEST_CASE("a unit that hit its start limit says to reset it") {
   StatusInputs inputs = base_inputs();
-  UnitState u = unit("0", "failed", "failed");
+  systemd::UnitState u = unit("0", "failed", "failed");
   u.result = "start-limit-hit";
   inputs.units["0"] = u;
   const StatusReport report = build_status_report(inputs);
@@ -330,7 +332,7 @@ TEST_CASE("a unit that hit its start limit says to reset it") {
 
 TEST_CASE("a unit skipped for want of the NVIDIA driver is not trouble: exit 3, and why") {
   StatusInputs inputs = base_inputs();
-  UnitState u = unit("0", "inactive", "dead");
+  systemd::UnitState u = unit("0", "inactive", "dead");
   u.failed_condition = "ConditionPathExists=/sys/bus/pci/drivers/nvidia";
   inputs.units["0"] = u;
   inputs.driver = driver_error(
@@ -350,17 +352,9 @@ TEST_CASE("a unit skipped for want of the NVIDIA driver is not trouble: exit 3, 
   CHECK(report.exit_status == status_exit::not_running);
 }
 
-TEST_CASE("systemd's journal line about a skipped start names the condition") {
-  CHECK(skipped_condition("vramswap@0.service - VRAM swap device 0 was skipped because of an "
-                          "unmet condition check (ConditionPathExists=/sys/bus/pci/drivers/"
-                          "nvidia).") == "ConditionPathExists=/sys/bus/pci/drivers/nvidia");
-  CHECK(skipped_condition("Started vramswap@0.service - VRAM swap device 0.").empty());
-  CHECK(skipped_condition("").empty());
-}
-
 TEST_CASE("another failed condition is named as it is") {
   StatusInputs inputs = base_inputs();
-  UnitState u = unit("0", "inactive", "dead");
+  systemd::UnitState u = unit("0", "inactive", "dead");
   u.failed_condition = "ConditionVirtualization=!container";
   inputs.units["0"] = u;
   const StatusReport report = build_status_report(inputs);
@@ -378,7 +372,7 @@ TEST_CASE("units starting, restarting, stopped, masked or missing") {
     CHECK(report.exit_status == status_exit::not_running);
   }
   SECTION("restarting after a failure") {
-    UnitState u = unit("0", "activating", "auto-restart");
+    systemd::UnitState u = unit("0", "activating", "auto-restart");
     u.result = "signal";
     u.exit_code = 2;
     u.exit_status = 9;
@@ -389,8 +383,8 @@ TEST_CASE("units starting, restarting, stopped, masked or missing") {
     CHECK(report.exit_status == status_exit::trouble);
   }
   SECTION("stopped by someone") {
-    UnitState u = unit("0", "inactive", "dead");
-    u.history = UnitState::History::started;
+    systemd::UnitState u = unit("0", "inactive", "dead");
+    u.history = systemd::UnitState::History::started;
     inputs.units["0"] = u;
     const StatusReport report = build_status_report(inputs);
     CHECK(instance(report, "0").state == "not-running");
@@ -398,21 +392,21 @@ TEST_CASE("units starting, restarting, stopped, masked or missing") {
     CHECK(report.exit_status == status_exit::not_running);
   }
   SECTION("never started since boot") {
-    UnitState u = unit("0", "inactive", "dead");
-    u.history = UnitState::History::not_started;
+    systemd::UnitState u = unit("0", "inactive", "dead");
+    u.history = systemd::UnitState::History::not_started;
     inputs.units["0"] = u;
     CHECK_THAT(all_text(instance(build_status_report(inputs), "0").messages),
                Contains("has not been started since boot"));
   }
   SECTION("masked") {
-    UnitState u = unit("0", "inactive", "dead");
+    systemd::UnitState u = unit("0", "inactive", "dead");
     u.load_state = "masked";
     inputs.units["0"] = u;
     CHECK_THAT(all_text(instance(build_status_report(inputs), "0").messages),
                Contains("systemctl unmask"));
   }
   SECTION("not installed") {
-    UnitState u = unit("0", "inactive", "dead");
+    systemd::UnitState u = unit("0", "inactive", "dead");
     u.load_state = "not-found";
     inputs.units["0"] = u;
     CHECK_THAT(all_text(instance(build_status_report(inputs), "0").messages),
@@ -586,7 +580,7 @@ TEST_CASE("the JSON document has the documented fields") {
   StatusInputs inputs = base_inputs();
   inputs.config = configured("[device.0]\n[device.1]\n");
   inputs.daemons.push_back(live(serving("0"), swap_entry(8 * GiB, 300 * MiB, 1000)));
-  UnitState u = unit("1", "failed", "failed");
+  systemd::UnitState u = unit("1", "failed", "failed");
   u.result = "exit-code";
   u.exit_code = 1;
   u.exit_status = 78;
@@ -673,7 +667,7 @@ TEST_CASE("the text fits 80 columns and shows what the table promises") {
   file.io_errors = 2;
   file.memory_locked = false;
   inputs.daemons.push_back(live(file, swap_entry(8 * GiB, 300 * MiB, 1000)));
-  UnitState u = unit("1", "failed", "failed");
+  systemd::UnitState u = unit("1", "failed", "failed");
   u.result = "exit-code";
   u.exit_code = 1;
   u.exit_status = 69;

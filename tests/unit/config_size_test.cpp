@@ -30,7 +30,7 @@ DeviceConfig device(SizeSpec size, uint64_t reserve, uint64_t min_size) {
 
 std::string refusal(const DeviceConfig& config, uint64_t free_vram) {
   try {
-    choose_swap_size(config, free_vram);
+    (void)choose_swap_size(config, free_vram, 16 * GiB);
   } catch (const StartupError& error) {
     CHECK(error.exit_status() == exit_code::unavailable);
     return error.what();
@@ -81,9 +81,9 @@ TEST_CASE("sizes are described as written") {
 }
 
 TEST_CASE("the swap size must reach min_size") {
-  CHECK(choose_swap_size(device(automatic, GiB, 256 * MiB), 8 * GiB) == 7 * GiB);
-  CHECK(choose_swap_size(device(automatic, GiB, 7 * GiB), 8 * GiB) == 7 * GiB);
-  CHECK(choose_swap_size(device(bytes(3 * MiB), 0, 0), 8 * GiB) == 2 * MiB);
+  CHECK(choose_swap_size(device(automatic, GiB, 256 * MiB), 8 * GiB, 16 * GiB).bytes == 7 * GiB);
+  CHECK(choose_swap_size(device(automatic, GiB, 7 * GiB), 8 * GiB, 16 * GiB).bytes == 7 * GiB);
+  CHECK(choose_swap_size(device(bytes(3 * MiB), 0, 0), 8 * GiB, 16 * GiB).bytes == 2 * MiB);
 
   CHECK(refusal(device(automatic, GiB, 256 * MiB), GiB + 100 * MiB) ==
         "[device.0]: size = auto leaves 100.0 MiB (free VRAM 1.1 GiB minus reserve = 1.0 GiB), "
@@ -97,4 +97,33 @@ TEST_CASE("the swap size must reach min_size") {
   CHECK(refusal(device(bytes(257 * MiB), 0, 257 * MiB), 8 * GiB) ==
         "[device.0]: size = 257.0 MiB gives 256.0 MiB in whole 2 MiB, less than min_size = 257.0 "
         "MiB; raise size or lower min_size");
+}
+
+TEST_CASE("a fixed size above the GPU's total memory is an error naming the total") {
+  try {
+    choose_swap_size(device(bytes(64 * GiB), GiB, 0), 3891 * MiB, 4 * GiB);
+    FAIL("64 GiB accepted on a 4 GiB GPU");
+  } catch (const StartupError& error) {
+    CHECK(error.exit_status() == exit_code::config);
+    CHECK(std::string(error.what()) ==
+          "[device.0]: size = 64.0 GiB is more than the GPU's total memory, 4.0 GiB; lower size, "
+          "or use size = auto or a percentage");
+  }
+}
+
+TEST_CASE("a size that does not fit never takes the reserve") {
+  // 3.5 GiB asked, 3.8 GiB free, reserve 1 GiB: 2.8 GiB, the reserve left.
+  CHECK(choose_swap_size(device(bytes(3584 * MiB), GiB, 256 * MiB), 3891 * MiB, 4 * GiB).bytes ==
+        2866 * MiB);
+  CHECK(choose_swap_size(device(percent(100), GiB, 0), 8 * GiB, 16 * GiB).bytes == 7 * GiB);
+  CHECK(choose_swap_size(device(bytes(3584 * MiB), GiB, 256 * MiB), 3891 * MiB, 4 * GiB).lowered ==
+        "[device.0]: size = 3.5 GiB is more than the 3.8 GiB of free VRAM minus reserve = 1.0 GiB: "
+        "taking 2.8 GiB; lower size, or reserve to leave less to other programs");
+  // Within free VRAM minus the reserve: as asked.
+  CHECK(choose_swap_size(device(bytes(2 * GiB), GiB, 0), 8 * GiB, 16 * GiB).bytes == 2 * GiB);
+  CHECK(choose_swap_size(device(bytes(2 * GiB), GiB, 0), 8 * GiB, 16 * GiB).lowered.empty());
+  // Lowered below min_size: the refusal names the reserve as the cause.
+  CHECK(refusal(device(bytes(3 * GiB), 3 * GiB, 2 * GiB), 4 * GiB) ==
+        "[device.0]: size = 3.0 GiB gives 1.0 GiB (free VRAM 4.0 GiB minus reserve = 3.0 GiB), "
+        "less than min_size = 2.0 GiB; raise size or lower min_size");
 }

@@ -174,21 +174,25 @@ TEST_CASE("copies are asynchronous: data moves at synchronize()") {
   }
 }
 
-TEST_CASE("an injected copy failure fails that call only") {
+TEST_CASE("an injected copy failure fails that copy, and synchronize() says so") {
   SECTION("the Nth copy call, from the environment") {
     Setup setup(Settings{{"VRAMSWAP_FAKE_FAIL_COPY", "3"}, {"VRAMSWAP_FAKE_FAIL_COPY_COUNT", "2"}});
     CopyStream stream(setup.store);
     PinnedBuffer staging(setup.context, 4096);
     const auto data = random_bytes(4096, 3);
     std::memcpy(staging.data(), data.data(), 4096);
-    CHECK(stream.write(0, staging.data(), 4096).ok());     // call 1
-    CHECK(stream.write(4096, staging.data(), 4096).ok());  // call 2
-    const cuda::Status third = stream.write(8192, staging.data(), 4096);
+    CHECK(stream.write(0, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 1
+    CHECK(stream.write(4096, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 2
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    const cuda::Status third = stream.synchronize();
     CHECK(third == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK_FALSE(third.sticky());
-    CHECK(stream.write(8192, staging.data(), 4096) == CUDA_ERROR_OUT_OF_MEMORY);  // call 4
-    CHECK(stream.write(8192, staging.data(), 4096).ok());  // call 5: works again
-    CHECK(stream.synchronize().ok());
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    CHECK(stream.synchronize() == CUDA_ERROR_OUT_OF_MEMORY);  // call 4
+    CHECK(stream.write(8192, staging.data(), 4096).ok());
+    CHECK(stream.synchronize().ok());  // call 5: works again
     CHECK(get(stream, staging, 8192, 4096) == data);
     CHECK(setup.control()->failed_copies.load() == 2);
   }
@@ -199,7 +203,8 @@ TEST_CASE("an injected copy failure fails that call only") {
     const auto data = random_bytes(4096, 4);
     put(stream, staging, 0, data);
     setup.control()->fail_next_copies.store(2);
-    CHECK(stream.read(staging.data(), 0, 4096) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(stream.read(staging.data(), 0, 4096).ok());  // held until the sync
+    CHECK(stream.synchronize() == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK(stream.zero(0, 4096) == CUDA_ERROR_OUT_OF_MEMORY);
     CHECK(setup.control()->fail_next_copies.load() == 0);
     CHECK(get(stream, staging, 0, 4096) == data);  // the failed zero() did nothing
@@ -211,13 +216,15 @@ TEST_CASE("a lost device fails every later call with a sticky error") {
     Setup setup(Settings{{"VRAMSWAP_FAKE_LOSE_DEVICE_AFTER", "2"}});
     CopyStream stream(setup.store);
     PinnedBuffer staging(setup.context, 4096);
-    CHECK(stream.write(0, staging.data(), 4096).ok());
-    CHECK(stream.write(4096, staging.data(), 4096).ok());
-    const cuda::Status third = stream.write(8192, staging.data(), 4096);
-    CHECK(third == CUDA_ERROR_UNKNOWN);
-    CHECK(third.sticky());
-    CHECK(stream.read(staging.data(), 0, 4096) == CUDA_ERROR_UNKNOWN);
-    CHECK(stream.synchronize() == CUDA_ERROR_UNKNOWN);  // queued work is lost too
+    for (uint64_t offset : {0, 4096, 8192}) {
+      CHECK(stream.write(offset, staging.data(), 4096).ok());
+      (void)stream.synchronize();
+    }
+    CHECK(stream.zero(0, 4096) == CUDA_ERROR_UNKNOWN);
+    CHECK(stream.read(staging.data(), 0, 4096).ok());  // held: the sync tells
+    const cuda::Status lost = stream.synchronize();
+    CHECK(lost == CUDA_ERROR_UNKNOWN);
+    CHECK(lost.sticky());
     CHECK(setup.context.bind_current_thread() == CUDA_ERROR_UNKNOWN);
     size_t free_bytes = 0, total_bytes = 0;
     CHECK(setup.driver.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_ERROR_UNKNOWN);
@@ -241,12 +248,77 @@ TEST_CASE("a lost device fails every later call with a sticky error") {
   put(stream, staging, 0, random_bytes(4096, 6));
 }
 
+TEST_CASE("pieces that continue each other cross in one copy call, writes and reads alike") {
+  Setup setup;
+  CopyStream stream(setup.store);
+  PinnedBuffer staging(setup.context, 2 * MiB);
+  const auto data = random_bytes(1 * MiB, 12);
+  auto copies = [&] { return setup.control()->copies.load(); };
+
+  SECTION("a 1 MiB payload received in 64 pieces: one copy") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    const uint64_t before = copies();
+    constexpr size_t piece = 16 * KiB;
+    for (size_t done = 0; done < data.size(); done += piece)
+      REQUIRE(stream.write(4 * MiB + done, staging.data() + done, piece).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 1);
+    CHECK(get(stream, staging, 4 * MiB, data.size()) ==
+          std::vector<std::byte>(data.begin(), data.end()));
+  }
+  SECTION("reads staged back to back from consecutive offsets: one copy") {
+    put(stream, staging, 0, data);
+    std::memset(staging.data(), 0, staging.size());
+    const uint64_t before = copies();
+    constexpr size_t piece = 256 * KiB;
+    for (size_t done = 0; done < data.size(); done += piece)
+      REQUIRE(stream.read(staging.data() + done, done, piece).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 1);
+    CHECK(std::memcmp(staging.data(), data.data(), data.size()) == 0);
+  }
+  SECTION("a gap on either side, a change of direction or a chunk boundary splits them") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    const uint64_t before = copies();
+    // Host gap (a request header between two payloads in the arena).
+    REQUIRE(stream.write(0, staging.data(), 4096).ok());
+    REQUIRE(stream.write(4096, staging.data() + 4096 + 28, 4096).ok());
+    // VRAM gap.
+    REQUIRE(stream.write(64 * KiB, staging.data() + 64 * KiB, 4096).ok());
+    REQUIRE(stream.write(72 * KiB, staging.data() + 68 * KiB, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - before == 4);
+    // One range across a chunk boundary is a copy per chunk.
+    const uint64_t across = copies();
+    REQUIRE(stream.write(chunk - 512 * KiB, staging.data(), 1 * MiB).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - across == 2);
+    // A read that continues a write on both sides is still a copy of its own.
+    const uint64_t turn = copies();
+    REQUIRE(stream.write(8 * MiB, staging.data(), 4096).ok());
+    REQUIRE(stream.read(staging.data() + 4096, 8 * MiB + 4096, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(copies() - turn == 2);
+  }
+  SECTION("a zero-fill after a held write of the same bytes wins") {
+    std::memcpy(staging.data(), data.data(), 4096);
+    REQUIRE(stream.write(0, staging.data(), 4096).ok());
+    REQUIRE(stream.zero(0, 4096).ok());
+    REQUIRE(stream.synchronize().ok());
+    const auto stored = get(stream, staging, 0, 4096);
+    CHECK(std::all_of(stored.begin(), stored.end(), [](std::byte b) { return b == std::byte{0}; }));
+  }
+}
+
 TEST_CASE("a thread that did not bind the context cannot copy") {
   Setup setup;
   CopyStream stream(setup.store);
   PinnedBuffer staging(setup.context, 4096);
   cuda::Status unbound, bound;
-  std::thread([&] { unbound = stream.write(0, staging.data(), 4096); }).join();
+  std::thread([&] {
+    unbound = stream.write(0, staging.data(), 4096);
+    if (unbound.ok()) unbound = stream.synchronize();  // held until then
+  }).join();
   CHECK(unbound == CUDA_ERROR_INVALID_CONTEXT);
   std::thread([&] {
     if (setup.context.bind_current_thread().ok()) {
@@ -413,4 +485,97 @@ TEST_CASE("a lone collected copy that fails is not redone: its call was its own"
   CHECK(lost == &tag);
   CHECK(setup.control()->failed_copies.load() == 1);
   CHECK(setup.control()->copies.load() == 0);  // no second call
+}
+
+TEST_CASE("a failed coalesced copy carrying several tags is redone one call per tag") {
+  Setup setup;
+  CopyStream stream(setup.store);  // no copy kernel: every call is a DMA copy
+  constexpr size_t block = 4096;
+  constexpr size_t blocks = 4;
+  PinnedBuffer staging(setup.context, blocks * block);
+  const auto data = random_bytes(blocks * block, 21);
+  static std::vector<int*> lost;
+  lost.clear();
+  auto note = [](void* tag) { lost.push_back(static_cast<int*>(tag)); };
+  int tags[blocks] = {};
+  auto copies = [&] { return setup.control()->copies.load(); };
+
+  SECTION("writes of four requests back to back: one call; it fails, one redone part fails") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[i]).ok());
+    setup.control()->fail_next_copies.store(2);  // the coalesced call, then the first redo
+    const uint64_t before = copies();
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(outcome.failed_calls == 2);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost == std::vector<int*>{&tags[0]});
+    CHECK(copies() - before == blocks - 1);  // the three redone parts that landed
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 1; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * block, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("reads of four requests back to back: one call; it fails, every redo lands") {
+    put(stream, staging, 0, data);
+    std::memset(staging.data(), 0, staging.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.read(staging.data() + i * block, i * block, block, &tags[i]).ok());
+    setup.control()->fail_next_copies.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 1);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost.empty());
+    CHECK(std::memcmp(staging.data(), data.data(), data.size()) == 0);
+  }
+  SECTION("one request's payload in many pieces: one call, its own; it fails and is not redone") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[0]).ok());
+    setup.control()->fail_next_copies.store(1);
+    const uint64_t before = copies();
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 1);
+    CHECK(lost == std::vector<int*>{&tags[0]});
+    CHECK(copies() - before == 0);
+  }
+  SECTION("a lost device: nothing can be told apart") {
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[i]).ok());
+    setup.control()->lose_device.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error.sticky());
+    CHECK(outcome.all_lost);
+    CHECK(lost.empty());
+  }
+}
+
+TEST_CASE("a failed launch redoes each tag's part, also parts that were coalesced in the table") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(4 * block, 22);
+  std::memcpy(staging.data(), data.data(), data.size());
+  int a = 0, b = 0, c = 0;
+  // a and b continue each other: one move; c is elsewhere: a second move.
+  REQUIRE(stream.write(0, staging.data(), block, &a).ok());
+  REQUIRE(stream.write(block, staging.data() + block, block, &b).ok());
+  REQUIRE(stream.write(chunk, staging.data() + 2 * block, block, &c).ok());
+  static std::vector<int*> lost;
+  lost.clear();
+  setup.control()->fail_next_copies.store(3);  // the launch, then the redone parts of a and b
+  const auto outcome =
+      stream.synchronize([](void* tag) { lost.push_back(static_cast<int*>(tag)); });
+  CHECK(outcome.failed_calls == 3);
+  CHECK_FALSE(outcome.all_lost);
+  CHECK(lost == std::vector<int*>{&a, &b});
+  PinnedBuffer back(setup.context, block);
+  const auto stored = get(stream, back, chunk, block);
+  CHECK(std::memcmp(stored.data(), data.data() + 2 * block, block) == 0);
 }

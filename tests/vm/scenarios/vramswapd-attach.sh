@@ -28,6 +28,8 @@ cat >/etc/vramswap.conf <<EOF
 [device.$INSTANCE]
 size = $SWAP_SIZE
 min_size = 64M
+# The fake GPU is smaller than the default 1 GiB reserve.
+reserve = 8M
 attach = yes
 connections = $CONNECTIONS
 priority = $PRIORITY

@@ -18,6 +18,8 @@ cat >/etc/vramswap.conf <<EOF2
 [device.$INSTANCE]
 size = $SWAP_SIZE
 min_size = 32M
+# The fake GPU is smaller than the default 1 GiB reserve.
+reserve = 8M
 connections = $CONNECTIONS
 swap = yes
 priority = $PRIORITY

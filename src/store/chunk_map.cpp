@@ -1,0 +1,303 @@
+#include "store/chunk_map.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <climits>
+#include <iterator>
+#include <stdexcept>
+#include <utility>
+
+namespace vramswap {
+
+namespace {
+
+// A chunk's word is the futex both sides sleep on: a request waits for it to
+// leave motion, a mover for its pins to drain.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+
+uint32_t* futex_address(std::atomic<uint32_t>& word) noexcept {
+  return reinterpret_cast<uint32_t*>(&word);
+}
+
+// Sleeps while `word` still holds `expected`, until woken or `deadline`.
+// False once the deadline has passed.
+bool futex_wait_until(std::atomic<uint32_t>& word, uint32_t expected,
+                      const Deadline& deadline) noexcept {
+  const long result =
+      syscall(SYS_futex, futex_address(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected,
+              &deadline.at, nullptr, FUTEX_BITSET_MATCH_ANY);
+  return result == 0 || errno != ETIMEDOUT;
+}
+
+void futex_wake_all(std::atomic<uint32_t>& word) noexcept {
+  syscall(SYS_futex, futex_address(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, nullptr,
+          nullptr, 0);
+}
+
+uint64_t word_mask(uint64_t first_bit, uint64_t end_bit) noexcept {
+  const uint64_t upper = end_bit == 64 ? ~0ull : (1ull << end_bit) - 1;
+  return upper & ~((1ull << first_bit) - 1);
+}
+
+}  // namespace
+
+const char* tier_name(Tier tier) noexcept {
+  static constexpr const char* names[] = {"vram", "spill", "none"};
+  return static_cast<size_t>(tier) < std::size(names) ? names[static_cast<size_t>(tier)] : "?";
+}
+
+const char* motion_name(Motion motion) noexcept {
+  static constexpr const char* names[] = {"resident", "evicting", "restoring"};
+  return static_cast<size_t>(motion) < std::size(names) ? names[static_cast<size_t>(motion)] : "?";
+}
+
+Deadline Deadline::after(std::chrono::nanoseconds wait) noexcept {
+  Deadline deadline{};
+  clock_gettime(CLOCK_MONOTONIC, &deadline.at);
+  const int64_t nanoseconds = deadline.at.tv_nsec + std::max<int64_t>(wait.count(), 0);
+  deadline.at.tv_sec += static_cast<time_t>(nanoseconds / 1'000'000'000);
+  deadline.at.tv_nsec = static_cast<long>(nanoseconds % 1'000'000'000);
+  return deadline;
+}
+
+// ---- ChunkPins ----
+
+ChunkPins::ChunkPins(ChunkPins&& other) noexcept
+    : map_(std::exchange(other.map_, nullptr)),
+      result_(other.result_),
+      first_(other.first_),
+      count_(std::exchange(other.count_, 0)) {}
+
+ChunkPins& ChunkPins::operator=(ChunkPins&& other) noexcept {
+  if (this != &other) {
+    release();
+    map_ = std::exchange(other.map_, nullptr);
+    result_ = other.result_;
+    first_ = other.first_;
+    count_ = std::exchange(other.count_, 0);
+  }
+  return *this;
+}
+
+Tier ChunkPins::tier(size_t chunk) const noexcept {
+  return map_->tier(chunk);
+}
+
+void ChunkPins::release() noexcept {
+  if (map_ != nullptr && result_ == Result::pinned && count_ > 0) map_->unpin(first_, count_);
+  map_ = nullptr;
+  count_ = 0;
+}
+
+// ---- ChunkMap ----
+
+ChunkMap::ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, Tier initial)
+    : export_bytes_(export_bytes), chunk_bytes_(chunk_bytes) {
+  if (export_bytes == 0 || export_bytes % block_bytes != 0)
+    throw std::invalid_argument("chunk map: the export must be a whole number of 4 KiB blocks");
+  if (chunk_bytes == 0 || chunk_bytes % block_bytes != 0)
+    throw std::invalid_argument("chunk map: a chunk must be a whole number of 4 KiB blocks");
+  chunk_count_ = static_cast<size_t>((export_bytes + chunk_bytes - 1) / chunk_bytes);
+  blocks_per_chunk_ = chunk_bytes / block_bytes;
+  words_per_chunk_ = static_cast<size_t>((blocks_per_chunk_ + 63) / 64);
+  words_ = std::make_unique<std::atomic<uint32_t>[]>(chunk_count_);
+  live_ = std::make_unique<std::atomic<uint64_t>[]>(chunk_count_ * words_per_chunk_);
+  for (size_t i = 0; i < chunk_count_; ++i)
+    words_[i].store(static_cast<uint32_t>(initial));
+  for (size_t i = 0; i < chunk_count_ * words_per_chunk_; ++i)
+    live_[i].store(0);
+}
+
+uint64_t ChunkMap::chunk_length(size_t chunk) const noexcept {
+  const uint64_t start = chunk_offset(chunk);
+  return start >= export_bytes_ ? 0 : std::min(chunk_bytes_, export_bytes_ - start);
+}
+
+ChunkPins ChunkMap::pin(uint64_t offset, uint64_t length, const Deadline& deadline) noexcept {
+  if (length == 0 || offset >= export_bytes_ || length > export_bytes_ - offset)
+    return ChunkPins(this, ChunkPins::Result::out_of_range, 0, 0);
+  const size_t first = chunk_of(offset);
+  const size_t end = chunk_of(offset + length - 1) + 1;
+  size_t chunk = first;
+  while (chunk < end) {
+    uint32_t word = words_[chunk].load(std::memory_order_acquire);
+    if (motion_of(word) == Motion::resident) {
+      if (words_[chunk].compare_exchange_weak(word, word + pin_one, std::memory_order_acq_rel,
+                                              std::memory_order_acquire))
+        ++chunk;
+      continue;
+    }
+    // In motion: give back what this request holds, so that no mover waits
+    // for a request that waits for a mover, then sleep until it settles.
+    unpin(first, chunk - first);
+    if (!wait_while_moving(chunk, deadline))
+      return ChunkPins(this, ChunkPins::Result::timed_out, 0, 0);
+    chunk = first;
+  }
+  return ChunkPins(this, ChunkPins::Result::pinned, first, end - first);
+}
+
+bool ChunkMap::wait_while_moving(size_t chunk, const Deadline& deadline) noexcept {
+  for (;;) {
+    const uint32_t word = words_[chunk].load(std::memory_order_acquire);
+    if (motion_of(word) == Motion::resident) return true;
+    if (!futex_wait_until(words_[chunk], word, deadline))
+      return motion_of(words_[chunk].load(std::memory_order_acquire)) == Motion::resident;
+  }
+}
+
+void ChunkMap::unpin(size_t first, size_t count) noexcept {
+  for (size_t chunk = first; chunk < first + count; ++chunk) {
+    const uint32_t before = words_[chunk].fetch_sub(pin_one, std::memory_order_acq_rel);
+    // The last request out of a chunk in motion lets its mover go on.
+    if (motion_of(before) != Motion::resident && pins_of(before) == 1)
+      futex_wake_all(words_[chunk]);
+  }
+}
+
+ChunkMap::MoveStart ChunkMap::begin_move(size_t chunk, Motion direction,
+                                         const Deadline& deadline) noexcept {
+  std::atomic<uint32_t>& state = words_[chunk];
+  uint32_t word = state.load(std::memory_order_acquire);
+  for (;;) {
+    if (motion_of(word) != Motion::resident) return MoveStart::already_moving;
+    const bool in_vram = tier_of(word) == Tier::vram;
+    if (direction == Motion::resident || (direction == Motion::evicting) != in_vram)
+      return MoveStart::wrong_tier;
+    const uint32_t moving =
+        (word & ~motion_mask) | (static_cast<uint32_t>(direction) << motion_shift);
+    if (state.compare_exchange_weak(word, moving, std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+      word = moving;
+      break;
+    }
+  }
+  // New requests now wait; the ones already in drain out.
+  while (pins_of(word) != 0) {
+    if (!futex_wait_until(state, word, deadline)) {
+      word = state.load(std::memory_order_acquire);
+      if (pins_of(word) == 0) break;
+      end_move(chunk, tier_of(word));
+      return MoveStart::drain_timed_out;
+    }
+    word = state.load(std::memory_order_acquire);
+  }
+  return MoveStart::started;
+}
+
+bool ChunkMap::complete_move(size_t chunk, Tier destination) noexcept {
+  const Motion moving = motion(chunk);
+  const bool allowed = (moving == Motion::evicting && destination != Tier::vram) ||
+                       (moving == Motion::restoring && destination == Tier::vram);
+  if (!allowed) return false;
+  end_move(chunk, destination);
+  return true;
+}
+
+void ChunkMap::abandon_move(size_t chunk) noexcept {
+  if (motion(chunk) != Motion::resident) end_move(chunk, tier(chunk));
+}
+
+void ChunkMap::end_move(size_t chunk, Tier tier) noexcept {
+  std::atomic<uint32_t>& state = words_[chunk];
+  uint32_t word = state.load(std::memory_order_relaxed);
+  // Release: whoever pins the chunk next sees the bytes the mover put there.
+  while (!state.compare_exchange_weak(
+      word, (word & ~(tier_mask | motion_mask)) | static_cast<uint32_t>(tier),
+      std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
+  futex_wake_all(state);
+}
+
+// ---- Live data ----
+
+void ChunkMap::set_live(uint64_t first_block, uint64_t end_block, bool live) noexcept {
+  uint64_t block = first_block;
+  while (block < end_block) {
+    const size_t chunk = static_cast<size_t>(block / blocks_per_chunk_);
+    const uint64_t in_chunk = block % blocks_per_chunk_;
+    const uint64_t chunk_end = std::min<uint64_t>(end_block, (chunk + 1) * blocks_per_chunk_);
+    const uint64_t bit = in_chunk % 64;
+    const uint64_t bits = std::min<uint64_t>(64 - bit, chunk_end - block);
+    const uint64_t mask = word_mask(bit, bit + bits);
+    std::atomic<uint64_t>& target = live_words(chunk)[in_chunk / 64];
+    // Relaxed: the pins order these against a mover's reads.
+    if (live)
+      target.fetch_or(mask, std::memory_order_relaxed);
+    else
+      target.fetch_and(~mask, std::memory_order_relaxed);
+    block += bits;
+  }
+}
+
+void ChunkMap::mark_written(uint64_t offset, uint64_t length) noexcept {
+  if (length == 0 || offset >= export_bytes_) return;
+  const uint64_t end = std::min(export_bytes_, offset + std::min(length, export_bytes_ - offset));
+  set_live(offset / block_bytes, (end + block_bytes - 1) / block_bytes, true);
+}
+
+void ChunkMap::mark_unused(uint64_t offset, uint64_t length) noexcept {
+  if (length == 0 || offset >= export_bytes_) return;
+  const uint64_t end = std::min(export_bytes_, offset + std::min(length, export_bytes_ - offset));
+  const uint64_t first = (offset + block_bytes - 1) / block_bytes;
+  const uint64_t last = end / block_bytes;
+  if (first < last) set_live(first, last, false);
+}
+
+// ---- Queries ----
+
+Tier ChunkMap::tier(size_t chunk) const noexcept {
+  return tier_of(words_[chunk].load(std::memory_order_acquire));
+}
+
+Motion ChunkMap::motion(size_t chunk) const noexcept {
+  return motion_of(words_[chunk].load(std::memory_order_acquire));
+}
+
+uint32_t ChunkMap::pin_count(size_t chunk) const noexcept {
+  return pins_of(words_[chunk].load(std::memory_order_acquire));
+}
+
+uint64_t ChunkMap::live_bytes(size_t chunk) const noexcept {
+  uint64_t blocks = 0;
+  for (size_t i = 0; i < words_per_chunk_; ++i)
+    blocks +=
+        static_cast<uint64_t>(std::popcount(live_words(chunk)[i].load(std::memory_order_relaxed)));
+  return blocks * block_bytes;
+}
+
+bool ChunkMap::has_live_data(size_t chunk) const noexcept {
+  for (size_t i = 0; i < words_per_chunk_; ++i)
+    if (live_words(chunk)[i].load(std::memory_order_relaxed) != 0) return true;
+  return false;
+}
+
+ChunkMap::Census ChunkMap::census() const noexcept {
+  Census census;
+  for (size_t chunk = 0; chunk < chunk_count_; ++chunk) {
+    const uint32_t word = words_[chunk].load(std::memory_order_acquire);
+    const uint64_t bytes = chunk_length(chunk);
+    switch (tier_of(word)) {
+      case Tier::vram:
+        census.vram_bytes += bytes;
+        break;
+      case Tier::spill:
+        census.spill_bytes += bytes;
+        break;
+      case Tier::none:
+        census.none_bytes += bytes;
+        break;
+    }
+    if (motion_of(word) != Motion::resident) ++census.moving_chunks;
+    census.live_bytes += live_bytes(chunk);
+  }
+  return census;
+}
+
+}  // namespace vramswap

@@ -1,0 +1,206 @@
+#pragma once
+
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace vramswap {
+
+// Where a chunk's bytes are.
+enum class Tier : uint8_t {
+  vram = 0,   // in the chunk's VRAM
+  spill = 1,  // in the spill area (its VRAM is free)
+  none = 2,   // nowhere: no block of it holds live data, it reads as zeros
+};
+
+// Whether a chunk is moving, and which way.
+enum class Motion : uint8_t {
+  resident = 0,   // where its tier says; requests may use it
+  evicting = 1,   // leaving VRAM; requests wait
+  restoring = 2,  // coming back to VRAM; requests wait
+};
+
+const char* tier_name(Tier tier) noexcept;
+const char* motion_name(Motion motion) noexcept;
+
+// The time by which a wait gives up, on CLOCK_MONOTONIC (what futex waits use).
+struct Deadline {
+  timespec at;
+  static Deadline after(std::chrono::nanoseconds wait) noexcept;
+};
+
+class ChunkMap;
+
+// The chunks of one request, pinned: none of them can start moving until the
+// pins are released (by the destructor), so the tier each had when pinned is
+// where its bytes stay for the whole request. Allocates nothing.
+class ChunkPins {
+ public:
+  enum class Result : uint8_t {
+    pinned,
+    timed_out,     // a chunk stayed in motion past the deadline; nothing is pinned
+    out_of_range,  // the range is empty or does not lie inside the export
+  };
+
+  ChunkPins() = default;
+  ChunkPins(ChunkPins&& other) noexcept;
+  ChunkPins& operator=(ChunkPins&& other) noexcept;
+  ChunkPins(const ChunkPins&) = delete;
+  ChunkPins& operator=(const ChunkPins&) = delete;
+  ~ChunkPins() { release(); }
+
+  Result result() const noexcept { return result_; }
+  bool ok() const noexcept { return result_ == Result::pinned; }
+  size_t first() const noexcept { return first_; }
+  size_t count() const noexcept { return count_; }
+  // The tier of a pinned chunk (first() <= chunk < first() + count()).
+  Tier tier(size_t chunk) const noexcept;
+  void release() noexcept;
+
+ private:
+  friend class ChunkMap;
+  ChunkPins(ChunkMap* map, Result result, size_t first, size_t count) noexcept
+      : map_(map), result_(result), first_(first), count_(count) {}
+
+  ChunkMap* map_ = nullptr;
+  Result result_ = Result::out_of_range;
+  size_t first_ = 0;
+  size_t count_ = 0;
+};
+
+// The export divided into chunks, each with a tier, a motion and the blocks
+// that hold live data. The one place that decides whether a request may touch
+// a chunk and whether a mover may move it.
+//
+// Concurrency: each chunk is one 32-bit atomic word (tier, motion, pin count),
+// so worker threads pin the chunks of a request with a compare-and-swap each,
+// with no lock shared between chunks and no allocation. A mover marks a chunk
+// in motion (new pins then wait), waits for the pins already taken to drain,
+// moves the bytes, and flips the tier as it marks the chunk resident again;
+// waits sleep on the word itself (futex), bounded by a deadline. Everything
+// is allocated by the constructor.
+//
+// Deadlock freedom: a request that meets a chunk in motion releases every pin
+// it took before it waits, so a mover never waits for a request that is
+// itself waiting for a mover.
+class ChunkMap {
+ public:
+  static constexpr uint64_t default_chunk_bytes = 2ull << 20;
+  // Live data is tracked per 4 KiB block, the export's block size.
+  static constexpr uint64_t block_bytes = 4096;
+
+  // export_bytes: whole blocks, at least one. chunk_bytes: whole blocks, at
+  // least one. Throws std::invalid_argument otherwise. Every chunk starts
+  // resident in `initial` with no live data.
+  ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes = default_chunk_bytes,
+           Tier initial = Tier::vram);
+  ChunkMap(const ChunkMap&) = delete;
+  ChunkMap& operator=(const ChunkMap&) = delete;
+
+  uint64_t export_bytes() const noexcept { return export_bytes_; }
+  uint64_t chunk_bytes() const noexcept { return chunk_bytes_; }
+  size_t chunk_count() const noexcept { return chunk_count_; }
+  size_t chunk_of(uint64_t offset) const noexcept {
+    return static_cast<size_t>(offset / chunk_bytes_);
+  }
+  uint64_t chunk_offset(size_t chunk) const noexcept { return chunk * chunk_bytes_; }
+  // The last chunk is shorter when the export is not a whole number of chunks.
+  uint64_t chunk_length(size_t chunk) const noexcept;
+
+  // ---- The request side (worker threads) ----
+
+  // Pins every chunk that [offset, offset + length) touches, in ascending
+  // order. A chunk in motion is waited for (without holding any pin) until it
+  // is resident again or `deadline` passes.
+  ChunkPins pin(uint64_t offset, uint64_t length, const Deadline& deadline) noexcept;
+
+  // Records that a write stored data in [offset, offset + length): every
+  // block it touches holds live data. The caller holds pins on the range.
+  void mark_written(uint64_t offset, uint64_t length) noexcept;
+  // Records that TRIM or WRITE_ZEROES left [offset, offset + length) with no
+  // live data: only blocks the range covers whole are cleared (a block partly
+  // covered still holds the rest of a write). The caller holds pins.
+  void mark_unused(uint64_t offset, uint64_t length) noexcept;
+
+  // ---- The mover side ----
+
+  enum class MoveStart : uint8_t {
+    started,         // the chunk is in motion, no request holds it: move it now
+    already_moving,  // another mover has it
+    wrong_tier,      // evicting a chunk not in VRAM, or restoring one in VRAM
+    drain_timed_out  // requests kept it past the deadline; it is resident again
+  };
+
+  // Marks `chunk` evicting (it must be in VRAM) or restoring (it must not
+  // be), then waits until the requests that had pinned it are done. New
+  // requests wait from the moment it is marked.
+  MoveStart begin_move(size_t chunk, Motion direction, const Deadline& deadline) noexcept;
+  // The move worked: the chunk is resident in `destination` (evicting: spill,
+  // or none when it held no live data; restoring: vram). Waiting requests go
+  // on and see the new tier.
+  // False (and nothing changes) when the chunk is not in motion or
+  // `destination` does not fit its direction: the mover must abandon it then.
+  bool complete_move(size_t chunk, Tier destination) noexcept;
+  // The move failed: the chunk is resident where it was (a failed evict keeps
+  // it in VRAM, a failed restore in the spill area), its bytes untouched.
+  void abandon_move(size_t chunk) noexcept;
+
+  // ---- Anyone ----
+
+  Tier tier(size_t chunk) const noexcept;
+  Motion motion(size_t chunk) const noexcept;
+  uint32_t pin_count(size_t chunk) const noexcept;
+  // False when no block of the chunk holds live data: it moves for free.
+  bool has_live_data(size_t chunk) const noexcept;
+  uint64_t live_bytes(size_t chunk) const noexcept;
+
+  // Totals for status lines; a snapshot that moves on as requests run.
+  struct Census {
+    uint64_t vram_bytes = 0;
+    uint64_t spill_bytes = 0;
+    uint64_t none_bytes = 0;
+    uint64_t live_bytes = 0;
+    size_t moving_chunks = 0;
+  };
+  Census census() const noexcept;
+
+ private:
+  friend class ChunkPins;
+
+  // The word of a chunk: tier in bits 0-1, motion in bits 2-3, pins from bit 8.
+  static constexpr uint32_t tier_mask = 0x3;
+  static constexpr uint32_t motion_shift = 2;
+  static constexpr uint32_t motion_mask = 0x3u << motion_shift;
+  static constexpr uint32_t pin_shift = 8;
+  static constexpr uint32_t pin_one = 1u << pin_shift;
+
+  static Tier tier_of(uint32_t word) noexcept { return static_cast<Tier>(word & tier_mask); }
+  static Motion motion_of(uint32_t word) noexcept {
+    return static_cast<Motion>((word & motion_mask) >> motion_shift);
+  }
+  static uint32_t pins_of(uint32_t word) noexcept { return word >> pin_shift; }
+
+  // Sleeps while `chunk` is in motion; false once the deadline has passed.
+  bool wait_while_moving(size_t chunk, const Deadline& deadline) noexcept;
+  void unpin(size_t first, size_t count) noexcept;
+  void end_move(size_t chunk, Tier tier) noexcept;
+  std::atomic<uint64_t>* live_words(size_t chunk) const noexcept {
+    return &live_[chunk * words_per_chunk_];
+  }
+  // Sets (live) or clears the bits of blocks [first_block, end_block).
+  void set_live(uint64_t first_block, uint64_t end_block, bool live) noexcept;
+
+  uint64_t export_bytes_;
+  uint64_t chunk_bytes_;
+  size_t chunk_count_;
+  uint64_t blocks_per_chunk_;
+  size_t words_per_chunk_;
+  std::unique_ptr<std::atomic<uint32_t>[]> words_;
+  std::unique_ptr<std::atomic<uint64_t>[]> live_;
+};
+
+}  // namespace vramswap
