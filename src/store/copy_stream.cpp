@@ -163,40 +163,40 @@ void CopyStream::submit_moves() noexcept {
     return;
   }
   for (size_t i = 0; i < round_.part_count; ++i) {
-    if (parts_[i].batched) call_failed(Status(cuda::CUDA_SUCCESS), i, i + 1, false);
+    if (parts_[i].batched) redo(parts_[i]);
   }
 }
 
 // A call that carried parts_[first_part, end_part) failed, and queued
 // nothing. A lone part is lost (the call was its own); several are redone
-// one call each, so that each fails or lands on its own. An ok `status`
-// means the call was counted already (a launch): redo or lose its parts only.
+// one call each, so that each lands or fails on its own.
 void CopyStream::call_failed(Status status, size_t first_part, size_t end_part,
                              bool unrecorded) noexcept {
-  if (!status.ok()) note_failure(status);
+  note_failure(status);
   if (status.sticky() || unrecorded) {
     round_.all_lost = true;
-    return;
-  }
-  if (!status.ok() && end_part - first_part > 1) {
+  } else if (end_part - first_part == 1) {
+    lose(parts_[first_part]);
+  } else {
     for (size_t i = first_part; i < end_part; ++i)
-      call_failed(Status(cuda::CUDA_SUCCESS), i, i + 1, false);
-    return;
+      redo(parts_[i]);
   }
-  for (size_t i = first_part; i < end_part; ++i) {
-    Part& part = parts_[i];
-    if (!status.ok()) {
-      part.lost = true;  // a lone part's own call failed
-      round_.any_lost = true;
-      continue;
-    }
-    const Status redone = copy_by_dma(part);
-    if (redone.ok()) continue;
-    note_failure(redone);
-    part.lost = true;
-    round_.any_lost = true;
-    if (redone.sticky()) round_.all_lost = true;
-  }
+}
+
+// Queues one part again as its own DMA call. Once the GPU is gone (a sticky
+// error), redoing is pointless: the round is lost anyway.
+void CopyStream::redo(Part& part) noexcept {
+  if (round_.all_lost) return;
+  const Status status = copy_by_dma(part);
+  if (status.ok()) return;
+  note_failure(status);
+  if (status.sticky()) round_.all_lost = true;
+  lose(part);
+}
+
+void CopyStream::lose(Part& part) noexcept {
+  part.lost = true;
+  round_.any_lost = true;
 }
 
 void CopyStream::note_failure(Status status) noexcept {

@@ -161,6 +161,8 @@ class CopyStream {
   void submit_moves() noexcept;
   void call_failed(cuda::Status status, size_t first_part, size_t end_part,
                    bool unrecorded) noexcept;
+  void redo(Part& part) noexcept;
+  void lose(Part& part) noexcept;
   void note_failure(cuda::Status status) noexcept;
   cuda::Status copy_by_dma(const Part& part) const noexcept;
 
