@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kMaxEvents = 64;
 constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
+constexpr int kDrainWaitMs = 10;   // while stopping: how often the drain's deadline is looked at
 // verify = yes: how long a block that fails its check is read again before it
 // counts as corrupt (see reread_until_consistent), and how often.
 constexpr int64_t kRecheckWindowNs = 250'000'000;
@@ -38,6 +39,23 @@ int64_t monotonic_ns() noexcept {
 
 bool would_block(int error) noexcept {
   return error == EAGAIN || error == EWOULDBLOCK;
+}
+
+// While stopping, a request read from now on is not served: it is answered
+// ESHUTDOWN (the NBD spec's "the server is shutting down"), a write's payload
+// read and dropped first to keep the stream in step. A disconnect, or a
+// request that drops the connection anyway, stays what it was.
+nbd::Decision refused_while_stopping(nbd::Decision decision) noexcept {
+  switch (decision.action) {
+    case nbd::Action::disconnect:
+    case nbd::Action::drop_connection:
+      return decision;
+    case nbd::Action::write:
+    case nbd::Action::discard_payload_then_reply_error:
+      return {nbd::Action::discard_payload_then_reply_error, nbd::error::eshutdown};
+    default:
+      return {nbd::Action::reply_error, nbd::error::eshutdown};
+  }
 }
 
 }  // namespace
@@ -88,13 +106,21 @@ void Worker::start() {
   thread_ = std::thread([this] { run(); });
 }
 
-void Worker::stop_and_join() {
+void Worker::request_stop() noexcept {
   if (!thread_.joinable()) return;
   stop_.store(true, std::memory_order_relaxed);
   const uint64_t one = 1;
   ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
   (void)ignored;
-  thread_.join();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::stop_and_join() {
+  request_stop();
+  join();
 }
 
 void Worker::adopt(Connection* c) {
@@ -200,7 +226,12 @@ void Worker::run() noexcept {
   epoll_event events[kMaxEvents];
   int64_t next_expiry_check = 0;
   size_t rotate = 0;
-  while (!stop_.load(std::memory_order_relaxed)) {
+  for (;;) {
+    if (!draining_ && stop_.load(std::memory_order_relaxed)) begin_drain();
+    if (draining_ && (connections_.load(std::memory_order_relaxed) == 0 ||
+                      monotonic_ns() >= drain_deadline_ns_)) {
+      break;
+    }
     // Connections that stopped for want of arena space or reply slots are
     // served again at once; so is a worker that served requests within the
     // busy-poll window, if its policy says spinning pays (the next request
@@ -215,8 +246,9 @@ void Worker::run() noexcept {
       }
     }
     const bool polling = round_.empty() && busy_poll_.spin(monotonic_ns());
+    const int idle_wait_ms = draining_ ? kDrainWaitMs : kIdleWaitMs;
     const int n =
-        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? kIdleWaitMs : 0);
+        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? idle_wait_ms : 0);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {
@@ -271,6 +303,7 @@ void Worker::run() noexcept {
       if (c->phase == Phase::transmission) {
         settle(*c, all_lost);
         if (!c->closed()) send_replies(*c);
+        if (draining_ && !c->closed()) close_if_drained(*c);
       }
     }
     if (failed_calls_ > 0) {
@@ -284,11 +317,49 @@ void Worker::run() noexcept {
       if (c->closed()) retire(*c);
     }
   }
-  // Stopping: drop every connection (the daemon disconnected the kernel first).
+  // Stopped: drop every connection left (the daemon disconnected the kernel
+  // first), those handed over meanwhile included.
+  take_handoffs();
+  if (!owned_.empty()) {
+    log_warning(
+        "worker %u: %zu connection(s) still owed replies %u ms after the stop began (clients "
+        "that do not read them, or keep sending); closed them",
+        index_, owned_.size(), context_.options.stop_drain_ms);
+  }
   while (!owned_.empty()) {
     Connection* c = owned_.back();
     c->close(nullptr);
     retire(*c);
+  }
+}
+
+// The stop began: every connection gets a round, where requests already read
+// are served as usual and later ones refused (refused_while_stopping); a
+// handshake has nothing in flight and simply ends.
+void Worker::begin_drain() noexcept {
+  draining_ = true;
+  drain_deadline_ns_ = monotonic_ns() + int64_t{context_.options.stop_drain_ms} * 1'000'000;
+  for (Connection* c : owned_) {
+    if (c->phase == Phase::handshake) c->close("the server is stopping");
+    c->needs_round = true;
+  }
+}
+
+// While stopping: a connection whose every request is answered, and whose
+// client has sent nothing more, is closed. More input gets another round
+// (ESHUTDOWN for each request in it).
+void Worker::close_if_drained(Connection& c) noexcept {
+  if (c.reply_count > 0 || c.payload_left > 0 || c.carry_length > 0 || c.ahead_length > 0) {
+    return;
+  }
+  std::byte next;
+  const ssize_t n = ::recv(c.fd, &next, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) {
+    c.needs_round = true;
+  } else if (n == 0 || !would_block(errno)) {
+    c.close("peer closed");
+  } else {
+    c.close("the server is stopping: every request read was answered");
   }
 }
 
@@ -482,7 +553,8 @@ void Worker::parse_requests(Connection& c) noexcept {
       stats_.add(stats_.dropped, 1);
       break;
     }
-    const nbd::Decision decision = nbd::decide(request, context_.geometry);
+    nbd::Decision decision = nbd::decide(request, context_.geometry);
+    if (draining_) decision = refused_while_stopping(decision);
     if (decision.action == nbd::Action::read && request.length > 0 &&
         tx_.space() < std::min<size_t>(request.length, kMinReadChunk)) {
       c.needs_round = true;  // leave the header unparsed until the send arena has room
@@ -550,7 +622,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         Reply& r = c.push_reply(request.cookie);
         r.error = decision.error;
         r.complete = true;
-        stats_.add(stats_.protocol_errors, 1);
+        if (!draining_) stats_.add(stats_.protocol_errors, 1);  // ESHUTDOWN is no client's fault
         break;
       }
       case nbd::Action::discard_payload_then_reply_error: {
@@ -560,7 +632,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         c.payload_left = request.length;
         c.payload_discard = true;
         r.complete = request.length == 0;
-        stats_.add(stats_.protocol_errors, 1);
+        if (!draining_) stats_.add(stats_.protocol_errors, 1);
         break;
       }
       case nbd::Action::drop_connection:

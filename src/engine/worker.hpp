@@ -70,6 +70,12 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   void start();
+  // Asks the worker to stop (any thread; returns at once): it drains its
+  // connections (see drain()), for at most options.stop_drain_ms, then drops
+  // what is left and its thread ends.
+  void request_stop() noexcept;
+  // Waits for the thread to end (after request_stop()).
+  void join();
   void stop_and_join();
 
   // Hands a connection to this worker (any thread). Client connections start
@@ -86,6 +92,8 @@ class Worker {
   void update_interest(Connection& c) noexcept;
   void retire(Connection& c) noexcept;
   void expire_handshakes() noexcept;
+  void begin_drain() noexcept;
+  void close_if_drained(Connection& c) noexcept;
 
   void serve(Connection& c) noexcept;
   void serve_handshake(Connection& c) noexcept;
@@ -118,6 +126,11 @@ class Worker {
   UniqueFd wake_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  // Stopping: requests read from now on are answered ESHUTDOWN, and a
+  // connection that owes nothing more is closed; the loop ends when none is
+  // left or at drain_deadline_ns_.
+  bool draining_ = false;
+  int64_t drain_deadline_ns_ = 0;
 
   std::mutex handoff_mutex_;
   std::vector<Connection*> handoffs_;  // capacity reserved for the whole pool

@@ -3,44 +3,20 @@
 // once per cause, and says it is degraded.
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <map>
 #include <thread>
 
-#include "fake_cuda_control.hpp"
+#include "support/fake_control.hpp"
 #include "support/nbd_test_client.hpp"
 #include "support/test_daemon.hpp"
 
 using namespace vramswap::test;
 using Catch::Matchers::Contains;
-using vramswap::fake_cuda::Control;
 
 namespace {
 
 constexpr uint32_t kEIO = 5;
-
-// The fake driver's control block of a running daemon.
-class FakeControl {
- public:
-  explicit FakeControl(const std::string& path) {
-    const int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    void* p = mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    REQUIRE(p != MAP_FAILED);
-    control_ = static_cast<Control*>(p);
-    REQUIRE(control_->magic.load(std::memory_order_acquire) == vramswap::fake_cuda::control_magic);
-  }
-  ~FakeControl() { munmap(control_, sizeof(Control)); }
-  Control* operator->() { return control_; }
-
- private:
-  Control* control_ = nullptr;
-};
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
