@@ -27,6 +27,7 @@ std::string errors_summary(const status::InstanceStatus& s) {
     text += (text.empty() ? "" : ", ") + plural(count, one, many);
   };
   add(s.io_errors, "I/O error", "I/O errors");
+  add(s.failed_copy_calls, "failed copy call", "failed copy calls");
   add(s.protocol_errors, "protocol error", "protocol errors");
   add(s.dropped_connections, "dropped connection", "dropped connections");
   add(s.copy_failures, "failed VRAM copy", "failed VRAM copies");
@@ -92,6 +93,7 @@ Json io_json(const status::InstanceStatus& s) {
           {"trims", s.trims},
           {"flushes", s.flushes},
           {"io_errors", s.io_errors},
+          {"failed_copy_calls", s.failed_copy_calls},
           {"protocol_errors", s.protocol_errors},
           {"dropped_connections", s.dropped_connections}};
 }

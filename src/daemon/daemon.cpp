@@ -175,6 +175,7 @@ int run(const CommandLine& command_line) {
     s.trims = io.trims;
     s.flushes = io.flushes;
     s.io_errors = io.io_errors;
+    s.failed_copy_calls = io.failed_copy_calls;
     s.protocol_errors = io.protocol_errors;
     s.dropped_connections = io.dropped;
     const engine::Health& health = server.health();

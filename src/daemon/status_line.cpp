@@ -8,8 +8,9 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
   std::string line;
   if (s.device_lost) {
     line = "FAILED: GPU lost, every request fails; ";
-  } else if (s.copy_failures || s.checksum_failures) {
+  } else if (s.copy_failures || s.failed_copy_calls || s.checksum_failures) {
     line = "DEGRADED: " + std::to_string(s.copy_failures) + " failed copies, " +
+           std::to_string(s.failed_copy_calls) + " failed copy calls, " +
            std::to_string(s.checksum_failures) + " checksum mismatches; ";
   }
   if (s.previous_crash) {

@@ -41,6 +41,7 @@ struct InstanceStatus {
 
   uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0, zeroes = 0, trims = 0,
            flushes = 0, io_errors = 0, protocol_errors = 0, dropped_connections = 0;
+  uint64_t failed_copy_calls = 0;  // driver calls that failed (io_errors: the requests they cost)
   bool device_lost = false;
   uint64_t copy_failures = 0, checksum_failures = 0;
 

@@ -42,11 +42,11 @@ std::string logged(Action action) {
 TEST_CASE("a lost GPU's rate-limited log line counts the failed requests, not the lines") {
   vramswap::engine::Health health;
   const std::string first = logged([&] {
-    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 3);
-    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 4);  // the first "still lost" line
+    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 1, 3);
+    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 1, 4);  // the first "still lost" line
     // Within the 10 s interval: not logged, but counted.
-    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 5);
-    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 6);
+    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 1, 5);
+    health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 1, 6);
   });
   INFO(first);
   CHECK_THAT(first, Contains("GPU lost (CUDA_ERROR_LAUNCH_FAILED)"));
@@ -55,7 +55,7 @@ TEST_CASE("a lost GPU's rate-limited log line counts the failed requests, not th
 
   std::this_thread::sleep_for(std::chrono::milliseconds(10'100));
   const std::string later =
-      logged([&] { health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 7); });
+      logged([&] { health.copy_failed("CUDA_ERROR_LAUNCH_FAILED", true, 1, 7); });
   INFO(later);
   // 5 + 6 swallowed, and this call's 7.
   CHECK_THAT(later, Contains("GPU still lost (CUDA_ERROR_LAUNCH_FAILED): 18 more failed requests"));
