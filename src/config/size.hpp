@@ -7,13 +7,13 @@
 #include <cstdint>
 #include <string>
 
+#include "common/geometry.hpp"
 #include "config/types.hpp"
 
 namespace vramswap::config {
 
-// Swap sizes are whole multiples of this: CUDA allocates in 2 MiB pages, and
-// it keeps the size a multiple of every block and page size in play.
-inline constexpr uint64_t swap_size_alignment = uint64_t{2} << 20;
+// Swap sizes are whole chunks (common/geometry.hpp says why).
+inline constexpr uint64_t swap_size_alignment = kChunkBytes;
 
 // size = auto: free VRAM minus `reserve` (nothing when reserve is larger);
 // N%: N percent of free VRAM; bytes: as given. Rounded down to 2 MiB.

@@ -20,9 +20,9 @@ KernelDevice::KernelDevice(const config::DeviceConfig& device, NbdNetlink netlin
   // (partition scan, udev's blkid) the moment it is connected.
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device.connections);
   NbdConnectParams params;
-  for (const auto& fd : kernel_ends) params.socket_fds.push_back(fd.get());
+  for (const auto& fd : kernel_ends)
+    params.socket_fds.push_back(fd.get());
   params.size_bytes = server.export_size();
-  params.block_size = 4096;
   params.server_flags = server.transmission_flags();
   params.timeout_seconds = config::effective_timeout_s(device);
   params.destroy_on_disconnect = true;
@@ -48,8 +48,8 @@ KernelDevice::~KernelDevice() {
   // leave a connected device behind that no daemon serves.
   std::string holder;
   if (in_use(holder)) {
-    log_error("%s is still in use (%s) while the daemon exits: its I/O will fail",
-              path_.c_str(), holder.c_str());
+    log_error("%s is still in use (%s) while the daemon exits: its I/O will fail", path_.c_str(),
+              holder.c_str());
   }
   try {
     disconnect();
@@ -72,15 +72,16 @@ void KernelDevice::release_stale_device() {
       if (std::fgets(line, sizeof line, f)) backend = line;
       std::fclose(f);
     }
-    while (!backend.empty() && (backend.back() == '\n' || backend.back() == ' ')) backend.pop_back();
+    while (!backend.empty() && (backend.back() == '\n' || backend.back() == ' '))
+      backend.pop_back();
     if (backend != backend_) continue;
     const std::string path = "/dev/" + name;
     const auto swap = active_swap_for_device(path);
-    log_error("%s was left by an earlier vramswapd of this instance that did not stop cleanly%s; "
-              "its contents are gone: disconnecting it",
-              path.c_str(),
-              swap ? " and is still active swap (processes whose pages were there will fail)"
-                   : "");
+    log_error(
+        "%s was left by an earlier vramswapd of this instance that did not stop cleanly%s; "
+        "its contents are gone: disconnecting it",
+        path.c_str(),
+        swap ? " and is still active swap (processes whose pages were there will fail)" : "");
     netlink_.disconnect(nbd.index);
   }
 }
@@ -90,7 +91,8 @@ unsigned KernelDevice::restore_connections(engine::Server& server) {
   if (!connected_ || live >= device_.connections) return 0;
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device_.connections - live);
   std::vector<int> fds;
-  for (const auto& fd : kernel_ends) fds.push_back(fd.get());
+  for (const auto& fd : kernel_ends)
+    fds.push_back(fd.get());
   netlink_.replace_dead_sockets(index_, fds, backend_);
   return static_cast<unsigned>(fds.size());
 }

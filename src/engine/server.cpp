@@ -20,11 +20,8 @@
 namespace vramswap::engine {
 namespace {
 
-constexpr uint32_t kMinBlock = 512;
 // With verify = yes every request covers whole checksummed blocks.
 constexpr uint32_t kVerifiedMinBlock = BlockChecksums::kBlockBytes;
-constexpr uint32_t kPreferredBlock = 4096;
-constexpr uint32_t kMaxPayload = 32 * MiB;
 int fcntl_nonblock(int fd) {
   const int flags = fcntl(fd, F_GETFL);
   return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -67,13 +64,14 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
   context_.cuda = &cuda;
   context_.pool = &pool_;
   context_.health = &health_;
-  context_.description = nbd::ExportDescription{options_.export_name,
-                                                options_.export_description,
-                                                store.size(),
-                                                nbd::served_transmission_flags,
-                                                checksums_ ? kVerifiedMinBlock : kMinBlock,
-                                                kPreferredBlock,
-                                                kMaxPayload};
+  context_.description =
+      nbd::ExportDescription{options_.export_name,
+                             options_.export_description,
+                             store.size(),
+                             nbd::served_transmission_flags,
+                             checksums_ ? kVerifiedMinBlock : nbd::default_min_block,
+                             nbd::default_preferred_block,
+                             nbd::default_max_payload};
   if (const char* problem = nbd::export_description_problem(context_.description)) {
     throw StartupError(exit_code::config, std::string("cannot export this device: ") + problem);
   }

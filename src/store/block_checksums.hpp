@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include "common/geometry.hpp"
 
 namespace vramswap {
 
@@ -31,7 +32,7 @@ namespace vramswap {
 // The hot-path calls allocate nothing and take no lock.
 class BlockChecksums {
  public:
-  static constexpr uint32_t kBlockBytes = 4096;
+  static constexpr uint32_t kBlockBytes = kExportBlockBytes;
   static constexpr uint64_t kNoMismatch = std::numeric_limits<uint64_t>::max();
 
   // A block whose bytes arrive in pieces (a write payload spread over

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include "common/geometry.hpp"
 
 namespace vramswap {
 
@@ -89,9 +90,9 @@ class ChunkPins {
 // itself waiting for a mover.
 class ChunkMap {
  public:
-  static constexpr uint64_t default_chunk_bytes = 2ull << 20;
-  // Live data is tracked per 4 KiB block, the export's block size.
-  static constexpr uint64_t block_bytes = 4096;
+  static constexpr uint64_t default_chunk_bytes = kChunkBytes;
+  // Live data is tracked per export block.
+  static constexpr uint64_t block_bytes = kExportBlockBytes;
 
   // export_bytes: whole blocks, at least one. chunk_bytes: whole blocks, at
   // least one. Throws std::invalid_argument otherwise. Every chunk starts

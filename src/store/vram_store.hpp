@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/byte_size.hpp"
+#include "common/geometry.hpp"
 #include "cuda/context.hpp"
 
 namespace vramswap {
@@ -47,8 +48,8 @@ class VramStore {
   // when VRAM is so fragmented that only crumbs fit, and then stops early
   // instead of making thousands of tiny chunks.
   static constexpr size_t max_small_chunks = 256;
-  // Exports are whole 4 KiB blocks.
-  static constexpr uint64_t block_bytes = 4096;
+  // Exports are whole export blocks.
+  static constexpr uint64_t block_bytes = kExportBlockBytes;
 
   // chunk_bytes: a multiple of `granularity`, at least `granularity` (tests
   // use small ones); throws std::invalid_argument otherwise. Allocates nothing.
