@@ -52,7 +52,7 @@ const KeySpec key_specs[] = {
      {}},
     {"connections",
      [](DeviceConfig& c, std::string_view v) {
-       return assign(c.connections, parse_integer(v, 1, max_connections, "use 1 to 64"));
+       return assign(c.connections, parse_integer(v, 1, max_connections));
      },
      {}},
     {"listen",
@@ -65,8 +65,7 @@ const KeySpec key_specs[] = {
      [](DeviceConfig& c, std::string_view v) {
        return assign(
            c.priority,
-           parse_integer(v, -1, 32767,
-                         "use -1 to 32767 (higher is used first; -1 lets the kernel choose)"));
+           parse_integer(v, -1, 32767, {{}, " (higher is used first; -1 lets the kernel choose)"}));
      },
      {}},
     {"discard",
@@ -79,8 +78,7 @@ const KeySpec key_specs[] = {
          c.nbd_index.reset();
          return std::nullopt;
        }
-       auto index =
-           parse_integer(v, 0, max_nbd_index, "use 0 to 1023, or auto to let the kernel pick");
+       auto index = parse_integer(v, 0, max_nbd_index, {{}, ", or auto to let the kernel pick"});
        if (!index.value) return std::move(index.problem);
        c.nbd_index = static_cast<unsigned>(*index.value);
        return std::nullopt;
@@ -92,8 +90,12 @@ const KeySpec key_specs[] = {
          c.timeout_s.reset();
          return std::nullopt;
        }
-       auto seconds = parse_integer(v, 0, max_timeout_s,
-                                    "use seconds from 1 to 86400, 0 for no timeout, or auto");
+       if (parse_integer(v, 0, 0).value) {
+         c.timeout_s = 0;  // no timeout
+         return std::nullopt;
+       }
+       auto seconds =
+           parse_integer(v, 1, max_timeout_s, {"seconds", ", 0 for no timeout, or auto"});
        if (!seconds.value) return std::move(seconds.problem);
        c.timeout_s = static_cast<unsigned>(*seconds.value);
        return std::nullopt;
@@ -112,8 +114,8 @@ const KeySpec key_specs[] = {
      {}},
     {"busy_poll",
      [](DeviceConfig& c, std::string_view v) {
-       return assign(c.busy_poll_us, parse_integer(v, 0, max_busy_poll_us,
-                                                   "use microseconds from 0 (off) to 10000"));
+       return assign(c.busy_poll_us,
+                     parse_integer(v, 0, max_busy_poll_us, {"microseconds", " (0: off)"}));
      },
      {}},
 };

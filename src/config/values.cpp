@@ -210,7 +210,10 @@ Parsed<uint64_t> parse_byte_amount(std::string_view text, std::string_view examp
 }
 
 Parsed<long long> parse_integer(std::string_view text, long long min, long long max,
-                                std::string_view range_advice) {
+                                RangeWords words) {
+  std::string range_advice = "use ";
+  if (!words.unit.empty()) range_advice += std::string(words.unit) + " from ";
+  range_advice += std::to_string(min) + " to " + std::to_string(max) + std::string(words.note);
   const bool negative = !text.empty() && text.front() == '-';
   const std::string_view digits = negative ? text.substr(1) : text;
   if (digits.empty() || !std::all_of(digits.begin(), digits.end(), is_digit)) {

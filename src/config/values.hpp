@@ -45,10 +45,18 @@ Parsed<SizeSpec> parse_size_spec(std::string_view text);
 // in the advice.
 Parsed<uint64_t> parse_byte_amount(std::string_view text, std::string_view example);
 
-// A whole number in [min, max]; `range_advice` says what to write instead,
-// e.g. "use 1 to 64".
+// How a range is put into words beyond its bounds: the unit its numbers are
+// in, and what may be written besides a number. {"seconds", ", or auto"}
+// says "use seconds from 1 to 60, or auto".
+struct RangeWords {
+  std::string_view unit;
+  std::string_view note;
+};
+
+// A whole number in [min, max]. A refusal says what to write instead, from
+// the bounds themselves: "use 1 to 64".
 Parsed<long long> parse_integer(std::string_view text, long long min, long long max,
-                                std::string_view range_advice);
+                                RangeWords words = {});
 
 // An absolute path that fits a Unix socket address; "" means none.
 Parsed<std::string> parse_socket_path(std::string_view text);

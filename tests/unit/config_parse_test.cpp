@@ -131,9 +131,10 @@ TEST_CASE("keys take their largest and smallest values") {
   CHECK_FALSE(parse_one("[device.0]\nnbd_index = auto\n").nbd_index.has_value());
   CHECK(parse_one("[device.0]\ntimeout = 86400\n").timeout_s == 86400);
   CHECK(parse_one("[device.0]\nbusy_poll = 10000\n").busy_poll_us == 10000);
-  CHECK(refusal("[device.0]\nbusy_poll = 10001\n") ==
-        "/etc/vramswap.conf:2: busy_poll = \"10001\": out of range; use microseconds from 0 (off) "
-        "to 10000");
+  CHECK(
+      refusal("[device.0]\nbusy_poll = 10001\n") ==
+      "/etc/vramswap.conf:2: busy_poll = \"10001\": out of range; use microseconds from 0 to 10000 "
+      "(0: off)");
   CHECK(parse_one("[device.0]\nsize = 1M\nmin_size = 0\n").size.bytes == MiB);
   CHECK(parse_one("[device.0]\nsize = 100%\n").size == SizeSpec{SizeKind::percent_of_free, 0, 100});
   CHECK(parse_one("[device.0]\nsize = 1%\n").size.percent == 1);
@@ -412,7 +413,8 @@ TEST_CASE("bad values name the key and say what to write") {
       {"timeout = 86401",
        "timeout = \"86401\": out of range; use seconds from 1 to 86400, 0 for no timeout, or auto"},
       {"timeout = 30s",
-       "timeout = \"30s\": not a whole number; use seconds from 1 to 86400, 0 for no timeout, or auto"},
+       "timeout = \"30s\": not a whole number; use seconds from 1 to 86400, 0 for no timeout, or "
+       "auto"},
       {"nbd_index = 1024",
        "nbd_index = \"1024\": out of range; use 0 to 1023, or auto to let the kernel pick"},
       {"nbd_index = nbd3",

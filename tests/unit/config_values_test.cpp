@@ -91,18 +91,21 @@ TEST_CASE("sizes") {
 }
 
 TEST_CASE("whole numbers in a range") {
-  CHECK(parse_integer("-1", -1, 5, "").value == -1);
-  CHECK(parse_integer("5", -1, 5, "").value == 5);
-  CHECK(parse_integer("-0", 0, 5, "").value == 0);
-  CHECK(parse_integer("9223372036854775807", 0, LLONG_MAX, "").value == LLONG_MAX);
-  CHECK(parse_integer("-9223372036854775808", LLONG_MIN, 0, "").value == LLONG_MIN);
-  CHECK(parse_integer("9223372036854775808", 0, LLONG_MAX, "x").problem == "out of range; x");
-  CHECK(parse_integer("-18446744073709551615", -1, 5, "x").problem == "out of range; x");
-  CHECK(parse_integer("6", -1, 5, "x").problem == "out of range; x");
+  CHECK(parse_integer("-1", -1, 5).value == -1);
+  CHECK(parse_integer("5", -1, 5).value == 5);
+  CHECK(parse_integer("-0", 0, 5).value == 0);
+  CHECK(parse_integer("9223372036854775807", 0, LLONG_MAX).value == LLONG_MAX);
+  CHECK(parse_integer("-9223372036854775808", LLONG_MIN, 0).value == LLONG_MIN);
+  CHECK(parse_integer("9223372036854775808", 0, LLONG_MAX).problem ==
+        "out of range; use 0 to 9223372036854775807");
+  CHECK(parse_integer("-18446744073709551615", -1, 5).problem == "out of range; use -1 to 5");
+  CHECK(parse_integer("6", -1, 5).problem == "out of range; use -1 to 5");
   for (const char* bad : {"", "-", "+1", " 1", "1 ", "0x1", "1e3", "--1"}) {
     INFO(bad);
-    CHECK(parse_integer(bad, -1, 5, "x").problem == "not a whole number; x");
+    CHECK(parse_integer(bad, -1, 5).problem == "not a whole number; use -1 to 5");
   }
+  CHECK(parse_integer("61", 1, 60, {"seconds", ", or auto"}).problem ==
+        "out of range; use seconds from 1 to 60, or auto");
 }
 
 TEST_CASE("group names") {
