@@ -84,18 +84,12 @@ Json gpu_json(const status::InstanceStatus& s) {
           {"total_bytes", s.gpu_total_bytes}};
 }
 
-Json io_json(const status::InstanceStatus& s) {
-  return {{"reads", s.reads},
-          {"writes", s.writes},
-          {"bytes_read", s.bytes_read},
-          {"bytes_written", s.bytes_written},
-          {"zeroes", s.zeroes},
-          {"trims", s.trims},
-          {"flushes", s.flushes},
-          {"io_errors", s.io_errors},
-          {"failed_copy_calls", s.failed_copy_calls},
-          {"protocol_errors", s.protocol_errors},
-          {"dropped_connections", s.dropped_connections}};
+Json io_json(const IoCounters& counters) {
+  Json io = Json::object();
+#define VRAMSWAP_IO_COUNTER(name) io[#name] = counters.name;
+  VRAMSWAP_IO_COUNTERS(VRAMSWAP_IO_COUNTER)
+#undef VRAMSWAP_IO_COUNTER
+  return io;
 }
 
 Json unit_json(const systemd::UnitState& unit) {

@@ -550,7 +550,7 @@ void Worker::parse_requests(Connection& c) noexcept {
     nbd::Request request{};
     if (!nbd::decode_request(rx_.top(), request)) {
       c.close("bad request magic");
-      stats_.add(stats_.dropped, 1);
+      stats_.add(stats_.dropped_connections, 1);
       break;
     }
     nbd::Decision decision = nbd::decide(request, context_.geometry);
@@ -637,7 +637,7 @@ void Worker::parse_requests(Connection& c) noexcept {
       }
       case nbd::Action::drop_connection:
         c.close("request refused: connection dropped");
-        stats_.add(stats_.dropped, 1);
+        stats_.add(stats_.dropped_connections, 1);
         goto stop_parsing;
     }
   }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/io_counters.hpp"
 #include "status/previous_crash.hpp"
 
 namespace vramswap::status {
@@ -13,7 +14,8 @@ namespace vramswap::status {
 // <runtime dir>/NAME.json (default /run/vramswap), rewritten atomically every
 // few seconds and on every change of state. `vramswap status` reads these
 // files; their format is versioned so an older CLI can tell a newer daemon.
-struct InstanceStatus {
+// The I/O counters (common/io_counters.hpp) are its own fields, by name.
+struct InstanceStatus : IoCounters {
   static constexpr int kFormatVersion = 1;
 
   int format = kFormatVersion;
@@ -39,9 +41,6 @@ struct InstanceStatus {
   uint64_t swap_size_bytes = 0, swap_used_bytes = 0;
   int swap_priority = 0;
 
-  uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0, zeroes = 0, trims = 0,
-           flushes = 0, io_errors = 0, protocol_errors = 0, dropped_connections = 0;
-  uint64_t failed_copy_calls = 0;  // driver calls that failed (io_errors: the requests they cost)
   bool device_lost = false;
   uint64_t copy_failures = 0, checksum_failures = 0;
 
