@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 
 #include <chrono>
 #include <optional>
@@ -21,18 +20,14 @@
 #include "cuda/driver.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
-#include "daemon/previous_run.hpp"
 #include "daemon/preflight.hpp"
+#include "daemon/previous_run.hpp"
 #include "daemon/signals.hpp"
-#include "daemon/status_file.hpp"
-#include "daemon/status_line.hpp"
+#include "daemon/status_publisher.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
-#include "kernel/swaps.hpp"
-#include "status/instance_status.hpp"
 #include "store/vram_store.hpp"
 #include "systemd/notify.hpp"
-#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
 namespace {
@@ -138,61 +133,8 @@ int run(const CommandLine& command_line) {
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
-  // Refreshes the published status (status file, systemd's STATUS line).
-  status::InstanceStatus published;
-  StatusFile status_file;
-  published.instance = device.name;
-  published.pid = getpid();
-  published.gpu_index = gpu.index;
-  published.gpu_name = gpu.name;
-  published.gpu_uuid = gpu.uuid;
-  published.gpu_pci_bus_id = gpu.pci_bus_id;
-  published.gpu_total_bytes = memory.total_bytes;
-  published.size_bytes = store.size();
-  published.listen = device.listen;
-  published.previous_crash = previous_crash;
-  if (kernel) {
-    published.device = kernel->path();
-    published.link = systemd::device_link(device.name);
-  }
-  auto publish = [&](const std::string& stopping) {
-    status::InstanceStatus& s = published;
-    s.state = stopping.empty() ? "serving" : "stopping";
-    if (kernel) {
-      s.kernel_connections = server.live_kernel_connections();
-      const auto swap = active_swap_for_device(kernel->path());
-      s.swap_active = swap.has_value();
-      s.swap_size_bytes = swap ? swap->size_bytes : 0;
-      s.swap_used_bytes = swap ? swap->used_bytes : 0;
-      s.swap_priority = swap ? swap->priority : 0;
-    }
-    const engine::StatsSnapshot io = server.stats();
-    s.reads = io.reads;
-    s.writes = io.writes;
-    s.bytes_read = io.bytes_read;
-    s.bytes_written = io.bytes_written;
-    s.zeroes = io.zeroes;
-    s.trims = io.trims;
-    s.flushes = io.flushes;
-    s.io_errors = io.io_errors;
-    s.failed_copy_calls = io.failed_copy_calls;
-    s.protocol_errors = io.protocol_errors;
-    s.dropped_connections = io.dropped;
-    const engine::Health& health = server.health();
-    s.device_lost = health.device_lost();
-    s.copy_failures = health.copy_failures();
-    s.checksum_failures = health.checksum_failures();
-    s.health = s.device_lost ? "failed" : health.degraded() || s.previous_crash ? "degraded" : "ok";
-    const HardeningState hardening = hardening_state();
-    s.memory_locked = hardening.memory_locked;
-    s.oom_protected = hardening.oom_protected;
-    s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
-    s.updated_unix = time(nullptr);
-    s.status_line = compose_status_line(s, stopping);
-    status_file.write(s);
-    return status_file.missing() ? s.status_line + "; no status file" : s.status_line;
-  };
-  const std::string ready_line = publish({});
+  StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash);
+  const std::string ready_line = status.publish({});
   systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
 
@@ -248,7 +190,7 @@ int run(const CommandLine& command_line) {
           "the kernel closed every connection of %s (was it disconnected by another "
           "program?); anything swapped to it is lost",
           kernel->path().c_str());
-      publish("the kernel dropped the device");
+      status.publish("the kernel dropped the device");
       server.stop();
       return 1;
     }
@@ -271,10 +213,10 @@ int run(const CommandLine& command_line) {
         log_notice("%s before releasing the VRAM", waiting_for.c_str());
       }
     }
-    systemd::notify::status(publish(stopping ? waiting_for : std::string()));
+    systemd::notify::status(status.publish(stopping ? waiting_for : std::string()));
   }
 
-  systemd::notify::status(publish("releasing the device"));
+  systemd::notify::status(status.publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
     const auto deadline = steady_clock::now() + kKernelCloseWait;
