@@ -3,9 +3,7 @@
 // what the daemons and the kernel say.
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "fake_cuda_control.hpp"
+#include "support/fake_control.hpp"
 #include "status/instance_status.hpp"
 #include "support/nbd_test_client.hpp"
 #include "support/test_daemon.hpp"
@@ -69,26 +67,6 @@ std::string messages_of(const json& messages) {
     text += m["level"].get<std::string>() + ": " + m["text"].get<std::string>() + "\n";
   return text;
 }
-
-// The fake driver's control block of a running daemon.
-class FakeControl {
-  using Control = vramswap::fake_cuda::Control;
-
- public:
-  explicit FakeControl(const std::string& path) {
-    const int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    void* p = mmap(nullptr, sizeof(Control), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    REQUIRE(p != MAP_FAILED);
-    control_ = static_cast<Control*>(p);
-  }
-  ~FakeControl() { munmap(control_, sizeof(Control)); }
-  Control* operator->() { return control_; }
-
- private:
-  Control* control_ = nullptr;
-};
 
 // Runs `vramswap status --json` until `ready` holds for the document (the
 // daemon rewrites its file every 5 s), at most ~20 s.

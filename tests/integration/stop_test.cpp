@@ -55,7 +55,7 @@ long long ms_since(steady_clock::time_point then) {
 }  // namespace
 
 TEST_CASE("SIGTERM answers what the daemon read, ESHUTDOWN for what came later, then exits",
-          "[stop]") {
+          "[stop][fake]") {
   // One worker whose every round of copies takes 300 ms: SIGTERM lands while
   // the first requests' copies are in flight.
   TestDaemon daemon({.size = "256M",
