@@ -68,39 +68,35 @@ void CopyStream::destroy() noexcept {
 
 Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len) noexcept {
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
   auto* source = const_cast<std::byte*>(static_cast<const std::byte*>(pinned_src));
-  return store_->for_each_extent(export_offset, len,
-                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-                                   hold(source + done, export_offset + done, device_ptr, bytes,
-                                        /*to_device=*/true);
-                                   return Status();
-                                 });
+  hold(source, store_->base() + export_offset, len, /*to_device=*/true);
+  return Status();
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len) noexcept {
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
-  auto* destination = static_cast<std::byte*>(pinned_dst);
-  return store_->for_each_extent(
-      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        hold(destination + done, export_offset + done, device_ptr, bytes, /*to_device=*/false);
-        return Status();
-      });
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
+  hold(static_cast<std::byte*>(pinned_dst), store_->base() + export_offset, len,
+       /*to_device=*/false);
+  return Status();
 }
 
 // A copy that continues the held one, in the same direction, on both sides,
-// within the same VRAM chunk (one copy never spans two allocations, even
-// adjacent ones), joins it; anything else sends the held copy on its way and
-// is held instead.
-void CopyStream::hold(std::byte* host, uint64_t export_offset, CUdeviceptr device, uint64_t bytes,
+// joins it (the export is one range of device addresses, so any two adjacent
+// pieces of it can be one copy); anything else sends the held copy on its way
+// and is held instead.
+void CopyStream::hold(std::byte* host, CUdeviceptr device, uint64_t bytes,
                       bool to_device) noexcept {
   if (held_.bytes > 0 && held_.to_device == to_device && held_.host + held_.bytes == host &&
-      held_.device + held_.bytes == device && device < held_.chunk_end) {
+      held_.device + held_.bytes == device) {
     held_.bytes += bytes;
     return;
   }
   send_held();
-  const VramExtent extent = store_->locate(export_offset);
-  held_ = HeldCopy{host, device, bytes, extent.device_ptr + extent.bytes, to_device};
+  held_ = HeldCopy{host, device, bytes, to_device};
 }
 
 // Queues the held copy: in the copy kernel's table when it is small enough,
@@ -118,11 +114,10 @@ void CopyStream::send_held() noexcept {
 
 Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
   send_held();  // in order: a zero-fill after a write of the same bytes wins
-  const auto memset = store_->context().driver().cuMemsetD8Async;
-  return store_->for_each_extent(export_offset, len,
-                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t) {
-                                   return Status(memset(device_ptr, 0, bytes, stream_));
-                                 });
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
+  return store_->context().driver().cuMemsetD8Async(store_->base() + export_offset, 0, len,
+                                                    stream_);
 }
 
 Status CopyStream::flush() noexcept {
