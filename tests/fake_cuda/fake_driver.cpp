@@ -475,6 +475,13 @@ bool resolve_locked(CUdeviceptr pointer, uint64_t length, int device, std::vecto
   return true;
 }
 
+// Empties a thread's reused piece list when the call ends, so that it holds
+// no allocation alive (its memory would not go back to the host).
+struct PiecesCleared {
+  std::vector<Piece>& pieces;
+  ~PiecesCleared() { pieces.clear(); }
+};
+
 // The mappings that make up exactly [pointer, pointer + bytes), back to back:
 // [first, last). False when the range starts or ends inside a mapping or
 // has a hole.
@@ -560,6 +567,7 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
   if (kind == Operation::host_to_device && !source) return CUDA_ERROR_INVALID_VALUE;
   if (kind == Operation::device_to_host && !destination) return CUDA_ERROR_INVALID_VALUE;
   thread_local std::vector<Piece> pieces;
+  const PiecesCleared cleared{pieces};
   if (!resolve_locked(device_pointer, length, context->device, pieces)) {
     return CUDA_ERROR_INVALID_VALUE;
   }
@@ -609,6 +617,7 @@ CUresult run_block_moves(const Operation& operation) {
     return CUDA_ERROR_ILLEGAL_ADDRESS;
   }
   thread_local std::vector<Piece> pieces;
+  const PiecesCleared cleared{pieces};
   for (size_t i = 0; i < operation.length; ++i) {
     const vramswap::BlockMove move = moves[i];
     if (move.bytes > vramswap::kMaxBlockMoveBytes ||
