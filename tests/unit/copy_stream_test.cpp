@@ -418,3 +418,27 @@ TEST_CASE("flush() sends a round's small copies once; synchronize() only waits f
     CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
   }
 }
+
+TEST_CASE("copy-kernel moves that cross a chunk boundary land on both sides of it") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(4 * block, 13);
+  std::memcpy(staging.data(), data.data(), data.size());
+  // Two 8 KiB writes, each half in one chunk and half in the next: one launch
+  // of two moves, each spanning two physical allocations.
+  const uint64_t launches = setup.control()->copies.load();
+  REQUIRE(stream.write(chunk - block, staging.data(), 2 * block).ok());
+  REQUIRE(stream.write(3 * chunk - block, staging.data() + 2 * block, 2 * block).ok());
+  REQUIRE(stream.synchronize().ok());
+  CHECK(setup.control()->copies.load() - launches == 1);
+  PinnedBuffer back(setup.context, 2 * block);
+  CHECK(get(stream, back, chunk - block, 2 * block) ==
+        std::vector<std::byte>(data.begin(), data.begin() + 2 * block));
+  CHECK(get(stream, back, 3 * chunk - block, 2 * block) ==
+        std::vector<std::byte>(data.begin() + 2 * block, data.end()));
+}
