@@ -80,10 +80,13 @@ class VramStore {
   cuda::CUdeviceptr base() const noexcept { return base_; }
   const cuda::Context& context() const noexcept { return *context_; }
 
-  // Whether a chunk's VRAM is in place, and how much VRAM the export holds
-  // now (committed chunks times chunk_bytes()). committed() is for the thread
-  // that releases and commits; committed_bytes() may be read by any thread.
-  bool committed(size_t chunk) const noexcept { return handles_[chunk] != 0; }
+  // Whether a chunk's VRAM is in place (chunk < chunk_count()), and how much
+  // VRAM the export holds now (committed chunks times chunk_bytes()).
+  // committed() is for the thread that releases and commits;
+  // committed_bytes() may be read by any thread.
+  bool committed(size_t chunk) const noexcept {
+    return chunk < handles_.size() && handles_[chunk] != 0;
+  }
   uint64_t committed_bytes() const noexcept {
     return committed_chunks_.load(std::memory_order_relaxed) * chunk_bytes_;
   }

@@ -119,13 +119,20 @@ constexpr uint64_t gap_bytes = uint64_t{2} << 20;
 // Physical memory: what cuMemAlloc, cuMemCreate and cuMemImportFromShareableHandle
 // make. Reached through mappings (device addresses) and handles.
 struct Allocation {
+  Allocation(int device_index, uint64_t bytes, std::unique_ptr<Backing> memory, bool can_export)
+      : device(device_index), size(bytes), backing(std::move(memory)), exportable(can_export) {}
+
   int device;
   uint64_t size;
-  std::unique_ptr<Backing> backing;
-  bool exportable;  // created with CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR (or imported)
-  int references;   // its handle and its mappings; guarded by g_lock. At 0 the
-                    // device's memory is free again (queued work may still
-                    // hold the backing until it ran).
+  std::unique_ptr<Backing> backing;  // replaced once, by the first export
+  // Held shared while queued work touches `backing`, exclusively while an
+  // export replaces it. A leaf: nothing else is locked under it, except the
+  // pool registry when the replaced backing goes.
+  mutable std::shared_mutex backing_lock;
+  bool exportable;     // created with CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR (or imported)
+  int references = 1;  // its handle and its mappings; guarded by g_lock. At 0 the
+                       // device's memory is free again (queued work may still
+                       // hold the backing until it ran).
 };
 
 // Device addresses [base, base + size) reaching `allocation` from offset 0.
@@ -385,8 +392,7 @@ CUresult new_allocation_locked(int device_index, uint64_t bytes, bool exportable
                ? CUDA_ERROR_OUT_OF_MEMORY
                : CUDA_ERROR_OPERATING_SYSTEM;
   }
-  made = std::make_shared<Allocation>(
-      Allocation{device_index, bytes, std::move(backing), exportable, 1});
+  made = std::make_shared<Allocation>(device_index, bytes, std::move(backing), exportable);
   device.allocated += bytes;
   count(&Control::bytes_allocated, bytes);
   return CUDA_SUCCESS;
@@ -631,6 +637,7 @@ CUresult run_block_moves(const Operation& operation) {
     }
     auto* host = reinterpret_cast<unsigned char*>(move.host);
     for (const Piece& piece : pieces) {
+      std::shared_lock backing_lock(piece.allocation->backing_lock);
       const bool done = move.to_device
                             ? piece.allocation->backing->write(piece.offset, host, piece.length)
                             : piece.allocation->backing->read(piece.offset, host, piece.length);
@@ -664,8 +671,8 @@ CUresult run_queue_locked(CUstream_st& stream) {
       if (result != CUDA_SUCCESS) break;
       continue;
     }
-    // Shared: an export may give the allocation a backing of its own.
-    std::shared_lock lock(g_lock);
+    // An export may give the allocation a backing of its own meanwhile.
+    std::shared_lock backing_lock(operation.allocation->backing_lock);
     const Backing& backing = *operation.allocation->backing;
     bool done = false;
     switch (operation.kind) {
@@ -1100,9 +1107,9 @@ CUresult cuMemExportToShareableHandle(void* shareable_handle, CUmemGenericAlloca
   Allocation& allocation = *found->second;
   if (!allocation.exportable) return CUDA_ERROR_INVALID_VALUE;
   // Out of the device's pool into a memfd of its own, once: what the
-  // descriptor reaches must be this allocation alone. No queued work runs
-  // meanwhile (it takes g_lock too).
-  if (!allocation.backing->own()) {
+  // descriptor reaches must be this allocation alone. No queued work touches
+  // it meanwhile (it takes the backing lock too).
+  if (std::unique_lock backing_lock(allocation.backing_lock); !allocation.backing->own()) {
     std::unique_ptr<Backing> own = allocation.backing->detach();
     if (!own) return CUDA_ERROR_OPERATING_SYSTEM;
     allocation.backing = std::move(own);
@@ -1137,8 +1144,8 @@ CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, vo
   g_devices[context->device].allocated += bytes;
   count(&Control::bytes_allocated, bytes);
   *handle = ++g_last_handle;
-  g_handles.emplace(*handle, std::make_shared<Allocation>(Allocation{
-                                 context->device, bytes, Backing::adopt(own, bytes), true, 1}));
+  g_handles.emplace(*handle, std::make_shared<Allocation>(context->device, bytes,
+                                                          Backing::adopt(own, bytes), true));
   return CUDA_SUCCESS;
 }
 
