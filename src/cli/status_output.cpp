@@ -27,6 +27,7 @@ std::string errors_summary(const status::InstanceStatus& s) {
     text += (text.empty() ? "" : ", ") + plural(count, one, many);
   };
   add(s.io_errors, "I/O error", "I/O errors");
+  add(s.failed_copy_calls, "failed copy call", "failed copy calls");
   add(s.protocol_errors, "protocol error", "protocol errors");
   add(s.dropped_connections, "dropped connection", "dropped connections");
   add(s.copy_failures, "failed VRAM copy", "failed VRAM copies");
@@ -92,6 +93,7 @@ Json io_json(const status::InstanceStatus& s) {
           {"trims", s.trims},
           {"flushes", s.flushes},
           {"io_errors", s.io_errors},
+          {"failed_copy_calls", s.failed_copy_calls},
           {"protocol_errors", s.protocol_errors},
           {"dropped_connections", s.dropped_connections}};
 }
@@ -111,6 +113,17 @@ Json unit_json(const systemd::UnitState& unit) {
           {"failed_condition", string_or_null(unit.failed_condition)},
           {"status_text", string_or_null(unit.status_text)},
           {"last_error", string_or_null(unit.last_error)}};
+}
+
+Json previous_crash_json(const status::PreviousCrash& crash) {
+  return {{"pid", crash.pid},
+          {"ended_unix", crash.ended_unix},
+          {"end_seen", crash.end_seen},
+          {"cause", string_or_null(crash.cause)},
+          {"device", string_or_null(crash.device)},
+          {"swap_active", crash.swap_active},
+          {"swap_lost_bytes", crash.swap_used_bytes},
+          {"count", crash.count}};
 }
 
 Json instance_json(const InstanceView& view) {
@@ -141,6 +154,8 @@ Json instance_json(const InstanceView& view) {
                          {"copy_failures", s->copy_failures},
                          {"checksum_failures", s->checksum_failures}}
                   : Json(nullptr);
+  j["previous_crash"] =
+      s && s->previous_crash ? previous_crash_json(*s->previous_crash) : Json(nullptr);
   j["hardening"] = s ? Json{{"memory_locked", s->memory_locked},
                             {"oom_protected", s->oom_protected},
                             {"io_flusher", s->io_flusher}}

@@ -28,6 +28,8 @@ const char* exit_status_meaning(int status) {
       return "internal error";
     case exit_code::os_error:
       return "a system call failed";
+    case exit_code::in_use:
+      return "another vramswapd serves this instance";
     case exit_code::no_permission:
       return "permission denied";
     case exit_code::config:
@@ -237,7 +239,7 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
         "the GPU was lost: every request to this device fails, and what was swapped to it is "
         "gone; check dmesg and nvidia-smi, then systemctl restart " +
             service);
-  } else if (view.health != "ok") {
+  } else if (file.copy_failures != 0 || file.checksum_failures != 0) {
     raise(view.verdict, Verdict::trouble);
     add(view, Level::error,
         std::to_string(file.copy_failures) +
@@ -246,6 +248,19 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
             (file.checksum_failures == 1 ? " block" : " blocks") +
             " failed the checksum: the requests they touched got I/O errors; check dmesg and "
             "nvidia-smi for GPU errors");
+  }
+
+  if (file.previous_crash) {
+    raise(view.verdict, Verdict::trouble);
+    add(view, Level::error,
+        status::describe_crash(*file.previous_crash) + "; see journalctl -u " + service +
+            " for why (this is said until the instance is stopped cleanly or the machine "
+            "reboots)");
+  } else if (view.health != "ok" && view.health != "failed" && file.copy_failures == 0 &&
+             file.checksum_failures == 0) {
+    raise(view.verdict, Verdict::trouble);
+    add(view, Level::error,
+        "vramswapd says its health is \"" + *view.health + "\"; see journalctl -u " + service);
   }
 
   if (view.state == "serving" && view.status_age_s > stuck_after_s) {
@@ -320,11 +335,16 @@ void describe_stale(InstanceView& view, const DaemonObservation& observed,
                                   ? "see journalctl -u " + service_unit_name(view.name) +
                                         ", then systemctl restart " + service_unit_name(view.name)
                                   : "start vramswapd again";
-  add(view, Level::error,
-      "vramswapd (pid " + std::to_string(file.pid) + ") is gone" + stale_reason(observed.process) +
-          " but left " + status::status_path(view.name) + " (written " +
-          format_age(inputs.now_unix - file.updated_unix) +
-          " ago): it crashed or was killed, and what was swapped to it is lost; " + restart);
+  if (const auto crash = status::crash_from_leftover(file, 0); crash && crash->end_seen) {
+    // systemd saw it end (vramswapd --record-exit): say how and when.
+    add(view, Level::error, status::describe_crash(*crash, "vramswapd") + "; " + restart);
+  } else {
+    add(view, Level::error,
+        "vramswapd (pid " + std::to_string(file.pid) + ") is gone" +
+            stale_reason(observed.process) + " but left " + status::status_path(view.name) +
+            " (written " + format_age(inputs.now_unix - file.updated_unix) +
+            " ago): it crashed or was killed, and what was swapped to it is lost; " + restart);
+  }
   fill_swap(view, observed, inputs, false);
   if (view.swap.active) {
     add(view, Level::error,

@@ -81,7 +81,7 @@ void log_message(LogLevel level, const char* format, ...) {
   errno = saved_errno;
 }
 
-bool LogRateLimit::allow(uint64_t& suppressed) noexcept {
+bool LogRateLimit::allow(uint64_t& suppressed, uint64_t events) noexcept {
   const int64_t now = monotonic_ns();
   int64_t next = next_allowed_ns_.load(std::memory_order_relaxed);
   if (now >= next &&
@@ -89,7 +89,7 @@ bool LogRateLimit::allow(uint64_t& suppressed) noexcept {
     suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
     return true;
   }
-  suppressed_.fetch_add(1, std::memory_order_relaxed);
+  suppressed_.fetch_add(events, std::memory_order_relaxed);
   return false;
 }
 

@@ -33,9 +33,10 @@ class LogRateLimit {
   explicit LogRateLimit(std::chrono::milliseconds interval = std::chrono::seconds(10))
       : interval_ns_(std::chrono::nanoseconds(interval).count()) {}
 
-  // True when a line may be written now; `suppressed` is then the number of
-  // events swallowed since the last line that got through.
-  bool allow(uint64_t& suppressed) noexcept;
+  // True when a line may be written now; `suppressed` is then the sum of the
+  // `events` of the calls swallowed since the last line that got through (a
+  // call may stand for several events: the requests one failure failed).
+  bool allow(uint64_t& suppressed, uint64_t events = 1) noexcept;
 
  private:
   int64_t interval_ns_;

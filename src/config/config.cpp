@@ -8,6 +8,7 @@
 
 #include "common/byte_size.hpp"
 #include "common/exit_codes.hpp"
+#include "common/printable.hpp"
 #include "common/startup_error.hpp"
 #include "config/ini_scan.hpp"
 #include "config/values.hpp"
@@ -263,8 +264,10 @@ class ReportBuilder {
     return paths_[size_t(place.source)] + ":" + std::to_string(place.line) + ": ";
   }
 
+  // Every error goes through here: whatever of the file it quotes (a key, a
+  // value, a whole line) reaches the journal escaped, never as raw bytes.
   ConfigError error_at(Place place, const std::string& text) const {
-    return {place.line, at(place) + text, place.source};
+    return {place.line, escape_unprintable(at(place) + text), place.source};
   }
 
   // "line 3" in the same file as `from`, "/etc/vramswap.conf.d/x.conf:3" in another.

@@ -159,6 +159,11 @@ const DeviceConfig& find_device(const Config& config, std::string_view instance)
 // stop this one.
 DeviceConfig select_device(const ConfigReport& report, std::string_view instance);
 
+// Where `key` of `device` was set, "<file>:<line>", for messages about a
+// value that only a check outside the parser can refuse; the device's section
+// header when the key has its built-in default.
+std::string key_place(const ConfigReport& report, const DeviceConfig& device, std::string_view key);
+
 // The daemon's way in: load_trusted_config_report(), then select `instance`.
 DeviceConfig load_device_config(const std::string& path, std::string_view instance,
                                 const ParseOptions& options = {});

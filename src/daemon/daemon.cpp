@@ -21,7 +21,10 @@
 #include "cuda/driver.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
+#include "daemon/previous_run.hpp"
+#include "daemon/preflight.hpp"
 #include "daemon/signals.hpp"
+#include "daemon/status_file.hpp"
 #include "daemon/status_line.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
@@ -43,11 +46,18 @@ constexpr auto kKernelCloseWait = std::chrono::seconds(10);
 // At most one attempt this often to give the kernel back dropped connections.
 constexpr auto kRestoreInterval = std::chrono::seconds(5);
 
-config::DeviceConfig load_device(const CommandLine& command_line) {
+// The device's configuration, and the report it came from, whose file names
+// the startup checks point at.
+struct Configured {
+  config::ConfigReport report;
+  config::DeviceConfig device;
+};
+
+Configured load_device(const CommandLine& command_line) {
+  config::ConfigReport report = config::load_trusted_config_report(command_line.config_path);
   std::string instance = command_line.instance;
   if (instance.empty()) {
     // Without --instance, a file with exactly one device names it.
-    const config::ConfigReport report = config::load_config_report(command_line.config_path);
     if (report.devices.size() != 1) {
       std::string names;
       for (const auto& d : report.devices)
@@ -59,7 +69,8 @@ config::DeviceConfig load_device(const CommandLine& command_line) {
     }
     instance = report.devices.front().name;
   }
-  return config::load_device_config(command_line.config_path, instance);
+  config::DeviceConfig device = config::select_device(report, instance);
+  return {std::move(report), std::move(device)};
 }
 
 engine::ServerOptions server_options(const config::DeviceConfig& device, std::string description) {
@@ -84,9 +95,16 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
 }  // namespace
 
 int run(const CommandLine& command_line) {
-  const config::DeviceConfig device = load_device(command_line);
+  const Configured configured = load_device(command_line);
+  const config::DeviceConfig& device = configured.device;
   log_init("vramswapd", device.name);
-  const InstanceLock lock(device.name);
+  const InstanceLock lock(device.name, device.attach);
+  // Before this daemon writes its own status over the record of the last one.
+  const std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
+  check_before_allocating(configured.report, device);
+  // A kernel without the nbd driver is refused before the VRAM is taken.
+  std::optional<NbdNetlink> netlink;
+  if (device.attach) netlink.emplace(NbdNetlink::open());
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
@@ -116,12 +134,13 @@ int run(const CommandLine& command_line) {
   server.start();
 
   std::optional<KernelDevice> kernel;
-  if (device.attach) kernel.emplace(device, server);
+  if (device.attach) kernel.emplace(device, std::move(*netlink), server);
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
   // Refreshes the published status (status file, systemd's STATUS line).
   status::InstanceStatus published;
+  StatusFile status_file;
   published.instance = device.name;
   published.pid = getpid();
   published.gpu_index = gpu.index;
@@ -131,6 +150,7 @@ int run(const CommandLine& command_line) {
   published.gpu_total_bytes = memory.total_bytes;
   published.size_bytes = store.size();
   published.listen = device.listen;
+  published.previous_crash = previous_crash;
   if (kernel) {
     published.device = kernel->path();
     published.link = systemd::device_link(device.name);
@@ -155,26 +175,22 @@ int run(const CommandLine& command_line) {
     s.trims = io.trims;
     s.flushes = io.flushes;
     s.io_errors = io.io_errors;
+    s.failed_copy_calls = io.failed_copy_calls;
     s.protocol_errors = io.protocol_errors;
     s.dropped_connections = io.dropped;
     const engine::Health& health = server.health();
     s.device_lost = health.device_lost();
     s.copy_failures = health.copy_failures();
     s.checksum_failures = health.checksum_failures();
-    s.health = s.device_lost ? "failed" : health.degraded() ? "degraded" : "ok";
+    s.health = s.device_lost ? "failed" : health.degraded() || s.previous_crash ? "degraded" : "ok";
     const HardeningState hardening = hardening_state();
     s.memory_locked = hardening.memory_locked;
     s.oom_protected = hardening.oom_protected;
     s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
     s.updated_unix = time(nullptr);
     s.status_line = compose_status_line(s, stopping);
-    static LogRateLimit write_failures(std::chrono::minutes(10));
-    uint64_t suppressed = 0;
-    if (!status::write_status_file(s) && write_failures.allow(suppressed)) {
-      log_warning("cannot write %s: %s (vramswap status will not see this instance)",
-                  status::status_path(s.instance).c_str(), std::strerror(errno));
-    }
-    return s.status_line;
+    status_file.write(s);
+    return status_file.missing() ? s.status_line + "; no status file" : s.status_line;
   };
   const std::string ready_line = publish({});
   systemd::notify::ready(ready_line);

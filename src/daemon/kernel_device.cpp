@@ -1,6 +1,7 @@
 #include "daemon/kernel_device.hpp"
 
 #include <cstdio>
+#include <utility>
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
@@ -11,8 +12,9 @@
 
 namespace vramswap::daemon {
 
-KernelDevice::KernelDevice(const config::DeviceConfig& device, engine::Server& server)
-    : device_(device), netlink_(NbdNetlink::open()), backend_("vramswap/" + device.name) {
+KernelDevice::KernelDevice(const config::DeviceConfig& device, NbdNetlink netlink,
+                           engine::Server& server)
+    : device_(device), netlink_(std::move(netlink)), backend_("vramswap/" + device.name) {
   release_stale_device();
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.

@@ -18,7 +18,9 @@ namespace vramswap::daemon {
 // (swap = yes), and disconnected only once nothing uses it.
 class KernelDevice {
  public:
-  KernelDevice(const config::DeviceConfig& device, engine::Server& server);
+  // `netlink` is opened before the daemon commits VRAM (a kernel without
+  // the nbd driver is then refused before anything is allocated).
+  KernelDevice(const config::DeviceConfig& device, NbdNetlink netlink, engine::Server& server);
   ~KernelDevice();
   KernelDevice(const KernelDevice&) = delete;
   KernelDevice& operator=(const KernelDevice&) = delete;

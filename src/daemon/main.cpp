@@ -6,6 +6,7 @@
 #include "common/startup_error.hpp"
 #include "daemon/command_line.hpp"
 #include "daemon/daemon.hpp"
+#include "daemon/previous_run.hpp"
 #include "daemon/signals.hpp"
 #include "kernel/hardening.hpp"
 
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
       std::printf("vramswapd %s\n", VRAMSWAP_VERSION);
       return exit_code::ok;
     }
+    if (command_line.record_exit) return daemon::record_exit(command_line.instance);
     // Before any thread exists, so that every thread inherits the mask and
     // the small stack (the daemon locks every stack page in RAM).
     daemon::block_signals();

@@ -8,9 +8,16 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
   std::string line;
   if (s.device_lost) {
     line = "FAILED: GPU lost, every request fails; ";
-  } else if (s.copy_failures || s.checksum_failures) {
+  } else if (s.copy_failures || s.failed_copy_calls || s.checksum_failures) {
     line = "DEGRADED: " + std::to_string(s.copy_failures) + " failed copies, " +
+           std::to_string(s.failed_copy_calls) + " failed copy calls, " +
            std::to_string(s.checksum_failures) + " checksum mismatches; ";
+  }
+  if (s.previous_crash) {
+    const status::PreviousCrash& crash = *s.previous_crash;
+    line += "PREVIOUS DAEMON DIED " + status::describe_crash_time(crash) +
+            (crash.cause.empty() ? "" : " (" + crash.cause + ")") + ", " +
+            status::summarize_crash_loss(crash) + "; ";
   }
   if (!stopping.empty()) line += "stopping: " + stopping + "; ";
   line += format_byte_size(s.size_bytes) + " of GPU " + std::to_string(s.gpu_index) + " (" +

@@ -29,6 +29,7 @@ struct Reply {
   uint32_t held_length = 0;   // in flight (BlockChecksums::writes_begin) until it lands
   bool complete = false;      // false while a write's payload is still arriving
   bool copy_pending = false;  // a copy for it is queued this round: the sync decides its fate
+  bool copy_failed = false;   // one of this round's copies for it did not land
   std::array<std::byte, 16> header{};
 
   static constexpr uint32_t kHeaderBytes = 16;

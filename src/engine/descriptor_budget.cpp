@@ -23,6 +23,21 @@ size_t open_descriptors() noexcept {
   return count > 0 ? count - 1 : 0;  // less the directory's own descriptor
 }
 
+size_t descriptors_needed(unsigned workers, unsigned kernel_connections, bool listen) noexcept {
+  constexpr size_t kPerWorker = 2;            // epoll + wake-up eventfd
+  constexpr size_t kServer = 1;               // the kernel-connection-closed eventfd
+  constexpr size_t kPerKernelConnection = 2;  // both ends of its socket pair, while handed over
+  constexpr size_t kListen = 3;               // socket, stop eventfd, one client
+  return kDaemonDescriptorReserve + kServer + kPerWorker * workers +
+         kPerKernelConnection * kernel_connections + (listen ? kListen : 0);
+}
+
+size_t descriptor_limit() noexcept {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+  return static_cast<size_t>(limit.rlim_cur);
+}
+
 size_t clients_within_descriptor_limit(size_t wanted, size_t reserve) noexcept {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return wanted;

@@ -13,10 +13,15 @@ namespace vramswap::engine {
 // keep their data.
 class Health {
  public:
-  // A copy between host and VRAM failed. `sticky`: the GPU context is gone
-  // (device lost), so every later request will fail too.
-  void copy_failed(const char* cuda_error_name, bool sticky, unsigned requests) noexcept {
+  // `calls` copy calls between host and VRAM failed (a round's batched launch
+  // whose copies were then redone one by one counts once, as does each redone
+  // copy that failed again), and `requests` requests lost their data to them
+  // and were answered EIO. `sticky`: the GPU context is gone (device lost),
+  // so every later request will fail too.
+  void copy_failed(const char* cuda_error_name, bool sticky, unsigned calls,
+                   unsigned requests) noexcept {
     copy_failures_.fetch_add(requests, std::memory_order_relaxed);
+    failed_copy_calls_.fetch_add(calls, std::memory_order_relaxed);
     uint64_t suppressed = 0;
     if (sticky) {
       if (!device_lost_.exchange(true, std::memory_order_relaxed)) {
@@ -24,14 +29,16 @@ class Health {
                   "device are gone and processes that touch them will be killed; check dmesg "
                   "and nvidia-smi, then restart the service",
                   cuda_error_name);
-      } else if (lost_limit_.allow(suppressed)) {
+      } else if (lost_limit_.allow(suppressed, requests)) {
+        // Counted in requests, this call's and those of the calls not logged.
         log_error("GPU still lost (%s): %llu more failed requests", cuda_error_name,
                   static_cast<unsigned long long>(suppressed + requests));
       }
       return;
     }
     if (copy_limit_.allow(suppressed)) {
-      log_error("VRAM copy failed (%s): %u request(s) answered EIO%s", cuda_error_name, requests,
+      log_error("VRAM copy failed (%s): %u failed copy call%s, %u request(s) answered EIO%s",
+                cuda_error_name, calls, calls == 1 ? "" : "s", requests,
                 suppressed ? " (and earlier failures not logged)" : "");
     }
   }
@@ -55,12 +62,14 @@ class Health {
     return checksum_failures_.load(std::memory_order_relaxed);
   }
   bool degraded() const noexcept {
-    return device_lost() || copy_failures() != 0 || checksum_failures() != 0;
+    return device_lost() || copy_failures() != 0 ||
+           failed_copy_calls_.load(std::memory_order_relaxed) != 0 || checksum_failures() != 0;
   }
 
  private:
   std::atomic<bool> device_lost_{false};
-  std::atomic<uint64_t> copy_failures_{0};
+  std::atomic<uint64_t> copy_failures_{0};      // requests
+  std::atomic<uint64_t> failed_copy_calls_{0};  // calls (counted for users in WorkerStats)
   std::atomic<uint64_t> checksum_failures_{0};
   LogRateLimit copy_limit_;
   LogRateLimit lost_limit_;

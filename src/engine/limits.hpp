@@ -29,6 +29,12 @@ inline constexpr size_t kMinReadChunk = 256 * KiB;
 // would otherwise hold connection slots forever.
 inline constexpr int kHandshakeTimeoutSeconds = 30;
 
+// How long a stop waits for connections to drain: requests already read get
+// their real replies, later ones ESHUTDOWN, then each connection closes. A
+// client that does not read its replies, or keeps sending, holds the stop no
+// longer than this.
+inline constexpr unsigned kStopDrainMs = 5000;
+
 // How `busy_poll` was configured (see BusyPollPolicy).
 enum class BusyPollMode : uint8_t {
   adaptive,  // not set: spin only where it pays
@@ -45,6 +51,7 @@ struct EngineOptions {
   unsigned busy_poll_us = 0;        // after a round with work, poll this long before sleeping
   BusyPollMode busy_poll_mode = BusyPollMode::fixed;  // adaptive: BusyPollPolicy decides
   bool verify = false;                                // checksum every 4 KiB block (BlockChecksums)
+  unsigned stop_drain_ms = kStopDrainMs;              // bound of Server::stop's drain
 };
 
 }  // namespace vramswap::engine

@@ -140,9 +140,13 @@ void Server::start() {
 void Server::stop() {
   if (!started_) return;
   started_ = false;
+  // No new clients; then every worker drains at once (each bounded by
+  // stop_drain_ms), so the whole stop takes one drain, not one per worker.
   if (listener_) listener_->stop_and_join();
   for (auto& worker : workers_)
-    worker->stop_and_join();
+    worker->request_stop();
+  for (auto& worker : workers_)
+    worker->join();
 }
 
 std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {

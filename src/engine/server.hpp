@@ -39,8 +39,10 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void start();
-  // Closes every connection and stops the threads. The kernel device must be
-  // disconnected first, or the kernel sees its sockets die.
+  // Stops accepting clients, answers what is in flight, closes every
+  // connection and stops the threads, within options.engine.stop_drain_ms
+  // (see Worker::request_stop). The kernel device must be disconnected
+  // first, or the kernel sees its sockets die.
   void stop();
 
   // Creates `count` socket pairs for the kernel: our ends are served by the

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "common/unique_fd.hpp"
@@ -14,5 +15,14 @@ namespace vramswap::engine {
 // socket some other daemon still serves at `path` is refused, never followed
 // or deleted; only a stale socket of a dead daemon is replaced.
 UniqueFd open_unix_listener(const std::string& path, const std::string& group);
+
+// The checks open_unix_listener() makes before it touches anything, for the
+// daemon to run before it commits VRAM: why `path` cannot take the socket
+// (its directory is missing or writable by others, the name is a symlink, a
+// non-socket, another user's socket or a live one), or nothing. A stale
+// socket of ours is no problem: it is replaced.
+std::optional<std::string> listen_path_problem(const std::string& path);
+// Why `group` cannot own the socket (no such group), or nothing.
+std::optional<std::string> socket_group_problem(const std::string& group);
 
 }  // namespace vramswap::engine

@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kMaxEvents = 64;
 constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
+constexpr int kDrainWaitMs = 10;   // while stopping: how often the drain's deadline is looked at
 // verify = yes: how long a block that fails its check is read again before it
 // counts as corrupt (see reread_until_consistent), and how often.
 constexpr int64_t kRecheckWindowNs = 250'000'000;
@@ -38,6 +39,23 @@ int64_t monotonic_ns() noexcept {
 
 bool would_block(int error) noexcept {
   return error == EAGAIN || error == EWOULDBLOCK;
+}
+
+// While stopping, a request read from now on is not served: it is answered
+// ESHUTDOWN (the NBD spec's "the server is shutting down"), a write's payload
+// read and dropped first to keep the stream in step. A disconnect, or a
+// request that drops the connection anyway, stays what it was.
+nbd::Decision refused_while_stopping(nbd::Decision decision) noexcept {
+  switch (decision.action) {
+    case nbd::Action::disconnect:
+    case nbd::Action::drop_connection:
+      return decision;
+    case nbd::Action::write:
+    case nbd::Action::discard_payload_then_reply_error:
+      return {nbd::Action::discard_payload_then_reply_error, nbd::error::eshutdown};
+    default:
+      return {nbd::Action::reply_error, nbd::error::eshutdown};
+  }
 }
 
 }  // namespace
@@ -88,13 +106,21 @@ void Worker::start() {
   thread_ = std::thread([this] { run(); });
 }
 
-void Worker::stop_and_join() {
+void Worker::request_stop() noexcept {
   if (!thread_.joinable()) return;
   stop_.store(true, std::memory_order_relaxed);
   const uint64_t one = 1;
   ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
   (void)ignored;
-  thread_.join();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::stop_and_join() {
+  request_stop();
+  join();
 }
 
 void Worker::adopt(Connection* c) {
@@ -200,7 +226,12 @@ void Worker::run() noexcept {
   epoll_event events[kMaxEvents];
   int64_t next_expiry_check = 0;
   size_t rotate = 0;
-  while (!stop_.load(std::memory_order_relaxed)) {
+  for (;;) {
+    if (!draining_ && stop_.load(std::memory_order_relaxed)) begin_drain();
+    if (draining_ && (connections_.load(std::memory_order_relaxed) == 0 ||
+                      monotonic_ns() >= drain_deadline_ns_)) {
+      break;
+    }
     // Connections that stopped for want of arena space or reply slots are
     // served again at once; so is a worker that served requests within the
     // busy-poll window, if its policy says spinning pays (the next request
@@ -215,8 +246,9 @@ void Worker::run() noexcept {
       }
     }
     const bool polling = round_.empty() && busy_poll_.spin(monotonic_ns());
+    const int idle_wait_ms = draining_ ? kDrainWaitMs : kIdleWaitMs;
     const int n =
-        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? kIdleWaitMs : 0);
+        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? idle_wait_ms : 0);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {
@@ -252,37 +284,48 @@ void Worker::run() noexcept {
     tx_.reset();
     copies_this_round_ = 0;
     round_error_ = cuda::Status();
+    failed_calls_ = failed_requests_ = 0;
     for (Connection* c : round_) {
       if (!c->closed()) serve(*c);
     }
-    bool round_ok = true;
+    bool all_lost = false;
     if (copies_this_round_ > 0) {
       // An error here comes back from synchronize() too.
       (void)stream_->flush();
       receive_ahead();
-      const auto status = stream_->synchronize();
-      if (!status.ok()) {
-        round_ok = false;
-        round_error_ = status;
-      }
+      // A copy that did not land marks its reply (the tag of its copy).
+      const auto outcome =
+          stream_->synchronize([](void* tag) { static_cast<Reply*>(tag)->copy_failed = true; });
+      if (outcome.failed_calls > 0) copy_calls_failed(outcome.error, outcome.failed_calls);
+      all_lost = outcome.all_lost;
     }
-    unsigned failed = 0;
     for (Connection* c : round_) {
       if (c->phase == Phase::transmission) {
-        const uint64_t before = stats_.io_errors.load(std::memory_order_relaxed);
-        settle(*c, round_ok);
-        failed += static_cast<unsigned>(stats_.io_errors.load(std::memory_order_relaxed) - before);
+        settle(*c, all_lost);
         if (!c->closed()) send_replies(*c);
+        if (draining_ && !c->closed()) close_if_drained(*c);
       }
     }
-    if (!round_ok) note_copy_failure(round_error_, failed);
+    if (failed_calls_ > 0) {
+      stats_.add(stats_.failed_copy_calls, failed_calls_);
+      context_.health->copy_failed(round_error_.name(), round_error_.sticky(), failed_calls_,
+                                   failed_requests_);
+    }
     stats_.add(stats_.rounds, 1);
     for (Connection* c : round_) {
       c->in_round = false;
       if (c->closed()) retire(*c);
     }
   }
-  // Stopping: drop every connection (the daemon disconnected the kernel first).
+  // Stopped: drop every connection left (the daemon disconnected the kernel
+  // first), those handed over meanwhile included.
+  take_handoffs();
+  if (!owned_.empty()) {
+    log_warning(
+        "worker %u: %zu connection(s) still owed replies %u ms after the stop began (clients "
+        "that do not read them, or keep sending); closed them",
+        index_, owned_.size(), context_.options.stop_drain_ms);
+  }
   while (!owned_.empty()) {
     Connection* c = owned_.back();
     c->close(nullptr);
@@ -290,21 +333,49 @@ void Worker::run() noexcept {
   }
 }
 
-// A copy for `r` was queued, or failed to be: the round's sync decides the
-// fate of the one, the other fails its request now.
-void Worker::queued(Reply& r, cuda::Status status) noexcept {
-  ++copies_this_round_;
-  if (status.ok()) {
-    r.copy_pending = true;
-    return;
+// The stop began: every connection gets a round, where requests already read
+// are served as usual and later ones refused (refused_while_stopping); a
+// handshake has nothing in flight and simply ends.
+void Worker::begin_drain() noexcept {
+  draining_ = true;
+  drain_deadline_ns_ = monotonic_ns() + int64_t{context_.options.stop_drain_ms} * 1'000'000;
+  for (Connection* c : owned_) {
+    if (c->phase == Phase::handshake) c->close("the server is stopping");
+    c->needs_round = true;
   }
-  r.error = nbd::error::eio;
-  stats_.add(stats_.io_errors, 1);
-  note_copy_failure(status, 1);
 }
 
-void Worker::note_copy_failure(cuda::Status status, unsigned requests) noexcept {
-  context_.health->copy_failed(status.name(), status.sticky(), requests);
+// While stopping: a connection whose every request is answered, and whose
+// client has sent nothing more, is closed. More input gets another round
+// (ESHUTDOWN for each request in it).
+void Worker::close_if_drained(Connection& c) noexcept {
+  if (c.reply_count > 0 || c.payload_left > 0 || c.carry_length > 0 || c.ahead_length > 0) {
+    return;
+  }
+  std::byte next;
+  const ssize_t n = ::recv(c.fd, &next, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) {
+    c.needs_round = true;
+  } else if (n == 0 || !would_block(errno)) {
+    c.close("peer closed");
+  } else {
+    c.close("the server is stopping: every request read was answered");
+  }
+}
+
+// A copy for `r` was queued, or failed to be: either way the round's end
+// (settle) decides its request, once every copy of the round has landed or not.
+void Worker::queued(Reply& r, cuda::Status status) noexcept {
+  ++copies_this_round_;
+  r.copy_pending = true;
+  if (status.ok()) return;
+  r.copy_failed = true;
+  copy_calls_failed(status, 1);
+}
+
+void Worker::copy_calls_failed(cuda::Status status, unsigned calls) noexcept {
+  if (failed_calls_ == 0) round_error_ = status;
+  failed_calls_ += calls;
 }
 
 void Worker::serve(Connection& c) noexcept {
@@ -408,24 +479,10 @@ bool Worker::stage_read(Connection& c, Reply& r) noexcept {
   if (piece == 0 || piece < std::min<size_t>(left, kMinReadChunk)) return false;
   std::byte* dst = tx_.top();
   tx_.commit(head + piece);
-  const auto status = stream_->read(dst, from - head, head + piece);
-  ++copies_this_round_;
-  if (!status.ok()) {
-    // Enqueueing failed: this reply alone fails (or, if its header is
-    // already out, the connection must go: the header promised data).
-    if (r.sent > 0) {
-      c.close("VRAM copy failed after the reply header was sent");
-    } else {
-      r.error = nbd::error::eio;
-      stats_.add(stats_.io_errors, 1);
-    }
-    note_copy_failure(status, 1);
-    return true;
-  }
   r.staged = dst + head;
   r.staged_length = static_cast<uint32_t>(piece);
   r.staged_head = head;
-  r.copy_pending = true;
+  queued(r, stream_->read(dst, from - head, head + piece, &r));
   return true;
 }
 
@@ -496,7 +553,8 @@ void Worker::parse_requests(Connection& c) noexcept {
       stats_.add(stats_.dropped, 1);
       break;
     }
-    const nbd::Decision decision = nbd::decide(request, context_.geometry);
+    nbd::Decision decision = nbd::decide(request, context_.geometry);
+    if (draining_) decision = refused_while_stopping(decision);
     if (decision.action == nbd::Action::read && request.length > 0 &&
         tx_.space() < std::min<size_t>(request.length, kMinReadChunk)) {
       c.needs_round = true;  // leave the header unparsed until the send arena has room
@@ -564,7 +622,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         Reply& r = c.push_reply(request.cookie);
         r.error = decision.error;
         r.complete = true;
-        stats_.add(stats_.protocol_errors, 1);
+        if (!draining_) stats_.add(stats_.protocol_errors, 1);  // ESHUTDOWN is no client's fault
         break;
       }
       case nbd::Action::discard_payload_then_reply_error: {
@@ -574,7 +632,7 @@ void Worker::parse_requests(Connection& c) noexcept {
         c.payload_left = request.length;
         c.payload_discard = true;
         r.complete = request.length == 0;
-        stats_.add(stats_.protocol_errors, 1);
+        if (!draining_) stats_.add(stats_.protocol_errors, 1);
         break;
       }
       case nbd::Action::drop_connection:
@@ -601,7 +659,9 @@ void Worker::accept_payload(Connection& c, const std::byte* data, size_t length)
     // then fails its check on read instead of returning old data.
     context_.checksums->absorb(c.payload_checksum, c.payload_offset, data, length);
   }
-  if (!c.payload_discard && r.error == 0) queued(r, stream_->write(c.payload_offset, data, length));
+  if (!c.payload_discard && r.error == 0 && !r.copy_failed) {
+    queued(r, stream_->write(c.payload_offset, data, length, &r));
+  }
   c.payload_offset += length;
   c.payload_left -= length;
   if (c.payload_left == 0) {
@@ -673,27 +733,36 @@ void Worker::release_blocks(Reply& r) noexcept {
   r.held_length = 0;
 }
 
-// After the round's sync: every copy queued this round either landed or not.
-void Worker::settle(Connection& c, bool round_ok) noexcept {
+// After the round's sync: every copy queued this round either landed or not
+// (all_lost: the sync could not say which, so none counts as landed).
+void Worker::settle(Connection& c, bool all_lost) noexcept {
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
     if (r.complete) release_blocks(r);  // its last copy was queued by this round at the latest
     if (!r.copy_pending) continue;
     r.copy_pending = false;
-    if (round_ok) {
+    if (!std::exchange(r.copy_failed, false) && !all_lost) {
       if (r.staged && context_.checksums && !check_staged_read(c, r)) return;
       continue;
     }
-    stats_.add(stats_.io_errors, 1);
-    if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
-      // The header already promised data that now cannot be produced.
-      c.close("VRAM copy failed after the reply header was sent");
-      return;
-    }
-    r.error = nbd::error::eio;
-    r.staged = nullptr;
-    r.staged_length = r.staged_head = 0;
+    ++failed_requests_;
+    if (!fail_copy(c, r)) return;
   }
+}
+
+// The request's data did not land (or failed its check): it gets EIO, unless
+// its reply header is already out promising data, which cannot be taken back:
+// then the connection must go. False when it went.
+bool Worker::fail_copy(Connection& c, Reply& r) noexcept {
+  stats_.add(stats_.io_errors, 1);
+  if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
+    c.close("VRAM data lost after the reply header was sent");
+    return false;
+  }
+  r.error = nbd::error::eio;
+  r.staged = nullptr;
+  r.staged_length = r.staged_head = 0;
+  return true;
 }
 
 // verify = yes: read data staged this round must match the checksums of its
@@ -709,22 +778,13 @@ bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
     if (bad == BlockChecksums::kNoMismatch) return true;
     if (!reread_until_consistent(bad, data + (bad - offset))) {
       context_.health->checksum_mismatch(bad);
-      stats_.add(stats_.io_errors, 1);
-      break;
+      return fail_copy(c, r);
     }
     const uint64_t checked = bad + kBlock - offset;
     offset += checked;
     data += checked;
     length -= checked;
   }
-  if (r.sent > 0) {
-    c.close("VRAM data failed its checksum after the reply header was sent");
-    return false;
-  }
-  r.error = nbd::error::eio;
-  r.staged = nullptr;
-  r.staged_length = r.staged_head = 0;
-  return true;
 }
 
 // A block that fails its check is not always corrupt: a write of the same

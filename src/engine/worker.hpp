@@ -70,6 +70,12 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   void start();
+  // Asks the worker to stop (any thread; returns at once): it drains its
+  // connections (see drain()), for at most options.stop_drain_ms, then drops
+  // what is left and its thread ends.
+  void request_stop() noexcept;
+  // Waits for the thread to end (after request_stop()).
+  void join();
   void stop_and_join();
 
   // Hands a connection to this worker (any thread). Client connections start
@@ -86,6 +92,8 @@ class Worker {
   void update_interest(Connection& c) noexcept;
   void retire(Connection& c) noexcept;
   void expire_handshakes() noexcept;
+  void begin_drain() noexcept;
+  void close_if_drained(Connection& c) noexcept;
 
   void serve(Connection& c) noexcept;
   void serve_handshake(Connection& c) noexcept;
@@ -97,12 +105,13 @@ class Worker {
   bool stage_read(Connection& c, Reply& r) noexcept;
   void hold_blocks(Reply& r, uint64_t offset, uint32_t length) noexcept;
   void release_blocks(Reply& r) noexcept;
-  void settle(Connection& c, bool round_ok) noexcept;
+  void settle(Connection& c, bool all_lost) noexcept;
+  bool fail_copy(Connection& c, Reply& r) noexcept;
   bool check_staged_read(Connection& c, Reply& r) noexcept;
   bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
   void send_replies(Connection& c) noexcept;
   void queued(Reply& r, cuda::Status status) noexcept;
-  void note_copy_failure(cuda::Status status, unsigned requests) noexcept;
+  void copy_calls_failed(cuda::Status status, unsigned calls) noexcept;
 
   unsigned index_;
   const ServingContext& context_;
@@ -117,13 +126,21 @@ class Worker {
   UniqueFd wake_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  // Stopping: requests read from now on are answered ESHUTDOWN, and a
+  // connection that owes nothing more is closed; the loop ends when none is
+  // left or at drain_deadline_ns_.
+  bool draining_ = false;
+  int64_t drain_deadline_ns_ = 0;
 
   std::mutex handoff_mutex_;
   std::vector<Connection*> handoffs_;  // capacity reserved for the whole pool
   std::vector<Connection*> owned_;     // every connection this worker serves
   std::vector<Connection*> round_;     // the connections served in this round
   unsigned copies_this_round_ = 0;
-  cuda::Status round_error_;  // what failed this round's sync
+  // This round's failures, for one log line and the counters at its end.
+  cuda::Status round_error_;  // the first failed copy call
+  unsigned failed_calls_ = 0;
+  unsigned failed_requests_ = 0;
 
   WorkerStats stats_;
   std::atomic<unsigned> connections_{0};

@@ -127,11 +127,15 @@ void make_swap(const std::string& path, std::string_view label) {
 }
 
 void swap_on(const std::string& path, int priority, bool discard) {
-  if (priority < 0 || priority > SWAP_FLAG_PRIO_MASK) {
+  if (priority < -1 || priority > SWAP_FLAG_PRIO_MASK) {
     throw StartupError(exit_code::config, "swap priority " + std::to_string(priority) +
-                                              " is out of range; use 0 to 32767");
+                                              " is out of range; use -1 to 32767");
   }
-  int flags = SWAP_FLAG_PREFER | ((priority << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK);
+  // -1, as in the configuration and swapon(8): no preference, the kernel
+  // picks one below every other swap area.
+  int flags = priority < 0
+                  ? 0
+                  : SWAP_FLAG_PREFER | ((priority << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK);
   if (discard) flags |= SWAP_FLAG_DISCARD;
   if (::swapon(path.c_str(), flags) == 0) return;
   const int error = errno;

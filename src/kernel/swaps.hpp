@@ -51,7 +51,7 @@ inline constexpr size_t kSwapLabelMax = 15;
 void make_swap(const std::string& path, std::string_view label);
 
 // swapon(2) with SWAP_FLAG_PREFER | priority (0..32767; higher is used
-// first) and, with `discard`, SWAP_FLAG_DISCARD (the kernel then discards
+// first; -1: no preference, the kernel picks a priority) and, with `discard`, SWAP_FLAG_DISCARD (the kernel then discards
 // freed swap clusters, and the whole area once at swapon; it quietly does
 // neither when the device cannot discard). Throws StartupError with the cause
 // and fix.

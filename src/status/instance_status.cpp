@@ -18,14 +18,45 @@ namespace {
 using nlohmann::json;
 
 // One list of fields for both directions, so they cannot drift apart.
-#define VRAMSWAP_STATUS_FIELDS(X)                                                         \
-  X(format) X(instance) X(pid) X(state) X(health) X(status_line) X(gpu_index) X(gpu_name) \
-  X(gpu_uuid) X(gpu_pci_bus_id) X(gpu_total_bytes) X(size_bytes) X(device) X(link)        \
-  X(listen) X(kernel_connections) X(swap_active) X(swap_size_bytes) X(swap_used_bytes)    \
-  X(swap_priority) X(reads) X(writes) X(bytes_read) X(bytes_written) X(zeroes) X(trims)   \
-  X(flushes) X(io_errors) X(protocol_errors) X(dropped_connections) X(device_lost)        \
-  X(copy_failures) X(checksum_failures) X(memory_locked) X(oom_protected) X(io_flusher)   \
-  X(updated_unix)
+#define VRAMSWAP_STATUS_FIELDS(X)                                                                  \
+  X(format)                                                                                        \
+  X(instance)                                                                                      \
+  X(pid) X(state) X(health) X(status_line) X(gpu_index) X(gpu_name) X(gpu_uuid) X(gpu_pci_bus_id)  \
+      X(gpu_total_bytes) X(size_bytes) X(device) X(link) X(listen) X(kernel_connections)           \
+          X(swap_active) X(swap_size_bytes) X(swap_used_bytes) X(swap_priority) X(reads) X(writes) \
+              X(bytes_read) X(bytes_written) X(zeroes) X(trims) X(flushes) X(io_errors)            \
+                  X(failed_copy_calls) X(protocol_errors) X(dropped_connections) X(device_lost)    \
+                      X(copy_failures) X(checksum_failures) X(memory_locked) X(oom_protected)      \
+                          X(io_flusher) X(updated_unix) X(exit_cause) X(ended_unix)
+
+#define VRAMSWAP_CRASH_FIELDS(X) \
+  X(pid) X(ended_unix) X(end_seen) X(cause) X(device) X(swap_active) X(swap_used_bytes) X(count)
+
+json crash_to_json(const PreviousCrash& c) {
+  json j;
+#define VRAMSWAP_TO_JSON(field) j[#field] = c.field;
+  VRAMSWAP_CRASH_FIELDS(VRAMSWAP_TO_JSON)
+#undef VRAMSWAP_TO_JSON
+  return j;
+}
+
+// Throws json::exception on a field of the wrong type.
+PreviousCrash crash_from_json(const json& j) {
+  PreviousCrash c;
+#define VRAMSWAP_FROM_JSON(field) \
+  if (j.contains(#field)) j.at(#field).get_to(c.field);
+  VRAMSWAP_CRASH_FIELDS(VRAMSWAP_FROM_JSON)
+#undef VRAMSWAP_FROM_JSON
+  return c;
+}
+
+std::optional<InstanceStatus> read_file_at(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  return from_json(text.str());
+}
 
 }  // namespace
 
@@ -43,6 +74,7 @@ std::string to_json(const InstanceStatus& s) {
 #define VRAMSWAP_TO_JSON(field) j[#field] = s.field;
   VRAMSWAP_STATUS_FIELDS(VRAMSWAP_TO_JSON)
 #undef VRAMSWAP_TO_JSON
+  j["previous_crash"] = s.previous_crash ? crash_to_json(*s.previous_crash) : json(nullptr);
   return j.dump(2) + "\n";
 }
 
@@ -57,6 +89,9 @@ std::optional<InstanceStatus> from_json(const std::string& text) {
   if (j.contains(#field)) j.at(#field).get_to(s.field);
     VRAMSWAP_STATUS_FIELDS(VRAMSWAP_FROM_JSON)
 #undef VRAMSWAP_FROM_JSON
+    if (j.contains("previous_crash") && j.at("previous_crash").is_object()) {
+      s.previous_crash = crash_from_json(j.at("previous_crash"));
+    }
   } catch (const json::exception&) {
     return std::nullopt;
   }
@@ -82,7 +117,13 @@ bool write_status_file(const InstanceStatus& status) {
   return true;
 }
 
-void remove_status_file(const std::string& instance) { unlink(status_path(instance).c_str()); }
+void remove_status_file(const std::string& instance) {
+  unlink(status_path(instance).c_str());
+}
+
+std::optional<InstanceStatus> read_status_file(const std::string& instance) {
+  return read_file_at(status_path(instance));
+}
 
 std::vector<InstanceStatus> read_status_files() {
   std::vector<InstanceStatus> found;
@@ -92,10 +133,7 @@ std::vector<InstanceStatus> read_status_files() {
   while (const dirent* entry = readdir(d)) {
     const std::string name = entry->d_name;
     if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
-    std::ifstream in(dir + "/" + name);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (auto status = from_json(text.str())) found.push_back(std::move(*status));
+    if (auto status = read_file_at(dir + "/" + name)) found.push_back(std::move(*status));
   }
   closedir(d);
   std::sort(found.begin(), found.end(),

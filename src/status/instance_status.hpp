@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "status/previous_crash.hpp"
+
 namespace vramswap::status {
 
 // What a running vramswapd publishes about itself in
@@ -17,7 +19,9 @@ struct InstanceStatus {
   int format = kFormatVersion;
   std::string instance;
   int64_t pid = 0;
-  std::string state;        // "serving", "stopping"
+  // "serving", "stopping"; "crashed": the daemon died, and systemd's
+  // ExecStopPost= marked its file (see previous_crash.hpp).
+  std::string state;
   std::string health;       // "ok", "degraded", "failed"
   std::string status_line;  // what systemctl status shows
 
@@ -37,11 +41,19 @@ struct InstanceStatus {
 
   uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0, zeroes = 0, trims = 0,
            flushes = 0, io_errors = 0, protocol_errors = 0, dropped_connections = 0;
+  uint64_t failed_copy_calls = 0;  // driver calls that failed (io_errors: the requests they cost)
   bool device_lost = false;
   uint64_t copy_failures = 0, checksum_failures = 0;
 
   bool memory_locked = false, oom_protected = false, io_flusher = false;
   int64_t updated_unix = 0;
+
+  // Set on a dead daemon's file when systemd reports its end.
+  std::string exit_cause;
+  int64_t ended_unix = 0;
+  // The daemon before this one ended without a clean stop; reported (and
+  // health is not "ok") until this one stops cleanly or the machine reboots.
+  std::optional<PreviousCrash> previous_crash;
 };
 
 std::string runtime_directory();  // $VRAMSWAP_RUNTIME_DIR or /run/vramswap
@@ -55,6 +67,8 @@ std::optional<InstanceStatus> from_json(const std::string& text);
 // errno set on failure. Not on the I/O path.
 bool write_status_file(const InstanceStatus& status);
 void remove_status_file(const std::string& instance);
+// The instance's file, when there is one of a format we know.
+std::optional<InstanceStatus> read_status_file(const std::string& instance);
 // Every status file in the runtime directory, sorted by instance.
 std::vector<InstanceStatus> read_status_files();
 

@@ -283,6 +283,102 @@ TEST_CASE("a killed daemon's stale status file is reported as not running", "[cl
   CHECK(text.exit_status == kStatusTrouble);
 }
 
+// What systemd's ExecStopPost= runs after the daemon exited, with what
+// systemd tells it of the end, and its notify socket (the test daemon's).
+CommandResult record_exit(const TestDaemon& daemon, const std::string& code,
+                          const std::string& status) {
+  return run_command({vramswapd_binary(), "--record-exit", "--instance", "test"},
+                     std::chrono::seconds(30),
+                     {{"VRAMSWAP_RUNTIME_DIR", daemon.dir().path()},
+                      {"NOTIFY_SOCKET", daemon.dir().file("notify")},
+                      {"EXIT_CODE", code},
+                      {"EXIT_STATUS", status}});
+}
+
+TEST_CASE("a daemon killed with data written is named by the next one, until a clean stop",
+          "[cli][fake][crash]") {
+  TestDaemon daemon({.size = "256M"});
+  REQUIRE(daemon.start());
+  {
+    NbdTestClient client(daemon.socket_path());
+    REQUIRE(client.negotiate() == 1);
+    REQUIRE(client.write(0, random_bytes(1 << 20, 11)) == 0);
+  }
+  const pid_t dead = daemon.pid();
+  REQUIRE(kill(dead, SIGKILL) == 0);
+  REQUIRE(daemon.wait(std::chrono::seconds(10)) == 128 + SIGKILL);
+
+  // systemd runs the unit's ExecStopPost=: the dead daemon's STATUS= line is
+  // replaced by what happened, and its file records how it ended.
+  const CommandResult recorded = record_exit(daemon, "killed", "KILL");
+  INFO(recorded.output);
+  CHECK(recorded.exit_status == 0);
+  CHECK(daemon.status_shows("DIED: vramswapd (pid " + std::to_string(dead) +
+                            ") died without stopping at "));
+  CHECK_THAT(daemon.last_status(), Contains("(killed by SIGKILL)"));
+  CHECK_THAT(recorded.output, Contains("vramswapd (pid " + std::to_string(dead) + ")"));
+
+  // The restarted daemon says so in the journal, its STATUS= line, its file
+  // and vramswap status.
+  REQUIRE(daemon.start());
+  const std::string crash_words =
+      "the previous vramswapd (pid " + std::to_string(dead) + ") died without stopping at ";
+  CHECK_THAT(daemon.log(), Contains(crash_words));
+  CHECK_THAT(daemon.log(), Contains("(killed by SIGKILL)"));
+  CHECK(daemon.status_shows("PREVIOUS DAEMON DIED at "));
+  CHECK_THAT(daemon.last_status(), Contains("(killed by SIGKILL), its clients' data lost; "));
+  const json file_doc = json::parse(read_file(daemon.dir().file("test.json")));
+  CHECK(file_doc["health"] == "degraded");
+  CHECK(file_doc["previous_crash"]["pid"] == dead);
+  CHECK(file_doc["previous_crash"]["cause"] == "killed by SIGKILL");
+  CHECK(file_doc["previous_crash"]["end_seen"] == true);
+
+  const CommandResult result =
+      run_vramswap({"status", "--json", "--config", daemon.config_path()}, daemon.dir().path());
+  const json doc = document(result);
+  INFO(doc.dump(2));
+  const json& instance = instance_named(doc, "test");
+  CHECK(instance["state"] == "serving");
+  CHECK(instance["health"] == "degraded");
+  CHECK(instance["previous_crash"]["pid"] == dead);
+  CHECK_THAT(messages_of(instance["messages"]), Contains(crash_words));
+  CHECK(result.exit_status == kStatusTrouble);
+  const CommandResult text =
+      run_vramswap({"status", "--config", daemon.config_path()}, daemon.dir().path());
+  INFO(text.output);
+  CHECK_THAT(text.output, Contains("test: serving, health degraded"));
+  CHECK_THAT(text.output, Contains("the previous vramswapd (pid " + std::to_string(dead) + ")"));
+
+  // A clean stop leaves nothing behind: no status file, no lock file; the
+  // next daemon starts healthy.
+  REQUIRE(daemon.stop() == 0);
+  CHECK(access(daemon.dir().file("test.json").c_str(), F_OK) != 0);
+  CHECK(access(daemon.dir().file("test.lock").c_str(), F_OK) != 0);
+  REQUIRE(daemon.start());
+  CHECK(daemon.status_shows("256.0 MiB of GPU 0"));
+  CHECK_THAT(daemon.last_status(), !Contains("PREVIOUS"));
+  const json after = document(
+      run_vramswap({"status", "--json", "--config", daemon.config_path()}, daemon.dir().path()));
+  CHECK(instance_named(after, "test")["health"] == "ok");
+  CHECK(instance_named(after, "test")["previous_crash"].is_null());
+  REQUIRE(daemon.stop() == 0);
+}
+
+TEST_CASE("without systemd, a killed daemon is named by the next one from its last status",
+          "[cli][fake][crash]") {
+  TestDaemon daemon({.size = "256M"});
+  REQUIRE(daemon.start());
+  const pid_t dead = daemon.pid();
+  REQUIRE(kill(dead, SIGKILL) == 0);
+  REQUIRE(daemon.wait(std::chrono::seconds(10)) == 128 + SIGKILL);
+  REQUIRE(daemon.start());
+  CHECK_THAT(daemon.log(), Contains("the previous vramswapd (pid " + std::to_string(dead) +
+                                    ") died without stopping after "));
+  CHECK_THAT(daemon.log(), Contains("(its last status)"));
+  CHECK(daemon.status_shows("PREVIOUS DAEMON DIED after "));
+  REQUIRE(daemon.stop() == 0);
+}
+
 TEST_CASE("a config with two devices and one daemon shows both", "[cli][fake]") {
   TestDaemon daemon;
   REQUIRE(daemon.start());

@@ -2,6 +2,8 @@
 // and the fix, and an exit status that says which kind of problem it is.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include "support/nbd_test_client.hpp"
 #include "support/test_daemon.hpp"
 
@@ -10,7 +12,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr int kExitUnavailable = 69, kExitConfig = 78;
+constexpr int kExitUnavailable = 69, kExitInUse = 75, kExitConfig = 78;
 
 // The daemon must exit on its own; returns its status.
 int exit_status_of(TestDaemon& daemon) {
@@ -114,4 +116,23 @@ TEST_CASE("an allocation that does not fit backs off and says by how much", "[st
   CHECK_THAT(log, Contains("8.0 GiB"));
   CHECK_THAT(log, Contains("backed off"));
   CHECK(daemon.stop() == 0);
+}
+
+TEST_CASE("a second daemon for a served instance exits 75, naming the first", "[startup][fake]") {
+  TestDaemon first;
+  REQUIRE(first.start());
+  const CommandResult second = run_command(
+      {vramswapd_binary(), "--config", first.config_path(), "--instance", "test"},
+      std::chrono::seconds(30),
+      {{"VRAMSWAP_LIBCUDA", fake_libcuda()}, {"VRAMSWAP_RUNTIME_DIR", first.dir().path()}});
+  INFO(second.output);
+  CHECK(second.exit_status == kExitInUse);
+  CHECK_THAT(second.output, Contains("already served by another vramswapd (pid " +
+                                     std::to_string(first.pid()) + ")"));
+  CHECK(line_count(second.output) == 1);
+  // The first one still serves, and its lock file is still its own.
+  CHECK(first.alive());
+  CHECK(read_file(first.dir().file("test.lock")) == std::to_string(first.pid()) + "\n");
+  CHECK(first.stop() == 0);
+  CHECK(access(first.dir().file("test.lock").c_str(), F_OK) != 0);
 }

@@ -692,3 +692,55 @@ TEST_CASE("the text fits 80 columns and shows what the table promises") {
   CHECK_THAT(text, Contains("1: failed"));
   CHECK_THAT(text, Contains("error: vramswap@1.service failed"));
 }
+
+TEST_CASE("a daemon whose predecessor died says when and what was lost, and needs attention") {
+  StatusInputs inputs = base_inputs();
+  status::InstanceStatus file = serving("0");
+  file.health = "degraded";
+  status::PreviousCrash crash;
+  crash.pid = 1111;
+  crash.ended_unix = kNow - 60;
+  crash.end_seen = true;
+  crash.cause = "killed by SIGKILL";
+  crash.device = "/dev/nbd0";
+  crash.swap_active = true;
+  crash.swap_used_bytes = 160 * MiB;
+  file.previous_crash = crash;
+  inputs.daemons.push_back(live(file, swap_entry(8 * GiB, 0, 1000)));
+  const StatusReport report = build_status_report(inputs);
+  const InstanceView& view = instance(report, "0");
+  CHECK(view.state == "serving");
+  CHECK(view.health == "degraded");
+  const std::string text = all_text(view.messages);
+  CHECK_THAT(text, Contains("error: the previous vramswapd (pid 1111) died without stopping at "));
+  CHECK_THAT(text, Contains("(killed by SIGKILL)"));
+  CHECK_THAT(text, Contains("160.0 MiB were in swap on /dev/nbd0 and are lost"));
+  CHECK_THAT(text, Contains("journalctl -u vramswap@0.service"));
+  // Not mistaken for failed copies.
+  CHECK_THAT(text, !Contains("VRAM cop"));
+  CHECK(report.exit_status == status_exit::trouble);
+
+  const auto doc = nlohmann::json::parse(format_status_json(report));
+  const auto& previous = doc["instances"][0]["previous_crash"];
+  CHECK(previous["pid"] == 1111);
+  CHECK(previous["cause"] == "killed by SIGKILL");
+  CHECK(previous["swap_lost_bytes"] == 160 * MiB);
+  CHECK(previous["ended_unix"] == kNow - 60);
+  CHECK(previous["count"] == 1);
+}
+
+TEST_CASE("a dead daemon whose end systemd reported is named with its cause") {
+  StatusInputs inputs = base_inputs();
+  DaemonObservation observed = live(serving("0"), std::nullopt);
+  observed.process = DaemonProcess::gone;
+  REQUIRE(status::mark_ended(observed.file, "killed by SIGKILL", kNow - 5));
+  inputs.daemons = {observed};
+  const StatusReport report = build_status_report(inputs);
+  const InstanceView& view = instance(report, "0");
+  CHECK(view.stale_status_file);
+  const std::string text = all_text(view.messages);
+  CHECK_THAT(text, Contains("vramswapd (pid 4242) died without stopping at "));
+  CHECK_THAT(text, Contains("(killed by SIGKILL)"));
+  CHECK_THAT(text, Contains("100.0 MiB were in swap on /dev/nbd0 and are lost"));
+  CHECK(report.exit_status == status_exit::trouble);
+}

@@ -698,3 +698,31 @@ TEST_CASE("timeout = auto waits forever on one connection and 30 s on several") 
   CHECK(effective_timeout_s(device("[device.0]\nconnections = 1\ntimeout = 120\n")) == 120);
   CHECK(effective_timeout_s(device("[global]\ntimeout = 45\n[device.0]\n")) == 45);
 }
+
+TEST_CASE("an error quoting bytes that are not UTF-8 escapes them, and keeps UTF-8 as it is") {
+  const std::string latin1 = refusal("[device.0]\nsiz\xE9 = 2G\n");
+  CHECK_THAT(latin1, Catch::Matchers::Contains("/etc/vramswap.conf:2: unknown key \"siz\\xE9\""));
+  CHECK(latin1.find('\xE9') == std::string::npos);
+  const std::string value = refusal("[device.0]\nsize = 2\xFFG\n");
+  CHECK_THAT(value, Catch::Matchers::Contains("size = \"2\\xFFG\""));
+  CHECK(value.find('\xFF') == std::string::npos);
+  const std::string utf8 = refusal(
+      "[device.0]\ngr\xC3\xB6\xC3\x9F"
+      "e = 2G\n");
+  CHECK_THAT(utf8, Catch::Matchers::Contains("\"gr\xC3\xB6\xC3\x9F"
+                                             "e\""));
+}
+
+TEST_CASE("key_place points at the line that set a key, or at the section for a default") {
+  const ConfigReport report =
+      parse_config_texts({{"/etc/vramswap.conf",
+                           "[global]\nreserve = 2G\n\n[device.0]\nlisten = /run/vramswap/0.sock\n"},
+                          {"/etc/vramswap.conf.d/gpu.conf", "[device.0]\ngpu = 1\n"}},
+                         eight_cpus);
+  REQUIRE(report.ok());
+  const DeviceConfig device = select_device(report, "0");
+  CHECK(key_place(report, device, "listen") == "/etc/vramswap.conf:5");
+  CHECK(key_place(report, device, "reserve") == "/etc/vramswap.conf:2");  // from [global]
+  CHECK(key_place(report, device, "gpu") == "/etc/vramswap.conf.d/gpu.conf:2");
+  CHECK(key_place(report, device, "connections") == "/etc/vramswap.conf:4");  // the header
+}

@@ -141,6 +141,16 @@ TEST_CASE("the descriptor budget keeps the daemon's reserve out of the clients' 
   CHECK(open_descriptors() >= 3);  // stdin, stdout, stderr at least
 }
 
+TEST_CASE("the descriptors a daemon needs grow with its workers, kernel connections and socket") {
+  // Reserve 32 + the server's eventfd 1 + 2 per worker.
+  CHECK(descriptors_needed(1, 0, false) == 35);
+  // + a socket pair per kernel connection.
+  CHECK(descriptors_needed(4, 4, false) == 49);
+  // + listener, its eventfd and one client.
+  CHECK(descriptors_needed(4, 0, true) == 44);
+  CHECK(descriptors_needed(64, 64, true) == 32 + 1 + 128 + 128 + 3);
+}
+
 TEST_CASE("idle clients that finished the handshake never lock out the kernel's connections") {
   constexpr unsigned kKernel = 2;
   constexpr unsigned kClients = 16;

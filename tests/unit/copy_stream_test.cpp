@@ -442,3 +442,168 @@ TEST_CASE("copy-kernel moves that cross a chunk boundary land on both sides of i
   CHECK(get(stream, back, 3 * chunk - block, 2 * block) ==
         std::vector<std::byte>(data.begin() + 2 * block, data.end()));
 }
+
+TEST_CASE("a failed launch of collected copies redoes each as its own call, and names the lost") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  constexpr size_t blocks = 6;
+  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(blocks * block, 12);
+  std::memcpy(staging.data(), data.data(), data.size());
+  int tags[blocks] = {};
+  for (size_t i = 0; i < blocks; ++i)
+    REQUIRE(stream.write(i * chunk, staging.data() + i * block, block, &tags[i]).ok());
+  static std::vector<int*> lost;
+  lost.clear();
+  auto note = [](void* tag) { lost.push_back(static_cast<int*>(tag)); };
+
+  SECTION("the launch fails, every redo works: nothing is lost") {
+    setup.control()->fail_next_copies.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(outcome.failed_calls == 1);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost.empty());
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 0; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * chunk, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("the launch and the first two redone copies fail: those two are named") {
+    setup.control()->fail_next_copies.store(3);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 3);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost == std::vector<int*>{&tags[0], &tags[1]});
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 2; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * chunk, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("a lost device: nobody can tell what landed") {
+    setup.control()->lose_device.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error.sticky());
+    CHECK(outcome.all_lost);
+  }
+  CHECK(setup.control()->failed_copies.load() >= 1);
+}
+
+TEST_CASE("a lone collected copy that fails is not redone: its call was its own") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  PinnedBuffer staging(setup.context, 4096, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  int tag = 0;
+  REQUIRE(stream.write(0, staging.data(), 4096, &tag).ok());
+  static void* lost = nullptr;
+  lost = nullptr;
+  setup.control()->fail_next_copies.store(1);
+  const auto outcome = stream.synchronize([](void* t) { lost = t; });
+  CHECK(outcome.failed_calls == 1);
+  CHECK_FALSE(outcome.all_lost);
+  CHECK(lost == &tag);
+  CHECK(setup.control()->failed_copies.load() == 1);
+  CHECK(setup.control()->copies.load() == 0);  // no second call
+}
+
+TEST_CASE("a failed coalesced copy carrying several tags is redone one call per tag") {
+  Setup setup;
+  CopyStream stream(setup.store);  // no copy kernel: every call is a DMA copy
+  constexpr size_t block = 4096;
+  constexpr size_t blocks = 4;
+  PinnedBuffer staging(setup.context, blocks * block);
+  const auto data = random_bytes(blocks * block, 21);
+  static std::vector<int*> lost;
+  lost.clear();
+  auto note = [](void* tag) { lost.push_back(static_cast<int*>(tag)); };
+  int tags[blocks] = {};
+  auto copies = [&] { return setup.control()->copies.load(); };
+
+  SECTION("writes of four requests back to back: one call; it fails, one redone part fails") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[i]).ok());
+    setup.control()->fail_next_copies.store(2);  // the coalesced call, then the first redo
+    const uint64_t before = copies();
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(outcome.failed_calls == 2);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost == std::vector<int*>{&tags[0]});
+    CHECK(copies() - before == blocks - 1);  // the three redone parts that landed
+    PinnedBuffer back(setup.context, block);
+    for (size_t i = 1; i < blocks; ++i) {
+      const auto stored = get(stream, back, i * block, block);
+      CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
+    }
+  }
+  SECTION("reads of four requests back to back: one call; it fails, every redo lands") {
+    put(stream, staging, 0, data);
+    std::memset(staging.data(), 0, staging.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.read(staging.data() + i * block, i * block, block, &tags[i]).ok());
+    setup.control()->fail_next_copies.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 1);
+    CHECK_FALSE(outcome.all_lost);
+    CHECK(lost.empty());
+    CHECK(std::memcmp(staging.data(), data.data(), data.size()) == 0);
+  }
+  SECTION("one request's payload in many pieces: one call, its own; it fails and is not redone") {
+    std::memcpy(staging.data(), data.data(), data.size());
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[0]).ok());
+    setup.control()->fail_next_copies.store(1);
+    const uint64_t before = copies();
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.failed_calls == 1);
+    CHECK(lost == std::vector<int*>{&tags[0]});
+    CHECK(copies() - before == 0);
+  }
+  SECTION("a lost device: nothing can be told apart") {
+    for (size_t i = 0; i < blocks; ++i)
+      REQUIRE(stream.write(i * block, staging.data() + i * block, block, &tags[i]).ok());
+    setup.control()->lose_device.store(1);
+    const auto outcome = stream.synchronize(note);
+    CHECK(outcome.error.sticky());
+    CHECK(outcome.all_lost);
+    CHECK(lost.empty());
+  }
+}
+
+TEST_CASE("a failed launch redoes each tag's part, also parts that were coalesced in the table") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(4 * block, 22);
+  std::memcpy(staging.data(), data.data(), data.size());
+  int a = 0, b = 0, c = 0;
+  // a and b continue each other: one move; c is elsewhere: a second move.
+  REQUIRE(stream.write(0, staging.data(), block, &a).ok());
+  REQUIRE(stream.write(block, staging.data() + block, block, &b).ok());
+  REQUIRE(stream.write(chunk, staging.data() + 2 * block, block, &c).ok());
+  static std::vector<int*> lost;
+  lost.clear();
+  setup.control()->fail_next_copies.store(3);  // the launch, then the redone parts of a and b
+  const auto outcome =
+      stream.synchronize([](void* tag) { lost.push_back(static_cast<int*>(tag)); });
+  CHECK(outcome.failed_calls == 3);
+  CHECK_FALSE(outcome.all_lost);
+  CHECK(lost == std::vector<int*>{&a, &b});
+  PinnedBuffer back(setup.context, block);
+  const auto stored = get(stream, back, chunk, block);
+  CHECK(std::memcmp(stored.data(), data.data() + 2 * block, block) == 0);
+}

@@ -45,3 +45,21 @@ TEST_CASE("the status line says when the device is not swap, and why the daemon 
         "GeForce RTX 4060 Laptop GPU) on /dev/nbd0, swap 300.0 MiB used, priority 1000, "
         "2 connections");
 }
+
+TEST_CASE("the status line of a daemon whose predecessor died says so first") {
+  InstanceStatus s = serving_swap(4);
+  vramswap::status::PreviousCrash crash;
+  crash.pid = 1111;
+  crash.ended_unix = 1'800'000'000;
+  crash.end_seen = true;
+  crash.cause = "killed by SIGKILL";
+  crash.device = "/dev/nbd0";
+  crash.swap_active = true;
+  crash.swap_used_bytes = 160 * MiB;
+  s.previous_crash = crash;
+  const std::string line = compose_status_line(s, "");
+  INFO(line);
+  CHECK(line.starts_with("PREVIOUS DAEMON DIED at "));
+  CHECK(line.find("(killed by SIGKILL), 160.0 MiB of swap lost; 6.0 GiB of GPU 0") !=
+        std::string::npos);
+}

@@ -166,12 +166,27 @@ TEST_CASE("mkswap, swapon and swapoff on a loop device, seen through /proc/swaps
   CHECK_THAT(error, Catch::Contains("not an active swap area"));
 }
 
+TEST_CASE("priority -1 lets the kernel pick, as the configuration promises") {
+  REQUIRE(::geteuid() == 0);
+  TempDir dir;
+  LoopDevice loop(dir / "swap.img", 16 * MiB);
+  make_swap(loop.path(), "vramswap-auto");
+  SwapOffGuard guard{loop.path()};
+  swap_on(loop.path(), -1, false);
+  const std::optional<SwapEntry> active = active_swap_for_device(loop.path());
+  REQUIRE(active.has_value());
+  CHECK(active->priority < 0);  // the kernel's own, below every preferred area
+  swap_off(loop.path());
+}
+
 TEST_CASE("swap errors are one line with the cause") {
   TempDir dir;
   std::string error = message_of([&] { swap_on(dir / "missing", 1, false); });
   CHECK_THAT(error, Catch::Contains("no such device"));
   error = message_of([&] { swap_on(dir / "missing", 40000, false); });
-  CHECK_THAT(error, Catch::Contains("0 to 32767"));
+  CHECK_THAT(error, Catch::Contains("-1 to 32767"));
+  error = message_of([&] { swap_on(dir / "missing", -2, false); });
+  CHECK_THAT(error, Catch::Contains("-1 to 32767"));
   error = message_of([&] { make_swap(dir / "missing", "x"); });
   CHECK_THAT(error, Catch::StartsWith("mkswap " + dir / "missing" + " failed: "));
   CHECK(error.find('\n') == std::string::npos);

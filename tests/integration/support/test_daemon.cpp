@@ -39,8 +39,8 @@ TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
   std::string config = "[device." + spec_.instance + "]\n";
   config += "size = " + spec_.size + "\n";
   config += "connections = " + std::to_string(spec_.connections) + "\n";
-  config += "attach = no\n";
-  config += "listen = " + socket_path() + "\n";
+  config += std::string("attach = ") + (spec_.attach ? "yes" : "no") + "\n";
+  config += "listen = " + (spec_.listen.empty() ? socket_path() : spec_.listen) + "\n";
   config += spec_.extra_config;
   write_file(config_path(), config, 0644);
 
@@ -64,6 +64,12 @@ TestDaemon::~TestDaemon() {
 }
 
 bool TestDaemon::start(std::chrono::seconds timeout) {
+  // A start after the last daemon exited (or was killed) waits for its own READY=1.
+  ready_ = false;
+  {
+    std::lock_guard lock(status_mutex_);
+    status_.clear();
+  }
   Environment env = {{"VRAMSWAP_LIBCUDA", fake_libcuda()},
                      {"VRAMSWAP_FAKE_CONTROL", control_path()},
                      {"NOTIFY_SOCKET", dir_.file("notify")},

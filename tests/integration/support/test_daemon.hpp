@@ -23,6 +23,8 @@ struct DaemonSpec {
   std::string size = "1G";
   unsigned connections = 4;
   std::string extra_config;  // more lines for the device section
+  std::string listen;        // the socket; empty: socket_path() in the private directory
+  bool attach = false;       // a kernel nbd device too (needs the nbd module and root)
   Environment environment;   // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
 };
 
@@ -36,7 +38,8 @@ class TestDaemon {
   TestDaemon& operator=(const TestDaemon&) = delete;
 
   // Starts it and waits for READY=1. False if it exited or timed out first
-  // (log() then says why).
+  // (log() then says why). May be called again once the last one has exited:
+  // same configuration, runtime directory and log.
   bool start(std::chrono::seconds timeout = std::chrono::seconds(60));
   // Waits for the process to exit by itself; returns its exit status or -1.
   int wait(std::chrono::seconds timeout);

@@ -1,0 +1,61 @@
+#include "daemon/previous_run.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+#include "common/exit_codes.hpp"
+#include "common/log.hpp"
+#include "common/startup_error.hpp"
+#include "daemon/instance_lock.hpp"
+#include "status/instance_status.hpp"
+#include "systemd/notify.hpp"
+
+namespace vramswap::daemon {
+namespace {
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+}  // namespace
+
+std::optional<status::PreviousCrash> take_previous_crash(const std::string& instance) {
+  std::optional<status::PreviousCrash> crash =
+      status::crash_from_leftover(status::read_status_file(instance), getpid());
+  if (crash) log_error("%s", status::describe_crash(*crash).c_str());
+  return crash;
+}
+
+int record_exit(const std::string& instance) {
+  log_init("vramswapd", instance);
+  // Under the lock, the file's writer is gone; without it a daemon serves
+  // the instance (a manual one, or a restart already under way) and its file
+  // is its own.
+  std::optional<InstanceLock> lock;
+  try {
+    lock.emplace(instance, /*attach=*/true);  // required here: never run without it
+  } catch (const StartupError&) {
+    return exit_code::ok;
+  }
+  std::optional<status::InstanceStatus> left = status::read_status_file(instance);
+  if (!left) return exit_code::ok;  // a clean stop, or it ended before serving
+  const std::string cause =
+      status::describe_exit(environment("EXIT_CODE"), environment("EXIT_STATUS"));
+  if (!status::mark_ended(*left, cause, time(nullptr))) return exit_code::ok;
+  if (!status::write_status_file(*left)) {
+    log_warning("cannot write %s: %s", status::status_path(instance).c_str(), std::strerror(errno));
+  }
+  // The same words a new daemon will use, from the file as now marked.
+  const std::optional<status::PreviousCrash> crash = status::crash_from_leftover(left, getpid());
+  const std::string what = status::describe_crash(*crash, "vramswapd");
+  log_error("%s", what.c_str());
+  systemd::notify::status("DIED: " + what);
+  return exit_code::ok;
+}
+
+}  // namespace vramswap::daemon
