@@ -122,7 +122,19 @@ uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
 cuda::CUresult VramStore::create_and_map(size_t chunk, const char** failed_call) noexcept {
   const cuda::Driver& driver = context_->driver();
   cuda::CUmemGenericAllocationHandle handle = 0;
-  const cuda::CUresult created = driver.cuMemCreate(&handle, chunk_bytes_, &prop_, 0);
+  cuda::CUresult created = driver.cuMemCreate(&handle, chunk_bytes_, &prop_, 0);
+  if (chunk == 0 && prop_.requestedHandleTypes != cuda::CU_MEM_HANDLE_TYPE_NONE &&
+      (created == cuda::CUDA_ERROR_NOT_SUPPORTED || created == cuda::CUDA_ERROR_INVALID_VALUE)) {
+    // Some platforms cannot export VRAM as a file descriptor. Serving matters
+    // more than handing VRAM to the next daemon: take plain chunks, and say
+    // what is lost.
+    log_notice(
+        "GPU %d: this driver cannot export VRAM as file descriptors (%s); the device "
+        "serves, but its VRAM cannot be handed to a restarted daemon",
+        context_->device_index(), cuda::cuda_error_name(created));
+    prop_.requestedHandleTypes = cuda::CU_MEM_HANDLE_TYPE_NONE;
+    created = driver.cuMemCreate(&handle, chunk_bytes_, &prop_, 0);
+  }
   if (created != cuda::CUDA_SUCCESS) {
     *failed_call = "cuMemCreate";
     return created;

@@ -140,7 +140,7 @@ class VramStore {
   uint64_t requested_ = 0;
   uint64_t size_ = 0;
   bool allocated_ = false;
-  cuda::CUmemAllocationProp prop_{};
+  cuda::CUmemAllocationProp prop_{};  // no handle type where the driver cannot export
   cuda::CUdeviceptr base_ = 0;
   uint64_t reserved_bytes_ = 0;
   // One handle per chunk of the export; 0 while the chunk is released.

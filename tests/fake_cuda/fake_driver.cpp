@@ -50,7 +50,10 @@
 //     until then before doing it (a worker's round then lasts long enough
 //     for others to interleave with it, as on a busy GPU);
 //   - VRAMSWAP_FAKE_NO_KERNEL=1: cuModuleLoadData refuses every image, as a
-//     driver too old for the PTX would (the daemon must fall back to DMA).
+//     driver too old for the PTX would (the daemon must fall back to DMA);
+//   - VRAMSWAP_FAKE_NO_SHAREABLE=1: cuMemCreate refuses to make memory
+//     exportable as a POSIX file descriptor (CUDA_ERROR_NOT_SUPPORTED), as
+//     platforms without that handle type do.
 //
 // The copy kernel (src/store/copy_kernel.cu) cannot run here; cuLaunchKernel
 // of it queues an operation that, when the stream's work runs, reads the
@@ -957,6 +960,9 @@ CUresult cuMemCreate(CUmemGenericAllocationHandle* handle, size_t bytes,
   }
   int device = 0;
   FAKE_TRY(allocation_device(prop, device));
+  if (g_config.no_shareable && prop->requestedHandleTypes != CU_MEM_HANDLE_TYPE_NONE) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
   std::unique_lock lock(g_lock);
   const uint64_t call = ++g_create_calls;
   count(&Control::creates, 1);

@@ -102,6 +102,32 @@ TEST_CASE("allocation backs off when the driver refuses, and says so") {
   CHECK(allocated_bytes(gpu.dir.file("control")) == 40 * MiB);
 }
 
+TEST_CASE("a driver that cannot export VRAM as descriptors still gets its device, and says so") {
+  SmallGpu gpu;
+  gpu.fake.set("VRAMSWAP_FAKE_NO_SHAREABLE", "1");
+  const auto driver = cuda::Driver::load();
+  cuda::Context context(driver, 0);
+  test::ControlBlock control(gpu.dir.file("control"));
+  VramStore store(context, 2 * MiB);
+  test::StderrCapture log;
+  CHECK(store.allocate(16 * MiB, 16 * MiB) == 16 * MiB);
+  const std::string logged = log.text();
+  CHECK_THAT(logged, Contains("cannot export VRAM as file descriptors (CUDA_ERROR_NOT_SUPPORTED)"));
+  CHECK(logged.find("cannot export", logged.find("cannot export") + 1) == std::string::npos);
+  CHECK(control->creates.load() == 8);  // the refused ask is not counted: every chunk made once
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 16 * MiB);
+  // The chunks serve like exportable ones.
+  CopyStream stream(store);
+  PinnedBuffer buffer(context, 4096);
+  std::memset(buffer.data(), 0x5a, 4096);
+  REQUIRE(stream.write(15 * MiB, buffer.data(), 4096).ok());
+  REQUIRE(stream.synchronize().ok());
+  std::memset(buffer.data(), 0, 4096);
+  REQUIRE(stream.read(buffer.data(), 15 * MiB, 4096).ok());
+  REQUIRE(stream.synchronize().ok());
+  CHECK(static_cast<unsigned char>(buffer.data()[4095]) == 0x5a);
+}
+
 TEST_CASE("a refused cuMemCreate ends the allocation there, keeping the chunks before it") {
   SmallGpu gpu;
   const auto driver = cuda::Driver::load();
