@@ -30,7 +30,7 @@ namespace vramswap::cuda {
   X(CUDA_ERROR_INVALID_DEVICE, 101, "no such GPU")                                    \
   X(CUDA_ERROR_DEVICE_NOT_LICENSED, 102, "the GPU has no valid license")              \
   X(CUDA_ERROR_INVALID_CONTEXT, 201, "no usable context is current on this thread")   \
-  X(CUDA_ERROR_INVALID_IMAGE, 200, "the kernel image is invalid")                    \
+  X(CUDA_ERROR_INVALID_IMAGE, 200, "the kernel image is invalid")                     \
   X(CUDA_ERROR_NO_BINARY_FOR_GPU, 209, "no kernel image for this GPU")                \
   X(CUDA_ERROR_ECC_UNCORRECTABLE, 214, "uncorrectable ECC error in GPU memory")       \
   X(CUDA_ERROR_INVALID_PTX, 218, "the PTX could not be compiled")                     \
@@ -124,6 +124,47 @@ inline constexpr unsigned int CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
 inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
 inline constexpr unsigned int CU_EVENT_DISABLE_TIMING = 0x2;
 
+// The virtual-memory calls (cuMemCreate and friends): physical allocations
+// ("handles") mapped into a reserved range of device addresses. Layouts as in
+// cuda.h (checked by tests/unit/cuda_abi_check.cpp where cuda.h exists).
+using CUmemGenericAllocationHandle = unsigned long long;
+enum CUmemAllocationType : int { CU_MEM_ALLOCATION_TYPE_PINNED = 0x1 };
+enum CUmemAllocationHandleType : int {
+  CU_MEM_HANDLE_TYPE_NONE = 0x0,
+  CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR = 0x1,
+};
+enum CUmemLocationType : int { CU_MEM_LOCATION_TYPE_DEVICE = 0x1 };
+enum CUmemAllocationGranularity_flags : int {
+  CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0x0,
+  CU_MEM_ALLOC_GRANULARITY_RECOMMENDED = 0x1,
+};
+enum CUmemAccess_flags : int {
+  CU_MEM_ACCESS_FLAGS_PROT_NONE = 0x0,
+  CU_MEM_ACCESS_FLAGS_PROT_READ = 0x1,
+  CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 0x3,
+};
+struct CUmemLocation {
+  CUmemLocationType type;
+  int id;
+};
+struct CUmemAllocationProp {
+  CUmemAllocationType type;
+  CUmemAllocationHandleType requestedHandleTypes;
+  CUmemLocation location;
+  void* win32HandleMetaData;
+  struct {
+    unsigned char compressionType;
+    unsigned char gpuDirectRDMACapable;
+    unsigned short usage;
+    unsigned char reserved[4];
+  } allocFlags;
+};
+static_assert(sizeof(CUmemAllocationProp) == 32);
+struct CUmemAccessDesc {
+  CUmemLocation location;
+  CUmemAccess_flags flags;
+};
+
 // The entry points. X(MEMBER, SYMBOL, SINCE, PARAMETERS):
 //   MEMBER      the name cuda.h gives callers (and our Driver's member),
 //   SYMBOL      the symbol libcuda.so.1 exports for it (cuda.h maps
@@ -160,7 +201,7 @@ inline constexpr unsigned int CU_EVENT_DISABLE_TIMING = 0x2;
     (CUdeviceptr destination, unsigned char value, size_t count, CUstream stream))                \
   X(cuStreamSynchronize, cuStreamSynchronize, "2.0", (CUstream stream))                           \
   X(cuGetErrorName, cuGetErrorName, "6.0", (CUresult error, const char** name))                   \
-  X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))              \
+  X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))               \
   X(cuMemHostGetDevicePointer, cuMemHostGetDevicePointer_v2, "3.2",                               \
     (CUdeviceptr * device_pointer, void* host, unsigned int flags))                               \
   X(cuModuleLoadData, cuModuleLoadData, "2.0", (CUmodule * module, const void* image))            \
@@ -169,14 +210,37 @@ inline constexpr unsigned int CU_EVENT_DISABLE_TIMING = 0x2;
   X(cuModuleUnload, cuModuleUnload, "2.0", (CUmodule module))                                     \
   X(cuLaunchKernel, cuLaunchKernel, "4.0",                                                        \
     (CUfunction function, unsigned int grid_x, unsigned int grid_y, unsigned int grid_z,          \
-     unsigned int block_x, unsigned int block_y, unsigned int block_z,                            \
-     unsigned int shared_bytes, CUstream stream, void** parameters, void** extra))               \
+     unsigned int block_x, unsigned int block_y, unsigned int block_z, unsigned int shared_bytes, \
+     CUstream stream, void** parameters, void** extra))                                           \
   X(cuStreamQuery, cuStreamQuery, "2.0", (CUstream stream))                                       \
   X(cuEventCreate, cuEventCreate, "2.0", (CUevent * event, unsigned int flags))                   \
   X(cuEventRecord, cuEventRecord, "2.0", (CUevent event, CUstream stream))                        \
   X(cuEventQuery, cuEventQuery, "2.0", (CUevent event))                                           \
   X(cuEventSynchronize, cuEventSynchronize, "2.0", (CUevent event))                               \
-  X(cuEventDestroy, cuEventDestroy_v2, "4.0", (CUevent event))
+  X(cuEventDestroy, cuEventDestroy_v2, "4.0", (CUevent event))                                    \
+  X(cuMemGetAllocationGranularity, cuMemGetAllocationGranularity, "10.2",                         \
+    (size_t * granularity, const CUmemAllocationProp* prop,                                       \
+     CUmemAllocationGranularity_flags option))                                                    \
+  X(cuMemCreate, cuMemCreate, "10.2",                                                             \
+    (CUmemGenericAllocationHandle * handle, size_t bytes, const CUmemAllocationProp* prop,        \
+     unsigned long long flags))                                                                   \
+  X(cuMemRelease, cuMemRelease, "10.2", (CUmemGenericAllocationHandle handle))                    \
+  X(cuMemAddressReserve, cuMemAddressReserve, "10.2",                                             \
+    (CUdeviceptr * pointer, size_t bytes, size_t alignment, CUdeviceptr address,                  \
+     unsigned long long flags))                                                                   \
+  X(cuMemAddressFree, cuMemAddressFree, "10.2", (CUdeviceptr pointer, size_t bytes))              \
+  X(cuMemMap, cuMemMap, "10.2",                                                                   \
+    (CUdeviceptr pointer, size_t bytes, size_t offset, CUmemGenericAllocationHandle handle,       \
+     unsigned long long flags))                                                                   \
+  X(cuMemUnmap, cuMemUnmap, "10.2", (CUdeviceptr pointer, size_t bytes))                          \
+  X(cuMemSetAccess, cuMemSetAccess, "10.2",                                                       \
+    (CUdeviceptr pointer, size_t bytes, const CUmemAccessDesc* descriptors, size_t count))        \
+  X(cuMemExportToShareableHandle, cuMemExportToShareableHandle, "10.2",                           \
+    (void* shareable_handle, CUmemGenericAllocationHandle handle,                                 \
+     CUmemAllocationHandleType handle_type, unsigned long long flags))                            \
+  X(cuMemImportFromShareableHandle, cuMemImportFromShareableHandle, "10.2",                       \
+    (CUmemGenericAllocationHandle * handle, void* os_handle,                                      \
+     CUmemAllocationHandleType handle_type))
 
 // Newer symbols preferred over a MEMBER of the list above when the driver
 // exports them (same signature); the loader falls back to the older symbol.

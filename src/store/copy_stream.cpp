@@ -66,42 +66,37 @@ void CopyStream::destroy() noexcept {
 Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len,
                          void* tag) noexcept {
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
   auto* source = const_cast<std::byte*>(static_cast<const std::byte*>(pinned_src));
-  return store_->for_each_extent(export_offset, len,
-                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-                                   hold(source + done, export_offset + done, device_ptr, bytes,
-                                        /*to_device=*/true, tag);
-                                   return Status();
-                                 });
+  hold(source, store_->base() + export_offset, len, /*to_device=*/true, tag);
+  return Status();
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len, void* tag) noexcept {
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
-  auto* destination = static_cast<std::byte*>(pinned_dst);
-  return store_->for_each_extent(
-      export_offset, len, [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) {
-        hold(destination + done, export_offset + done, device_ptr, bytes, /*to_device=*/false, tag);
-        return Status();
-      });
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
+  hold(static_cast<std::byte*>(pinned_dst), store_->base() + export_offset, len,
+       /*to_device=*/false, tag);
+  return Status();
 }
 
 // A copy that continues the held one, in the same direction, on both sides,
-// within the same VRAM chunk (one copy never spans two allocations, even
-// adjacent ones), joins it; anything else sends the held copy on its way and
-// is held instead.
-void CopyStream::hold(std::byte* host, uint64_t export_offset, CUdeviceptr device, uint64_t bytes,
-                      bool to_device, void* tag) noexcept {
+// joins it (the export is one range of device addresses, so any two adjacent
+// pieces of it can be one copy); anything else sends the held copy on its way
+// and is held instead.
+void CopyStream::hold(std::byte* host, CUdeviceptr device, uint64_t bytes, bool to_device,
+                      void* tag) noexcept {
   HeldCopy& held = round_.held;
   if (held.bytes > 0 && held.to_device == to_device && held.host + held.bytes == host &&
-      held.device + held.bytes == device && device < held.chunk_end) {
+      held.device + held.bytes == device) {
     held.bytes += bytes;
     record_part(tag, host, device, bytes, to_device, /*joins_held=*/true);
     return;
   }
   send_held();
-  const VramExtent extent = store_->locate(export_offset);
-  held = HeldCopy{
-      host, device, bytes, extent.device_ptr + extent.bytes, to_device, round_.part_count, false};
+  held = HeldCopy{host, device, bytes, to_device, round_.part_count, false};
   record_part(tag, host, device, bytes, to_device, /*joins_held=*/false);
 }
 
@@ -211,11 +206,10 @@ Status CopyStream::copy_by_dma(const Part& part) const noexcept {
 
 Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
   send_held();  // in order: a zero-fill after a write of the same bytes wins
-  const auto memset = store_->context().driver().cuMemsetD8Async;
-  return store_->for_each_extent(export_offset, len,
-                                 [&](CUdeviceptr device_ptr, uint64_t bytes, uint64_t) {
-                                   return Status(memset(device_ptr, 0, bytes, stream_));
-                                 });
+  if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (len == 0) return Status();
+  return store_->context().driver().cuMemsetD8Async(store_->base() + export_offset, 0, len,
+                                                    stream_);
 }
 
 Status CopyStream::flush() noexcept {

@@ -24,14 +24,13 @@ namespace vramswap {
 //     change or reuse it until synchronize() has returned;
 //   - after read() returns ok, `pinned_dst` is not filled yet: it is valid
 //     only once synchronize() has returned ok;
-//   - a failed call may have queued the pieces before the failing one (a range
-//     that crosses chunks is several copies): still synchronize() before
-//     reusing the buffer, and treat the whole range as failed.
+//   - a failed round may have queued some of its copies: still synchronize()
+//     before reusing the buffer, and treat the whole round as failed.
 //
 // Fewer, larger copies: a write() or read() is held back until the next call
 // that does not continue it, flush() or synchronize(), and a call whose host
 // and VRAM ranges both continue the held copy's, in the same direction, joins
-// it (within one VRAM chunk). A payload received in many pieces into one
+// it. A payload received in many pieces into one
 // staging buffer, or reads staged back to back, then cost one copy call
 // instead of one per piece. write() and read() themselves only refuse bad
 // arguments: a copy the driver refuses comes back from flush() and
@@ -126,7 +125,6 @@ class CopyStream {
     std::byte* host = nullptr;
     cuda::CUdeviceptr device = 0;
     uint64_t bytes = 0;
-    cuda::CUdeviceptr chunk_end = 0;  // where its VRAM chunk ends
     bool to_device = false;
     size_t first_part = 0;    // its parts are parts_[first_part, part_count)
     bool unrecorded = false;  // some of its bytes are in no part (parts_ was full)
@@ -153,8 +151,8 @@ class CopyStream {
     cuda::Status error;  // the first failed call's
   };
 
-  void hold(std::byte* host, uint64_t export_offset, cuda::CUdeviceptr device, uint64_t bytes,
-            bool to_device, void* tag) noexcept;
+  void hold(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, bool to_device,
+            void* tag) noexcept;
   void record_part(void* tag, std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
                    bool to_device, bool joins_held) noexcept;
   void send_held() noexcept;

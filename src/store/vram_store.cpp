@@ -1,7 +1,9 @@
 #include "store/vram_store.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
@@ -21,6 +23,10 @@ VramStore::VramStore(const cuda::Context& context, uint64_t chunk_bytes)
   if (chunk_bytes < granularity || chunk_bytes % granularity != 0) {
     throw std::invalid_argument("VramStore chunk size must be a positive multiple of 2 MiB");
   }
+  // Physical VRAM of this GPU, exportable as a file descriptor (live restart).
+  prop_.type = cuda::CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop_.requestedHandleTypes = cuda::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  prop_.location = {cuda::CU_MEM_LOCATION_TYPE_DEVICE, context.device()};
 }
 
 VramStore::~VramStore() {
@@ -46,73 +52,162 @@ uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
   allocated_ = true;
   requested_ = requested;
 
-  // Room for every chunk this loop can make, so that recording a chunk never
-  // throws with VRAM in hand: full chunks, plus the capped smaller ones, plus
-  // the tail.
-  chunks_.reserve(requested / chunk_bytes_ + max_small_chunks + 1);
-
   const cuda::Driver& driver = context_->driver();
-  uint64_t step = chunk_bytes_;
-  size_t small_chunks = 0;
-  bool fragmented = false;
-  while (size_ < requested) {
-    const uint64_t want = std::min(step, requested - size_);
-    cuda::CUdeviceptr pointer = 0;
-    const cuda::CUresult result = driver.cuMemAlloc(&pointer, want);
-    if (result == cuda::CUDA_SUCCESS) {
-      chunks_.push_back({pointer, size_, want});
-      size_ += want;
-      if (want < chunk_bytes_ && ++small_chunks >= max_small_chunks && size_ < requested) {
-        fragmented = true;
-        break;
-      }
-      continue;
-    }
-    if (result != cuda::CUDA_ERROR_OUT_OF_MEMORY) {
+  size_t driver_granularity = 0;
+  const cuda::CUresult asked = driver.cuMemGetAllocationGranularity(
+      &driver_granularity, &prop_, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  if (asked != cuda::CUDA_SUCCESS) fail("cuMemGetAllocationGranularity", 0, asked);
+  if (driver_granularity == 0 || chunk_bytes_ % driver_granularity != 0) {
+    throw StartupError(exit_code::unavailable,
+                       "GPU " + std::to_string(gpu) + " allocates VRAM in pieces of " +
+                           format_byte_size(driver_granularity) +
+                           ", which do not divide vramswap's chunk of " +
+                           format_byte_size(chunk_bytes_) +
+                           "; this GPU or driver is not supported yet, please report it");
+  }
+
+  // Sized before any VRAM is in hand, so that recording a chunk never throws.
+  const size_t chunks = static_cast<size_t>((requested + chunk_bytes_ - 1) / chunk_bytes_);
+  handles_.assign(chunks, 0);
+  reserved_bytes_ = chunks * chunk_bytes_;
+  const cuda::CUresult reserved = driver.cuMemAddressReserve(&base_, reserved_bytes_, 0, 0, 0);
+  if (reserved != cuda::CUDA_SUCCESS) {
+    base_ = 0;
+    fail("cuMemAddressReserve", reserved_bytes_, reserved);
+  }
+
+  size_t got = 0;
+  for (; got < chunks; ++got) {
+    const char* call = nullptr;
+    const cuda::CUresult result = create_and_map(got, &call);
+    if (result == cuda::CUDA_ERROR_OUT_OF_MEMORY) break;  // back off: keep what fits
+    if (result != cuda::CUDA_SUCCESS) {
       free_all();
-      std::string message = "allocating VRAM on GPU " + std::to_string(gpu) +
-                            " failed: cuMemAlloc(" + format_byte_size(want) + ") returned " +
-                            driver.describe(result);
-      message += result == cuda::CUDA_ERROR_INVALID_CONTEXT
-                     ? " (this thread has no CUDA context: call Context::bind_current_thread())"
-                     : "; check that nvidia-smi works and dmesg for GPU errors";
-      throw StartupError(exit_code::unavailable, message);
+      fail(call, chunk_bytes_, result);
     }
-    // Refused for lack of memory: ask for half as much (in whole pages),
-    // until even one page does not fit.
-    if (want <= granularity) break;
-    step = std::max(granularity, want / 2 / granularity * granularity);
+    committed_chunks_.fetch_add(1, std::memory_order_relaxed);
+  }
+  handles_.resize(got);  // the export's chunks; the range stays reserved whole
+  size_ = std::min(requested, got * chunk_bytes_);
+  // One call for the whole mapped range: access is per mapping, and the
+  // driver sets it on every mapping the range covers.
+  if (got > 0) {
+    const cuda::CUresult access = enable_access(0, got * chunk_bytes_);
+    if (access != cuda::CUDA_SUCCESS) {
+      free_all();
+      fail("cuMemSetAccess", got * chunk_bytes_, access);
+    }
   }
 
   if (size_ < floor) {
-    const uint64_t got = size_;
+    const uint64_t had = size_;
     free_all();
     throw StartupError(exit_code::unavailable,
-                       "only " + format_byte_size(got) + " of VRAM could be allocated on GPU " +
+                       "only " + format_byte_size(had) + " of VRAM could be allocated on GPU " +
                            std::to_string(gpu) + ", below the minimum " + format_byte_size(floor) +
                            "; free VRAM (nvidia-smi shows who holds it) or lower size/min_size");
   }
   if (size_ < requested) {
-    log_warning("GPU %d: asked for %s of VRAM, got %s (backed off by %s): %s", gpu,
-                format_byte_size(requested).c_str(), format_byte_size(size_).c_str(),
-                format_byte_size(requested - size_).c_str(),
-                fragmented ? "VRAM is too fragmented for more"
-                           : "the driver refused more, other programs hold VRAM (nvidia-smi "
-                             "shows who)");
+    log_warning(
+        "GPU %d: asked for %s of VRAM, got %s (backed off by %s): the driver refused more, "
+        "other programs hold VRAM (nvidia-smi shows who)",
+        gpu, format_byte_size(requested).c_str(), format_byte_size(size_).c_str(),
+        format_byte_size(requested - size_).c_str());
   }
-  log_info("GPU %d: %s of VRAM allocated in %zu chunks", gpu, format_byte_size(size_).c_str(),
-           chunks_.size());
+  log_info("GPU %d: %s of VRAM allocated in %zu chunks of %s", gpu, format_byte_size(size_).c_str(),
+           handles_.size(), format_byte_size(chunk_bytes_).c_str());
   return size_;
 }
 
+cuda::CUresult VramStore::create_and_map(size_t chunk, const char** failed_call) noexcept {
+  const cuda::Driver& driver = context_->driver();
+  cuda::CUmemGenericAllocationHandle handle = 0;
+  cuda::CUresult created = driver.cuMemCreate(&handle, chunk_bytes_, &prop_, 0);
+  if (chunk == 0 && prop_.requestedHandleTypes != cuda::CU_MEM_HANDLE_TYPE_NONE &&
+      (created == cuda::CUDA_ERROR_NOT_SUPPORTED || created == cuda::CUDA_ERROR_INVALID_VALUE)) {
+    // Some platforms cannot export VRAM as a file descriptor. Serving matters
+    // more than handing VRAM to the next daemon: take plain chunks, and say
+    // what is lost.
+    log_notice(
+        "GPU %d: this driver cannot export VRAM as file descriptors (%s); the device "
+        "serves, but its VRAM cannot be handed to a restarted daemon",
+        context_->device_index(), cuda::cuda_error_name(created));
+    prop_.requestedHandleTypes = cuda::CU_MEM_HANDLE_TYPE_NONE;
+    created = driver.cuMemCreate(&handle, chunk_bytes_, &prop_, 0);
+  }
+  if (created != cuda::CUDA_SUCCESS) {
+    *failed_call = "cuMemCreate";
+    return created;
+  }
+  const cuda::CUresult mapped = driver.cuMemMap(chunk_address(chunk), chunk_bytes_, 0, handle, 0);
+  if (mapped != cuda::CUDA_SUCCESS) {
+    (void)driver.cuMemRelease(handle);
+    *failed_call = "cuMemMap";
+    return mapped;
+  }
+  handles_[chunk] = handle;
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::CUresult VramStore::enable_access(uint64_t offset, uint64_t bytes) const noexcept {
+  const cuda::CUmemAccessDesc access{prop_.location, cuda::CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+  return context_->driver().cuMemSetAccess(base_ + offset, bytes, &access, 1);
+}
+
+cuda::Status VramStore::release(size_t chunk) noexcept {
+  if (chunk >= handles_.size()) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (handles_[chunk] == 0) return cuda::CUDA_SUCCESS;
+  const cuda::Driver& driver = context_->driver();
+  const cuda::CUresult unmapped = driver.cuMemUnmap(chunk_address(chunk), chunk_bytes_);
+  if (unmapped != cuda::CUDA_SUCCESS) return unmapped;
+  const cuda::CUmemGenericAllocationHandle handle = std::exchange(handles_[chunk], 0);
+  committed_chunks_.fetch_sub(1, std::memory_order_relaxed);
+  return driver.cuMemRelease(handle);
+}
+
+cuda::Status VramStore::commit(size_t chunk) noexcept {
+  if (chunk >= handles_.size()) return cuda::CUDA_ERROR_INVALID_VALUE;
+  if (handles_[chunk] != 0) return cuda::CUDA_SUCCESS;
+  const char* call = nullptr;
+  const cuda::CUresult created = create_and_map(chunk, &call);
+  if (created != cuda::CUDA_SUCCESS) return created;
+  const cuda::CUresult access = enable_access(chunk * chunk_bytes_, chunk_bytes_);
+  if (access != cuda::CUDA_SUCCESS) {
+    const cuda::Driver& driver = context_->driver();
+    (void)driver.cuMemUnmap(chunk_address(chunk), chunk_bytes_);
+    (void)driver.cuMemRelease(std::exchange(handles_[chunk], 0));
+    return access;
+  }
+  committed_chunks_.fetch_add(1, std::memory_order_relaxed);
+  return cuda::CUDA_SUCCESS;
+}
+
+void VramStore::fail(const char* call, uint64_t bytes, cuda::CUresult result) {
+  std::string message = "allocating VRAM on GPU " + std::to_string(context_->device_index()) +
+                        " failed: " + call + "(" + format_byte_size(bytes) + ") returned " +
+                        context_->driver().describe(result);
+  message += result == cuda::CUDA_ERROR_INVALID_CONTEXT
+                 ? " (this thread has no CUDA context: call Context::bind_current_thread())"
+                 : "; check that nvidia-smi works and dmesg for GPU errors";
+  throw StartupError(exit_code::unavailable, message);
+}
+
 void VramStore::free_all() noexcept {
-  if (chunks_.empty()) return;
+  if (base_ == 0 && handles_.empty()) return;
   // The destroying thread may not be one that bound the context.
   (void)context_->bind_current_thread();
   const cuda::Driver& driver = context_->driver();
-  for (const VramChunk& chunk : chunks_)
-    (void)driver.cuMemFree(chunk.device_ptr);
-  chunks_.clear();
+  // Chunk by chunk: a released chunk leaves a hole in the mapped range.
+  for (size_t chunk = 0; chunk < handles_.size(); ++chunk) {
+    if (handles_[chunk] == 0) continue;
+    (void)driver.cuMemUnmap(chunk_address(chunk), chunk_bytes_);
+    (void)driver.cuMemRelease(handles_[chunk]);
+  }
+  if (base_ != 0) (void)driver.cuMemAddressFree(base_, reserved_bytes_);
+  handles_.clear();
+  committed_chunks_.store(0, std::memory_order_relaxed);
+  base_ = 0;
+  reserved_bytes_ = 0;
   size_ = 0;
 }
 

@@ -1,8 +1,7 @@
 #pragma once
 
-#include <algorithm>
+#include <atomic>
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "common/byte_size.hpp"
@@ -11,48 +10,47 @@
 
 namespace vramswap {
 
-// One cuMemAlloc'ed piece of the export: bytes [offset, offset + bytes) of
-// the export live at device_ptr.
-struct VramChunk {
-  cuda::CUdeviceptr device_ptr = 0;
-  uint64_t offset = 0;
-  uint64_t bytes = 0;
-};
-
 // A contiguous piece of device memory: where an export offset lives and how
-// many bytes from there on are contiguous (up to the end of its chunk).
+// many bytes from there on are contiguous (to the end of the export).
 struct VramExtent {
   cuda::CUdeviceptr device_ptr = 0;
   uint64_t bytes = 0;
 };
 
-// The export, as VRAM chunks on one GPU.
+// The export, as one contiguous range of device addresses on one GPU, backed
+// chunk by chunk by physical VRAM (the CUDA virtual-memory calls).
 //
-// Why chunks: one huge cuMemAlloc fails when VRAM is fragmented or shared
-// with other programs, and backing off when the driver says no needs a
-// granularity finer than "all or nothing".
+// Why: one range means a request never splits at an allocation boundary (a
+// copy, a zero-fill, a copy-kernel move: one device address each), and
+// physical chunks mean VRAM can be given back and taken again per chunk while
+// the export stays where it is (elastic VRAM), and handed to another process
+// as file descriptors (live restart: every chunk is created exportable as a
+// POSIX file descriptor).
 //
-// Allocate once at startup with allocate(); the chunk table never changes
-// after that, so lookups from any number of threads need no lock. Everything
-// is freed in the destructor (binding the destroying thread to the context).
+// allocate() reserves the address range for the whole request
+// (cuMemAddressReserve), creates a physical allocation per chunk
+// (cuMemCreate) and maps it at its place (cuMemMap), then enables read/write
+// access for the device on the mapped range in one call (cuMemSetAccess).
+// Lookups are arithmetic on the range's base: any number of threads, no lock,
+// no table. Everything is unmapped, released and the range freed in the
+// destructor (binding the destroying thread to the context).
 // The Context must outlive the store; the store must outlive its CopyStreams.
 class VramStore {
  public:
-  static constexpr uint64_t default_chunk_bytes = GiB;
-  // The smallest step of the back-off: the driver's own page size for large
-  // allocations, so nothing smaller would fit where this does not.
+  // The physical chunk: the ChunkMap's chunk (src/store/chunk_map.hpp), so
+  // that the chunk mover frees exactly the VRAM of the chunk it evicted. On
+  // the fake driver a 16 GiB export in 2 MiB chunks (8192 cuMemCreate +
+  // cuMemMap) starts in well under a second (src/store/ELASTIC.md).
+  static constexpr uint64_t default_chunk_bytes = kChunkBytes;
+  // Chunk sizes are whole multiples of this: the driver's page for large
+  // allocations, which is its allocation granularity on every GPU so far
+  // (allocate() checks the driver's own answer).
   static constexpr uint64_t granularity = 2 * MiB;
-  // At most this many chunks smaller than chunk_bytes. Backing off halves the
-  // step on every refusal and never grows it, so a refusal at the end of free
-  // VRAM costs about log2(chunk/granularity) small chunks; this cap only bites
-  // when VRAM is so fragmented that only crumbs fit, and then stops early
-  // instead of making thousands of tiny chunks.
-  static constexpr size_t max_small_chunks = 256;
   // Exports are whole export blocks.
   static constexpr uint64_t block_bytes = kExportBlockBytes;
 
-  // chunk_bytes: a multiple of `granularity`, at least `granularity` (tests
-  // use small ones); throws std::invalid_argument otherwise. Allocates nothing.
+  // chunk_bytes: a multiple of `granularity`, at least `granularity`; throws
+  // std::invalid_argument otherwise. Allocates nothing.
   explicit VramStore(const cuda::Context& context, uint64_t chunk_bytes = default_chunk_bytes);
   ~VramStore();
   VramStore(const VramStore&) = delete;
@@ -60,9 +58,9 @@ class VramStore {
 
   // Allocates the export on the calling thread (which must be bound to the
   // context), once. `requested_bytes` is rounded down and `floor_bytes` up to
-  // whole 4 KiB blocks. Chunk by chunk; when the driver answers
-  // CUDA_ERROR_OUT_OF_MEMORY the step is halved (down to `granularity`) and
-  // allocation goes on, until the request is met or nothing more fits.
+  // whole 4 KiB blocks; the last chunk may hold less than a chunk of the
+  // export (its VRAM is still a whole chunk). Chunk after chunk, until the
+  // request is met or the driver answers CUDA_ERROR_OUT_OF_MEMORY:
   //   - got less than requested: logs a warning (asked, got, backed off by);
   //   - got less than the floor: frees everything and throws
   //     StartupError(unavailable) saying how much could be had;
@@ -77,55 +75,65 @@ class VramStore {
   uint64_t requested_bytes() const noexcept { return requested_; }
   uint64_t backed_off_bytes() const noexcept { return requested_ - size_; }
   uint64_t chunk_bytes() const noexcept { return chunk_bytes_; }
-  std::span<const VramChunk> chunks() const noexcept { return chunks_; }
+  // Chunks of the export: size() / chunk_bytes(), rounded up.
+  size_t chunk_count() const noexcept { return handles_.size(); }
+  // The device address of export offset 0; 0 before allocate().
+  cuda::CUdeviceptr base() const noexcept { return base_; }
   const cuda::Context& context() const noexcept { return *context_; }
 
-  // The extent at export offset `offset`; {0, 0} when offset >= size().
-  VramExtent locate(uint64_t offset) const noexcept {
-    const size_t index = chunk_index(offset);
-    if (index == chunks_.size()) return {};
-    const VramChunk& chunk = chunks_[index];
-    const uint64_t into = offset - chunk.offset;
-    return {chunk.device_ptr + into, chunk.bytes - into};
+  // Whether a chunk's VRAM is in place (chunk < chunk_count()), and how much
+  // VRAM the export holds now (committed chunks times chunk_bytes()).
+  // committed() is for the thread that releases and commits;
+  // committed_bytes() may be read by any thread.
+  bool committed(size_t chunk) const noexcept {
+    return chunk < handles_.size() && handles_[chunk] != 0;
+  }
+  uint64_t committed_bytes() const noexcept {
+    return committed_chunks_.load(std::memory_order_relaxed) * chunk_bytes_;
   }
 
-  // Calls fn(CUdeviceptr device_ptr, uint64_t bytes, uint64_t done) for each
-  // contiguous piece of [offset, offset + length), in order, where `done` is
-  // how many bytes of the range came before this piece. Stops at the first
-  // piece for which fn returns a failed Status and returns it. A range that
-  // does not lie inside the export returns CUDA_ERROR_INVALID_VALUE without
-  // calling fn. Allocates nothing.
-  template <class Fn>
-  cuda::Status for_each_extent(uint64_t offset, uint64_t length, Fn&& fn) const noexcept {
-    if (offset > size_ || length > size_ - offset) return cuda::CUDA_ERROR_INVALID_VALUE;
-    if (length == 0) return cuda::CUDA_SUCCESS;
-    size_t index = chunk_index(offset);
-    uint64_t into = offset - chunks_[index].offset;
-    uint64_t done = 0;
-    while (done < length) {
-      const VramChunk& chunk = chunks_[index];
-      const uint64_t piece = std::min(length - done, chunk.bytes - into);
-      const cuda::Status status = fn(chunk.device_ptr + into, piece, done);
-      if (!status.ok()) return status;
-      done += piece;
-      into = 0;
-      ++index;
-    }
-    return cuda::CUDA_SUCCESS;
+  // Whether [offset, offset + length) lies inside the export.
+  bool contains(uint64_t offset, uint64_t length) const noexcept {
+    return offset <= size_ && length <= size_ - offset;
   }
+  // The extent at export offset `offset`, to the end of the export; {0, 0}
+  // when offset >= size().
+  VramExtent locate(uint64_t offset) const noexcept {
+    if (offset >= size_) return {};
+    return {base_ + offset, size_ - offset};
+  }
+
+  // Gives one chunk's VRAM back to the GPU (cuMemUnmap, cuMemRelease); its
+  // device addresses stay reserved for commit(). Returns the driver's error
+  // when the unmap fails (the chunk is then still committed, its data intact)
+  // or the release fails (the chunk is then unmapped all the same: it counts
+  // as released, though the driver may keep its memory until exit). Releasing
+  // a released chunk is a no-op.
+  //
+  // Thread safety, for release() and commit(): one thread at a time calls
+  // them (the chunk mover), bound to the context, on a chunk that no request
+  // touches meanwhile: the ChunkMap's pins guarantee that (a chunk in motion
+  // is never pinned). Copies of other chunks may run on any thread
+  // meanwhile. No exception, no allocation: a failure is the mover's to
+  // handle (it abandons the move), and comes back as a Status.
+  cuda::Status release(size_t chunk) noexcept;
+  // Takes VRAM for a released chunk again and maps it at its place, readable
+  // and writable (cuMemCreate, cuMemMap, cuMemSetAccess). Its contents are
+  // undefined: the mover restores them. CUDA_ERROR_OUT_OF_MEMORY when the GPU
+  // has no room (another program took it); on any failure the chunk stays
+  // released and nothing is held. Committing a committed chunk is a no-op.
+  cuda::Status commit(size_t chunk) noexcept;
 
  private:
-  // Index of the chunk holding `offset`, or chunks_.size() when out of range.
-  size_t chunk_index(uint64_t offset) const noexcept {
-    if (offset >= size_) return chunks_.size();
-    // Chunks are sorted by offset and tile [0, size_): the holder is the last
-    // one starting at or before `offset`.
-    const auto after = std::upper_bound(
-        chunks_.begin(), chunks_.end(), offset,
-        [](uint64_t value, const VramChunk& chunk) { return value < chunk.offset; });
-    return static_cast<size_t>(after - chunks_.begin()) - 1;
+  // Creates chunk `chunk`'s physical allocation and maps it (no access yet);
+  // on failure holds nothing and names the call that failed.
+  cuda::CUresult create_and_map(size_t chunk, const char** failed_call) noexcept;
+  // Enables read/write access for the device on [base + offset, + bytes).
+  cuda::CUresult enable_access(uint64_t offset, uint64_t bytes) const noexcept;
+  cuda::CUdeviceptr chunk_address(size_t chunk) const noexcept {
+    return base_ + chunk * chunk_bytes_;
   }
-
+  [[noreturn]] void fail(const char* call, uint64_t bytes, cuda::CUresult result);
   void free_all() noexcept;
 
   const cuda::Context* context_;
@@ -133,7 +141,12 @@ class VramStore {
   uint64_t requested_ = 0;
   uint64_t size_ = 0;
   bool allocated_ = false;
-  std::vector<VramChunk> chunks_;
+  cuda::CUmemAllocationProp prop_{};  // no handle type where the driver cannot export
+  cuda::CUdeviceptr base_ = 0;
+  uint64_t reserved_bytes_ = 0;
+  // One handle per chunk of the export; 0 while the chunk is released.
+  std::vector<cuda::CUmemGenericAllocationHandle> handles_;
+  std::atomic<uint64_t> committed_chunks_{0};
 };
 
 }  // namespace vramswap

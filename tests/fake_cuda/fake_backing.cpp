@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 namespace vramswap::fake_cuda {
 namespace {
@@ -46,46 +47,113 @@ bool write_repeated(int fd, unsigned char value, size_t length, uint64_t offset)
 
 }  // namespace
 
-std::unique_ptr<Backing> Backing::create(const std::string& directory, int device, uint64_t id,
-                                         uint64_t size, std::string& error, int& error_number) {
-  char name[64];
-  std::snprintf(name, sizeof name, "dev%d-alloc%llu", device, static_cast<unsigned long long>(id));
-  std::string path;
+// A device's pool: one sparse file, allocations at increasing offsets.
+struct Pool {
   int fd = -1;
-  if (directory.empty()) {
-    fd = memfd_create((std::string("vramswap-fake-") + name).c_str(), MFD_CLOEXEC);
-  } else {
-    // O_EXCL: two processes sharing one directory must not share "VRAM".
-    path = directory + "/" + name;
-    fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  std::string path;   // empty for a memfd
+  uint64_t next = 0;  // where the next allocation starts
+  ~Pool() {
+    close(fd);
+    if (!path.empty()) unlink(path.c_str());
   }
-  if (fd < 0) {
+};
+
+namespace {
+
+// The live pools, by device; a pool lives while an allocation in it does.
+// Only called under the driver's lock, but kept safe on its own.
+std::mutex g_pools_lock;
+std::weak_ptr<Pool> g_pools[64];
+
+int memfd(const char* name) {
+  return memfd_create((std::string("vramswap-fake-") + name).c_str(), MFD_CLOEXEC);
+}
+
+}  // namespace
+
+std::unique_ptr<Backing> Backing::create(const std::string& directory, int device, uint64_t size,
+                                         std::string& error, int& error_number) {
+  std::lock_guard lock(g_pools_lock);
+  std::weak_ptr<Pool>& slot = g_pools[device % 64];
+  std::shared_ptr<Pool> pool = slot.lock();
+  char name[64];
+  std::snprintf(name, sizeof name, "dev%d-vram", device);
+  if (!pool) {
+    pool = std::make_shared<Pool>();
+    if (directory.empty()) {
+      pool->fd = memfd(name);
+    } else {
+      // O_EXCL: two processes sharing one directory must not share "VRAM".
+      pool->path = directory + "/" + name;
+      pool->fd = open(pool->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (pool->fd < 0) {
+      error_number = errno;
+      error = (pool->path.empty() ? std::string("memfd_create") : "creating " + pool->path) + ": " +
+              std::strerror(errno);
+      pool->path.clear();  // not ours to unlink
+      return nullptr;
+    }
+    slot = pool;
+  }
+  const uint64_t base = pool->next;
+  if (ftruncate(pool->fd, static_cast<off_t>(base + size)) != 0) {
     error_number = errno;
-    error = (path.empty() ? std::string("memfd_create") : "creating " + path) + ": " +
+    error = std::string("sizing ") + (pool->path.empty() ? name : pool->path) + ": " +
             std::strerror(errno);
     return nullptr;
   }
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    error_number = errno;
-    error = "sizing " + (path.empty() ? std::string(name) : path) + ": " + std::strerror(errno);
-    close(fd);
-    if (!path.empty()) unlink(path.c_str());
-    return nullptr;
+  pool->next = base + size;
+  const int fd = pool->fd;
+  return std::unique_ptr<Backing>(new Backing(std::move(pool), fd, base, size));
+}
+
+std::unique_ptr<Backing> Backing::adopt(int fd, uint64_t size) {
+  return std::unique_ptr<Backing>(new Backing(nullptr, fd, 0, size));
+}
+
+std::unique_ptr<Backing> Backing::detach() const {
+  const int fd = memfd("exported");
+  if (fd < 0) return nullptr;
+  auto own = std::unique_ptr<Backing>(new Backing(nullptr, fd, 0, size_));
+  if (ftruncate(fd, static_cast<off_t>(size_)) != 0) return nullptr;
+  // Copy only what was written: holes stay holes.
+  unsigned char buffer[64 * 1024];
+  uint64_t at = 0;
+  while (at < size_) {
+    const off_t data = lseek(fd_, static_cast<off_t>(base_ + at), SEEK_DATA);
+    if (data < 0 || static_cast<uint64_t>(data) >= base_ + size_) break;  // no more data
+    const off_t hole = lseek(fd_, data, SEEK_HOLE);
+    const uint64_t from = static_cast<uint64_t>(data) - base_;
+    const uint64_t to = std::min<uint64_t>(hole < 0 ? base_ + size_ : hole, base_ + size_) - base_;
+    for (uint64_t piece = from; piece < to; piece += sizeof buffer) {
+      const size_t length = std::min<uint64_t>(sizeof buffer, to - piece);
+      if (!read(piece, buffer, length) || !own->write(piece, buffer, length)) return nullptr;
+    }
+    at = to;
   }
-  return std::unique_ptr<Backing>(new Backing(fd, std::move(path)));
+  return own;
 }
 
 Backing::~Backing() {
-  close(fd_);
-  if (!path_.empty()) unlink(path_.c_str());
+  if (!pool_) {
+    close(fd_);
+    return;
+  }
+  // The pool's range goes back to the host; the pool itself with its last piece.
+  (void)fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(base_),
+                  static_cast<off_t>(size_));
+  std::lock_guard lock(g_pools_lock);
+  pool_.reset();
 }
 
 bool Backing::write(uint64_t offset, const void* source, size_t length) const {
-  return write_all(fd_, static_cast<const unsigned char*>(source), length, offset);
+  return write_all(fd_, static_cast<const unsigned char*>(source), length, base_ + offset);
 }
 
 bool Backing::read(uint64_t offset, void* destination, size_t length) const {
   auto* out = static_cast<unsigned char*>(destination);
+  offset += base_;
   while (length > 0) {
     const ssize_t got = pread(fd_, out, length, static_cast<off_t>(offset));
     if (got < 0) {
@@ -104,6 +172,7 @@ bool Backing::read(uint64_t offset, void* destination, size_t length) const {
 }
 
 bool Backing::fill(uint64_t offset, unsigned char value, size_t length) const {
+  offset += base_;
   if (value != 0) return write_repeated(fd_, value, length, offset);
   // Zeroing gives the host its memory back: punch out the whole pages and
   // write zeros only into the partial pages at either end.

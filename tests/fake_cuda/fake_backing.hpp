@@ -1,14 +1,25 @@
 #pragma once
 
-// The host memory behind one fake cuMemAlloc.
+// The host memory behind one fake allocation (cuMemAlloc, cuMemCreate, an
+// imported handle).
 //
 // Memory must be taken from the host only when written: a 16 GiB fake GPU on
 // a CI machine with a few GiB of RAM has to work as long as the tests write
-// little. Each allocation is therefore a sparse memfd (or, with
-// VRAMSWAP_FAKE_BACKING_DIR, a sparse file named dev<D>-alloc<N> in that
-// directory, so a test can look at it) of the allocation's size: tmpfs and
+// little. Allocations therefore live in one sparse file per device, the
+// device's pool: a memfd, or with VRAMSWAP_FAKE_BACKING_DIR a file named
+// dev<D>-vram in that directory, so a test can look at it. Each allocation
+// takes the next range of it (never reused while the pool lives), tmpfs and
 // disk file systems allocate pages on write only, reads of holes return
-// zeros without allocating, and zero fills punch holes back in.
+// zeros without allocating, zero fills and freed allocations punch holes
+// back in. The pool goes (and its file with it) when its last allocation
+// does.
+//
+// One descriptor per device, not per allocation: a 16 GiB export in 2 MiB
+// chunks is 8192 allocations, and the daemon's descriptor budget (tested
+// under a low RLIMIT_NOFILE) must not be spent by the fake; the real driver
+// holds no descriptor per allocation either. An allocation that is exported
+// as a file descriptor gets one of its own then (detach()): a memfd holding
+// its bytes, which other processes import.
 //
 // The data is reached with pread/pwrite, never through a mapping. The daemon
 // calls mlockall(MCL_CURRENT | MCL_FUTURE), before and after allocating its
@@ -27,15 +38,30 @@
 
 namespace vramswap::fake_cuda {
 
+struct Pool;
+
 class Backing {
  public:
-  // nullptr when the memfd or file cannot be created, with `error` saying
-  // why and `error_number` the errno.
-  static std::unique_ptr<Backing> create(const std::string& directory, int device, uint64_t id,
-                                         uint64_t size, std::string& error, int& error_number);
+  // `size` bytes of `device`'s pool (created at need in `directory`, or as a
+  // memfd when empty). nullptr when the host refuses, with `error` saying why
+  // and `error_number` the errno.
+  static std::unique_ptr<Backing> create(const std::string& directory, int device, uint64_t size,
+                                         std::string& error, int& error_number);
+  // Takes ownership of `fd`, an exported allocation's own memfd (an imported
+  // handle): the same memory as the exporter's.
+  static std::unique_ptr<Backing> adopt(int fd, uint64_t size);
   ~Backing();
   Backing(const Backing&) = delete;
   Backing& operator=(const Backing&) = delete;
+
+  // A copy of this allocation's bytes in a memfd of its own, to replace this
+  // one when the allocation is exported (nullptr, errno set, on failure).
+  // No write may run meanwhile (the caller holds the driver's lock).
+  std::unique_ptr<Backing> detach() const;
+  // Whether this allocation has a descriptor of its own (detached, adopted).
+  bool own() const noexcept { return pool_ == nullptr; }
+  // Its own descriptor, for exporting (the caller duplicates it); -1 in a pool.
+  int descriptor() const noexcept { return pool_ ? -1 : fd_; }
 
   // False (errno set) when the host refuses, e.g. ENOSPC on a full backing
   // directory. The range lies inside the allocation (checked by the caller).
@@ -44,10 +70,13 @@ class Backing {
   bool fill(uint64_t offset, unsigned char value, size_t length) const;
 
  private:
-  Backing(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  Backing(std::shared_ptr<Pool> pool, int fd, uint64_t base, uint64_t size)
+      : pool_(std::move(pool)), fd_(fd), base_(base), size_(size) {}
 
+  std::shared_ptr<Pool> pool_;  // null: fd_ is this allocation's own
   int fd_;
-  std::string path_;  // empty for a memfd
+  uint64_t base_;  // where the allocation starts in fd_
+  uint64_t size_;
 };
 
 }  // namespace vramswap::fake_cuda

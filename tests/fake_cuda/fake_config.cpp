@@ -52,6 +52,7 @@ bool read_config(Config& config, std::string& error) {
   uint64_t devices = static_cast<uint64_t>(config.devices);
   uint64_t init_error = 0;
   uint64_t no_kernel = 0;
+  uint64_t no_shareable = 0;
   if (!read_integer("VRAMSWAP_FAKE_DEVICES", 0, max_devices, devices, error) ||
       !read_size("VRAMSWAP_FAKE_MEMORY", config.memory, error) ||
       !read_size("VRAMSWAP_FAKE_RESERVED", config.reserved, error) ||
@@ -62,12 +63,14 @@ bool read_config(Config& config, std::string& error) {
                     error) ||
       !read_integer("VRAMSWAP_FAKE_INIT_ERROR", 0, 1000000, init_error, error) ||
       !read_integer("VRAMSWAP_FAKE_NO_KERNEL", 0, 1, no_kernel, error) ||
+      !read_integer("VRAMSWAP_FAKE_NO_SHAREABLE", 0, 1, no_shareable, error) ||
       !read_integer("VRAMSWAP_FAKE_COPY_LATENCY_US", 0, 1000000, config.copy_latency_us, error)) {
     return false;
   }
   config.devices = static_cast<int>(devices);
   config.init_error = static_cast<int>(init_error);
   config.no_kernel = no_kernel != 0;
+  config.no_shareable = no_shareable != 0;
   if (config.reserved > config.memory) {
     error = "VRAMSWAP_FAKE_RESERVED is larger than VRAMSWAP_FAKE_MEMORY";
     return false;

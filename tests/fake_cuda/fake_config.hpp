@@ -23,7 +23,8 @@ struct Config {
   std::string control_path;                 // VRAMSWAP_FAKE_CONTROL
   int init_error = 0;                       // VRAMSWAP_FAKE_INIT_ERROR: cuInit's result
   bool no_kernel = false;                   // VRAMSWAP_FAKE_NO_KERNEL=1: no module loads
-  uint64_t copy_latency_us = 0;             // VRAMSWAP_FAKE_COPY_LATENCY_US: a slow GPU
+  bool no_shareable = false;     // VRAMSWAP_FAKE_NO_SHAREABLE=1: no VRAM exportable as descriptors
+  uint64_t copy_latency_us = 0;  // VRAMSWAP_FAKE_COPY_LATENCY_US: a slow GPU
 };
 
 // Reads the VRAMSWAP_FAKE_* variables. False, with `error` naming the variable

@@ -13,7 +13,7 @@
 // rereads its environment) initializes the block again.
 //
 // Layout (little-endian, natural alignment; offsets for tests in other
-// languages, e.g. Python's struct "<IIII9Q"):
+// languages, e.g. Python's struct "<IIII11Q"):
 //    0 u32 magic                  0x43465356 ("VSFC" in memory)
 //    4 u32 version                control_version; bumped on any layout change
 //    8 u32 size                   sizeof(Control) as written by the fake
@@ -25,8 +25,15 @@
 //   48 u64 bytes_device_to_host out bytes of accepted DtoH copies
 //   56 u64 bytes_zeroed       out bytes of accepted memsets
 //   64 u64 syncs              out cuStreamSynchronize calls that ran a queue
-//   72 u64 bytes_allocated    out bytes held by live cuMemAlloc allocations
+//   72 u64 bytes_allocated    out bytes of live allocations (cuMemAlloc, cuMemCreate,
+//                                 imported handles) on every device
 //   80 u64 failed_copies      out copy calls failed by injection or lost device
+//   88 u64 creates            out cuMemCreate calls with valid arguments since cuInit
+//                                 (those refused for memory included)
+//   96 u64 fail_create_at     in  the cuMemCreate call with this number (1-based,
+//                                 as `creates` counts) fails with
+//                                 CUDA_ERROR_OUT_OF_MEMORY; 0: none. To refuse
+//                                 the next one: store creates + 1.
 // "Copy calls" are cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 and
 // cuMemsetD8Async. Counters are updated when a call is accepted (queued),
 // not when the queued work runs at cuStreamSynchronize.
@@ -38,7 +45,7 @@
 namespace vramswap::fake_cuda {
 
 inline constexpr uint32_t control_magic = 0x43465356;
-inline constexpr uint32_t control_version = 1;
+inline constexpr uint32_t control_version = 2;
 
 struct Control {
   std::atomic<uint32_t> magic;
@@ -54,6 +61,8 @@ struct Control {
   std::atomic<uint64_t> syncs;
   std::atomic<uint64_t> bytes_allocated;
   std::atomic<uint64_t> failed_copies;
+  std::atomic<uint64_t> creates;
+  std::atomic<uint64_t> fail_create_at;
 };
 
 // Shared between processes: the atomics must not hide a lock, and must have
@@ -61,6 +70,6 @@ struct Control {
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
-static_assert(sizeof(Control) == 88);
+static_assert(sizeof(Control) == 104);
 
 }  // namespace vramswap::fake_cuda

@@ -8,14 +8,23 @@
 //     performed, in order, by cuStreamSynchronize (a daemon that reads a
 //     staging buffer before synchronizing reads stale data, one that reuses
 //     a source buffer too early writes the wrong data);
-//   - arguments are validated: a device range must lie inside one live
-//     allocation (allocations are separated by unmapped gaps, so a copy that
-//     runs over the end of a chunk is caught), calls before cuInit fail with
+//   - arguments are validated: every byte of a device range must be mapped
+//     and accessible (cuMemAlloc allocations and reserved ranges are
+//     separated by unmapped gaps, so a copy that runs over the end of the
+//     export is caught; inside a reserved range, back-to-back mappings of
+//     several allocations form one range, as on the GPU), calls before cuInit fail with
 //     CUDA_ERROR_NOT_INITIALIZED, and memory, stream and copy calls on a
 //     thread without a current context fail with CUDA_ERROR_INVALID_CONTEXT
 //     (a worker that forgot Context::bind_current_thread());
 //   - device pointers are addresses the process cannot dereference
-//     (non-canonical on x86-64): host code touching "VRAM" crashes.
+//     (non-canonical on x86-64): host code touching "VRAM" crashes;
+//   - the virtual-memory calls (cuMemCreate, cuMemAddressReserve, cuMemMap,
+//     cuMemSetAccess, cuMemUnmap, cuMemRelease, cuMemAddressFree) keep the
+//     driver's rules: whole 2 MiB pages, mapping offset 0, no overlap, no
+//     access before cuMemSetAccess, memory alive while a handle or mapping
+//     holds it; cuMemExportToShareableHandle gives a duplicate of the
+//     allocation's memfd, and cuMemImportFromShareableHandle in any process
+//     reaches the same bytes.
 //
 // Configuration: VRAMSWAP_FAKE_* environment variables (fake_config.hpp),
 // read at the first cuInit and again at any later cuInit made while the
@@ -23,7 +32,7 @@
 // memory), which lets one test process try several configurations.
 //
 // Fault injection:
-//   - VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE=SIZE: cuMemAlloc fails with
+//   - VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE=SIZE: cuMemAlloc and cuMemCreate fail with
 //     CUDA_ERROR_OUT_OF_MEMORY once the device's allocations would exceed
 //     SIZE, while cuMemGetInfo still reports the free memory of MEMORY -
 //     RESERVED (another program took VRAM between our check and our ask);
@@ -33,30 +42,35 @@
 //   - VRAMSWAP_FAKE_LOSE_DEVICE_AFTER=N: copy calls after the Nth find every
 //     device lost: from then on every call fails with lost_device_error,
 //     and queued work is dropped;
-//   - the control block (fake_cuda_control.hpp) does the same at run time;
+//   - the control block (fake_cuda_control.hpp) does the same at run time,
+//     and refuses the Nth cuMemCreate with CUDA_ERROR_OUT_OF_MEMORY;
 //   - VRAMSWAP_FAKE_COPY_LATENCY_US=N: a slow GPU: a stream's queued work is
 //     done N microseconds after the first of it was queued: cuStreamQuery
 //     reports CUDA_ERROR_NOT_READY until then, cuStreamSynchronize waits
 //     until then before doing it (a worker's round then lasts long enough
 //     for others to interleave with it, as on a busy GPU);
 //   - VRAMSWAP_FAKE_NO_KERNEL=1: cuModuleLoadData refuses every image, as a
-//     driver too old for the PTX would (the daemon must fall back to DMA).
+//     driver too old for the PTX would (the daemon must fall back to DMA);
+//   - VRAMSWAP_FAKE_NO_SHAREABLE=1: cuMemCreate refuses to make memory
+//     exportable as a POSIX file descriptor (CUDA_ERROR_NOT_SUPPORTED), as
+//     platforms without that handle type do.
 //
 // The copy kernel (src/store/copy_kernel.cu) cannot run here; cuLaunchKernel
 // of it queues an operation that, when the stream's work runs, reads the
 // kernel's table of BlockMoves from host memory then (as the GPU would) and
 // performs each move, checking that every host range lies in mapped pinned
-// memory and every device range in one allocation, as the GPU's MMU would:
+// memory and every device range is mapped and accessible, as the GPU's MMU would:
 // a stray address is an illegal-address fault that loses the context.
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -71,9 +85,9 @@
 
 #include "cuda/driver_api.hpp"
 #include "fake_backing.hpp"
-#include "store/block_move.hpp"
 #include "fake_config.hpp"
 #include "fake_cuda_control.hpp"
+#include "store/block_move.hpp"
 
 using namespace vramswap::cuda;  // NOLINT: the API's own names, as in cuda.h
 
@@ -105,11 +119,44 @@ constexpr CUresult injected_copy_error = CUDA_ERROR_OUT_OF_MEMORY;
 constexpr int driver_version = 13000;
 constexpr uint64_t gap_bytes = uint64_t{2} << 20;
 
+// Physical memory: what cuMemAlloc, cuMemCreate and cuMemImportFromShareableHandle
+// make. Reached through mappings (device addresses) and handles.
 struct Allocation {
+  Allocation(int device_index, uint64_t bytes, std::unique_ptr<Backing> memory, bool can_export)
+      : device(device_index), size(bytes), backing(std::move(memory)), exportable(can_export) {}
+
   int device;
-  CUdeviceptr base;
   uint64_t size;
-  std::unique_ptr<Backing> backing;
+  std::unique_ptr<Backing> backing;  // replaced once, by the first export
+  // Held shared while queued work touches `backing`, exclusively while an
+  // export replaces it. A leaf: nothing else is locked under it, except the
+  // pool registry when the replaced backing goes.
+  mutable std::shared_mutex backing_lock;
+  bool exportable;     // created with CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR (or imported)
+  int references = 1;  // its handle and its mappings; guarded by g_lock. At 0 the
+                       // device's memory is free again (queued work may still
+                       // hold the backing until it ran).
+};
+
+// Device addresses [base, base + size) reaching `allocation` from offset 0.
+struct Mapping {
+  uint64_t size;
+  std::shared_ptr<Allocation> allocation;
+  bool accessible;  // cuMemSetAccess granted read/write (cuMemAlloc: always)
+  bool mem_alloc;   // made by cuMemAlloc: only cuMemFree takes it away
+};
+
+// A range of device addresses from cuMemAddressReserve.
+struct Reservation {
+  int device;  // the context's device at reservation time (freed with it)
+  uint64_t size;
+};
+
+// One contiguous piece of a device range, inside one allocation.
+struct Piece {
+  std::shared_ptr<Allocation> allocation;
+  uint64_t offset;
+  uint64_t length;
 };
 
 struct Operation {
@@ -177,14 +224,17 @@ std::shared_mutex g_lock;
 std::atomic<bool> g_initialized{false};
 Config g_config;
 Device g_devices[max_devices];
-CUctx_st g_contexts[max_devices];  // primary contexts; static, so handles never dangle
-std::map<CUdeviceptr, std::shared_ptr<Allocation>> g_allocations;  // by base address
+CUctx_st g_contexts[max_devices];           // primary contexts; static, so handles never dangle
+std::map<CUdeviceptr, Mapping> g_mappings;  // by base address
+std::map<CUmemGenericAllocationHandle, std::shared_ptr<Allocation>> g_handles;
+std::map<CUdeviceptr, Reservation> g_reservations;  // by base address
+CUmemGenericAllocationHandle g_last_handle = 0;
+uint64_t g_create_calls = 0;  // cuMemCreate calls since cuInit (fault injection)
 std::unordered_set<CUstream_st*> g_streams;
 std::map<uintptr_t, HostAllocation> g_host_allocations;  // by address
 std::unordered_set<CUmod_st*> g_modules;
 std::unordered_set<CUevent_st*> g_events;
 CUfunc_st g_copy_kernel;
-uint64_t g_allocation_count = 0;  // names the backing: dev0-alloc1, dev0-alloc2, ...
 std::atomic<uint64_t> g_copy_calls{0};
 std::atomic<bool> g_lost{false};
 std::atomic<Control*> g_control{nullptr};
@@ -229,8 +279,8 @@ CUctx_st* current_context() {
 }
 
 bool idle_locked() {
-  if (!g_allocations.empty() || !g_streams.empty() || !g_host_allocations.empty() ||
-      !g_modules.empty() || !g_events.empty()) {
+  if (!g_mappings.empty() || !g_handles.empty() || !g_reservations.empty() || !g_streams.empty() ||
+      !g_host_allocations.empty() || !g_modules.empty() || !g_events.empty()) {
     return false;
   }
   for (const CUctx_st& context : g_contexts) {
@@ -266,10 +316,10 @@ bool map_control(const std::string& path, std::string& error) {
   }
   auto* block = static_cast<Control*>(address);
   block->magic.store(0, std::memory_order_relaxed);
-  for (auto field :
-       {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
-        &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
-        &Control::syncs, &Control::bytes_allocated, &Control::failed_copies}) {
+  for (auto field : {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
+                     &Control::bytes_host_to_device, &Control::bytes_device_to_host,
+                     &Control::bytes_zeroed, &Control::syncs, &Control::bytes_allocated,
+                     &Control::failed_copies, &Control::creates, &Control::fail_create_at}) {
     (block->*field).store(0, std::memory_order_relaxed);
   }
   block->version.store(control_version, std::memory_order_relaxed);
@@ -304,27 +354,87 @@ CUresult configure_locked() {
     g_contexts[device].device = device;
     g_contexts[device].null_stream.context = &g_contexts[device];
   }
-  g_allocation_count = 0;
+  g_last_handle = 0;
+  g_create_calls = 0;
   g_copy_calls.store(0, std::memory_order_relaxed);
   g_lost.store(false, std::memory_order_release);
   return CUDA_SUCCESS;
 }
 
-void free_allocation_locked(std::map<CUdeviceptr, std::shared_ptr<Allocation>>::iterator it) {
-  g_devices[it->second->device].allocated -= it->second->size;
-  count(&Control::bytes_allocated, 0 - it->second->size);
-  g_allocations.erase(it);  // the backing goes once queued work holding it is done
+// Drops one reference (a handle or a mapping) to an allocation; the last
+// one gives the device its memory back. The backing itself goes once queued
+// work holding it has run.
+void unreference_locked(Allocation& allocation) {
+  if (--allocation.references > 0) return;
+  g_devices[allocation.device].allocated -= allocation.size;
+  count(&Control::bytes_allocated, 0 - allocation.size);
+}
+
+// A new allocation of `bytes` on `device`, counted against its memory, with
+// one reference (its handle or its cuMemAlloc mapping). Applies the
+// out-of-memory limits.
+CUresult new_allocation_locked(int device_index, uint64_t bytes, bool exportable,
+                               std::shared_ptr<Allocation>& made) {
+  Device& device = g_devices[device_index];
+  const uint64_t usable = g_config.memory - g_config.reserved;
+  if (bytes > usable - device.allocated) return CUDA_ERROR_OUT_OF_MEMORY;
+  // The injected race: more is free, but the driver refuses above the limit.
+  if (g_config.alloc_fail_above != unlimited &&
+      device.allocated + bytes > g_config.alloc_fail_above) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  std::string error;
+  int error_number = 0;
+  auto backing = Backing::create(g_config.backing_dir, device_index, bytes, error, error_number);
+  if (!backing) {
+    report(error);
+    // The host being short of memory is the fake's out-of-memory; anything
+    // else (a stale file in the backing directory) is a setup error that
+    // must not look like VRAM running out.
+    return error_number == ENOMEM || error_number == ENOSPC || error_number == EFBIG
+               ? CUDA_ERROR_OUT_OF_MEMORY
+               : CUDA_ERROR_OPERATING_SYSTEM;
+  }
+  made = std::make_shared<Allocation>(device_index, bytes, std::move(backing), exportable);
+  device.allocated += bytes;
+  count(&Control::bytes_allocated, bytes);
+  return CUDA_SUCCESS;
+}
+
+// A fresh device address range of `bytes` (rounded to the driver's pages) on
+// `device`, followed by an unmapped page so that ranges never touch.
+CUdeviceptr take_addresses_locked(int device_index, uint64_t bytes, uint64_t alignment) {
+  Device& device = g_devices[device_index];
+  if (alignment > 1)
+    device.next_address = (device.next_address + alignment - 1) / alignment * alignment;
+  const CUdeviceptr base = device.next_address;
+  device.next_address += (bytes + gap_bytes - 1) / gap_bytes * gap_bytes + gap_bytes;
+  return base;
 }
 
 // What the driver does when a primary context's last reference goes: the
-// context is reset and everything allocated in it is freed.
+// context is reset and everything allocated in it is freed. Exported
+// descriptors keep their memory (a memfd) alive on their own.
 void reset_context_locked(CUctx_st& context) {
   context.active.store(false, std::memory_order_release);
-  for (auto it = g_allocations.begin(); it != g_allocations.end();) {
-    const auto next = std::next(it);
-    if (it->second->device == context.device) free_allocation_locked(it);
-    it = next;
+  for (auto it = g_mappings.begin(); it != g_mappings.end();) {
+    if (it->second.allocation->device == context.device) {
+      unreference_locked(*it->second.allocation);
+      it = g_mappings.erase(it);
+    } else {
+      ++it;
+    }
   }
+  for (auto it = g_handles.begin(); it != g_handles.end();) {
+    if (it->second->device == context.device) {
+      unreference_locked(*it->second);
+      it = g_handles.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::erase_if(g_reservations,
+                [&](const auto& entry) { return entry.second.device == context.device; });
   for (auto it = g_streams.begin(); it != g_streams.end();) {
     if ((*it)->context == &context) {
       delete *it;
@@ -345,15 +455,69 @@ void reset_context_locked(CUctx_st& context) {
   context.null_stream.queue.clear();
 }
 
-// The allocation holding all of [pointer, pointer + length), or null.
-std::shared_ptr<Allocation> find_allocation_locked(CUdeviceptr pointer, size_t length) {
-  auto it = g_allocations.upper_bound(pointer);
-  if (it == g_allocations.begin()) return nullptr;
+// The mapping holding `pointer`, or g_mappings.end().
+std::map<CUdeviceptr, Mapping>::iterator mapping_at_locked(CUdeviceptr pointer) {
+  auto it = g_mappings.upper_bound(pointer);
+  if (it == g_mappings.begin()) return g_mappings.end();
   --it;
-  const Allocation& allocation = *it->second;
-  const uint64_t into = pointer - allocation.base;
-  if (into >= allocation.size || length > allocation.size - into) return nullptr;
-  return it->second;
+  return pointer - it->first < it->second.size ? it : g_mappings.end();
+}
+
+// Cuts [pointer, pointer + length) into its pieces, one per mapping it
+// crosses (a reserved range maps many allocations back to back, and one copy
+// may span them, as on the GPU). False when any byte is unmapped, not
+// accessible, or (device >= 0) on another device: the range is invalid.
+bool resolve_locked(CUdeviceptr pointer, uint64_t length, int device, std::vector<Piece>& pieces) {
+  pieces.clear();
+  auto it = mapping_at_locked(pointer);
+  while (length > 0) {
+    if (it == g_mappings.end() || it->first > pointer) return false;
+    const Mapping& mapping = it->second;
+    if (!mapping.accessible || (device >= 0 && mapping.allocation->device != device)) return false;
+    const uint64_t into = pointer - it->first;
+    const uint64_t piece = std::min<uint64_t>(length, mapping.size - into);
+    pieces.push_back({mapping.allocation, into, piece});
+    pointer += piece;
+    length -= piece;
+    ++it;
+  }
+  return true;
+}
+
+// Empties a thread's reused piece list when the call ends, so that it holds
+// no allocation alive (its memory would not go back to the host).
+struct PiecesCleared {
+  std::vector<Piece>& pieces;
+  ~PiecesCleared() { pieces.clear(); }
+};
+
+// The mappings that make up exactly [pointer, pointer + bytes), back to back:
+// [first, last). False when the range starts or ends inside a mapping or
+// has a hole.
+bool whole_mappings_locked(CUdeviceptr pointer, uint64_t bytes,
+                           std::map<CUdeviceptr, Mapping>::iterator& first,
+                           std::map<CUdeviceptr, Mapping>::iterator& last) {
+  first = g_mappings.find(pointer);
+  if (first == g_mappings.end() || bytes == 0) return false;
+  last = first;
+  CUdeviceptr at = pointer;
+  const CUdeviceptr end = pointer + bytes;
+  while (at < end) {
+    if (last == g_mappings.end() || last->first != at || last->second.mem_alloc) return false;
+    at += last->second.size;
+    ++last;
+  }
+  return at == end;
+}
+
+// The reservation holding all of [pointer, pointer + bytes), or end().
+std::map<CUdeviceptr, Reservation>::iterator reservation_holding_locked(CUdeviceptr pointer,
+                                                                        uint64_t bytes) {
+  auto it = g_reservations.upper_bound(pointer);
+  if (it == g_reservations.begin()) return g_reservations.end();
+  --it;
+  const uint64_t into = pointer - it->first;
+  return into < it->second.size && bytes <= it->second.size - into ? it : g_reservations.end();
 }
 
 // Whether [pointer, pointer + length) lies in one pinned host allocation made
@@ -411,18 +575,27 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
   if (length == 0) return CUDA_SUCCESS;
   if (kind == Operation::host_to_device && !source) return CUDA_ERROR_INVALID_VALUE;
   if (kind == Operation::device_to_host && !destination) return CUDA_ERROR_INVALID_VALUE;
-  std::shared_ptr<Allocation> allocation = find_allocation_locked(device_pointer, length);
-  if (!allocation || allocation->device != context->device) return CUDA_ERROR_INVALID_VALUE;
+  thread_local std::vector<Piece> pieces;
+  const PiecesCleared cleared{pieces};
+  if (!resolve_locked(device_pointer, length, context->device, pieces)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
 
-  const uint64_t offset = device_pointer - allocation->base;
   // The stream's mutex is never taken under g_lock: a sync holds it while
   // the copy kernel's moves take g_lock (lock order: stream, then g_lock).
   lock.unlock();
   {
     std::lock_guard queue_lock(stream->mutex);
     if (stream->queue.empty()) stream->first_queued = std::chrono::steady_clock::now();
-    stream->queue.push_back(
-        {kind, std::move(allocation), offset, source, destination, length, value});
+    size_t done = 0;  // into the host buffer
+    for (Piece& piece : pieces) {
+      stream->queue.push_back(
+          {kind, std::move(piece.allocation), piece.offset,
+           source ? static_cast<const unsigned char*>(source) + done : nullptr,
+           destination ? static_cast<unsigned char*>(destination) + done : nullptr, piece.length,
+           value});
+      done += piece.length;
+    }
   }
   count(&Control::copies, 1);
   switch (kind) {
@@ -452,10 +625,12 @@ CUresult run_block_moves(const Operation& operation) {
     g_lost.store(true, std::memory_order_release);
     return CUDA_ERROR_ILLEGAL_ADDRESS;
   }
+  thread_local std::vector<Piece> pieces;
+  const PiecesCleared cleared{pieces};
   for (size_t i = 0; i < operation.length; ++i) {
     const vramswap::BlockMove move = moves[i];
-    const std::shared_ptr<Allocation> allocation = find_allocation_locked(move.device, move.bytes);
-    if (move.bytes > vramswap::kMaxBlockMoveBytes || !allocation ||
+    if (move.bytes > vramswap::kMaxBlockMoveBytes ||
+        !resolve_locked(move.device, move.bytes, /*device=*/-1, pieces) ||
         !mapped_host_range_locked(move.host, move.bytes)) {
       report("copy kernel: move " + std::to_string(i) + " touches memory it may not (host " +
              std::to_string(move.host) + ", device " + std::to_string(move.device) + ", " +
@@ -463,13 +638,17 @@ CUresult run_block_moves(const Operation& operation) {
       g_lost.store(true, std::memory_order_release);
       return CUDA_ERROR_ILLEGAL_ADDRESS;
     }
-    const uint64_t offset = move.device - allocation->base;
-    void* host = reinterpret_cast<void*>(move.host);
-    const bool done = move.to_device ? allocation->backing->write(offset, host, move.bytes)
-                                     : allocation->backing->read(offset, host, move.bytes);
-    if (!done) {
-      report(std::string("host memory behind the fake VRAM failed: ") + std::strerror(errno));
-      return CUDA_ERROR_OPERATING_SYSTEM;
+    auto* host = reinterpret_cast<unsigned char*>(move.host);
+    for (const Piece& piece : pieces) {
+      std::shared_lock backing_lock(piece.allocation->backing_lock);
+      const bool done = move.to_device
+                            ? piece.allocation->backing->write(piece.offset, host, piece.length)
+                            : piece.allocation->backing->read(piece.offset, host, piece.length);
+      if (!done) {
+        report(std::string("host memory behind the fake VRAM failed: ") + std::strerror(errno));
+        return CUDA_ERROR_OPERATING_SYSTEM;
+      }
+      host += piece.length;
     }
     count(move.to_device ? &Control::bytes_host_to_device : &Control::bytes_device_to_host,
           move.bytes);
@@ -495,6 +674,8 @@ CUresult run_queue_locked(CUstream_st& stream) {
       if (result != CUDA_SUCCESS) break;
       continue;
     }
+    // An export may give the allocation a backing of its own meanwhile.
+    std::shared_lock backing_lock(operation.allocation->backing_lock);
     const Backing& backing = *operation.allocation->backing;
     bool done = false;
     switch (operation.kind) {
@@ -713,35 +894,11 @@ CUresult cuMemAlloc_v2(CUdeviceptr* pointer, size_t bytes) {
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!pointer || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   std::unique_lock lock(g_lock);
-  Device& device = g_devices[context->device];
-  const uint64_t usable = g_config.memory - g_config.reserved;
-  if (bytes > usable - device.allocated) return CUDA_ERROR_OUT_OF_MEMORY;
-  // The injected race: more is free, but the driver refuses above the limit.
-  if (g_config.alloc_fail_above != unlimited &&
-      device.allocated + bytes > g_config.alloc_fail_above) {
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  std::string error;
-  int error_number = 0;
-  auto backing = Backing::create(g_config.backing_dir, context->device, ++g_allocation_count, bytes,
-                                 error, error_number);
-  if (!backing) {
-    report(error);
-    // The host being short of memory is the fake's out-of-memory; anything
-    // else (a stale file in the backing directory) is a setup error that
-    // must not look like VRAM running out.
-    return error_number == ENOMEM || error_number == ENOSPC || error_number == EFBIG
-               ? CUDA_ERROR_OUT_OF_MEMORY
-               : CUDA_ERROR_OPERATING_SYSTEM;
-  }
-  const CUdeviceptr base = device.next_address;
-  // Round to the driver's 2 MiB pages and leave a page-sized hole after
-  // each allocation, so that adjacent allocations never touch.
-  device.next_address += (bytes + gap_bytes - 1) / gap_bytes * gap_bytes + gap_bytes;
-  g_allocations.emplace(base, std::make_shared<Allocation>(
-                                  Allocation{context->device, base, bytes, std::move(backing)}));
-  device.allocated += bytes;
-  count(&Control::bytes_allocated, bytes);
+  std::shared_ptr<Allocation> allocation;
+  FAKE_TRY(new_allocation_locked(context->device, bytes, /*exportable=*/false, allocation));
+  const CUdeviceptr base = take_addresses_locked(context->device, bytes, 0);
+  g_mappings.emplace(base, Mapping{bytes, std::move(allocation), /*accessible=*/true,
+                                   /*mem_alloc=*/true});
   *pointer = base;
   return CUDA_SUCCESS;
 }
@@ -751,10 +908,251 @@ CUresult cuMemFree_v2(CUdeviceptr pointer) {
   const bool device_lost = lost();
   if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   std::unique_lock lock(g_lock);
-  const auto it = g_allocations.find(pointer);
-  if (it == g_allocations.end()) return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
-  free_allocation_locked(it);
+  const auto it = g_mappings.find(pointer);
+  if (it == g_mappings.end() || !it->second.mem_alloc) {
+    return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  }
+  unreference_locked(*it->second.allocation);
+  g_mappings.erase(it);
   return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// --- Virtual memory management --------------------------------------------------
+// Physical allocations (handles) are memfds (or files in the backing
+// directory), so an exported handle is a duplicate of that descriptor and a
+// process importing it reaches the same bytes; the memory lives as long as
+// any descriptor, handle or mapping of it does, as with the real driver.
+
+// The device a CUmemAllocationProp names, after checking what the fake knows.
+CUresult allocation_device(const CUmemAllocationProp* prop, int& device) {
+  if (!prop || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED ||
+      prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if ((prop->requestedHandleTypes & ~CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != 0) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  std::shared_lock lock(g_lock);
+  if (!valid_device_locked(prop->location.id)) return CUDA_ERROR_INVALID_DEVICE;
+  device = prop->location.id;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemGetAllocationGranularity(size_t* granularity, const CUmemAllocationProp* prop,
+                                       CUmemAllocationGranularity_flags option) {
+  FAKE_TRY(ready());
+  if (!granularity || (option != CU_MEM_ALLOC_GRANULARITY_MINIMUM &&
+                       option != CU_MEM_ALLOC_GRANULARITY_RECOMMENDED)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  int device = 0;
+  FAKE_TRY(allocation_device(prop, device));
+  *granularity = gap_bytes;  // the driver's 2 MiB pages
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemCreate(CUmemGenericAllocationHandle* handle, size_t bytes,
+                     const CUmemAllocationProp* prop, unsigned long long flags) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!handle || flags != 0 || bytes == 0 || bytes % gap_bytes != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  int device = 0;
+  FAKE_TRY(allocation_device(prop, device));
+  if (g_config.no_shareable && prop->requestedHandleTypes != CU_MEM_HANDLE_TYPE_NONE) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  std::unique_lock lock(g_lock);
+  const uint64_t call = ++g_create_calls;
+  count(&Control::creates, 1);
+  if (Control* block = control();
+      block && block->fail_create_at.load(std::memory_order_relaxed) == call) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  std::shared_ptr<Allocation> allocation;
+  FAKE_TRY(new_allocation_locked(
+      device, bytes, prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+      allocation));
+  *handle = ++g_last_handle;
+  g_handles.emplace(*handle, std::move(allocation));
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  std::unique_lock lock(g_lock);
+  const auto it = g_handles.find(handle);
+  if (it == g_handles.end()) return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  unreference_locked(*it->second);  // its mappings keep the memory until unmapped
+  g_handles.erase(it);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+CUresult cuMemAddressReserve(CUdeviceptr* pointer, size_t bytes, size_t alignment,
+                             CUdeviceptr address, unsigned long long flags) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!pointer || bytes == 0 || bytes % gap_bytes != 0 || flags != 0 ||
+      (alignment & (alignment - 1)) != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  (void)address;  // a hint; the fake never honours it, as the driver need not
+  std::unique_lock lock(g_lock);
+  const CUdeviceptr base = take_addresses_locked(context->device, bytes, alignment);
+  g_reservations.emplace(base, Reservation{context->device, bytes});
+  *pointer = base;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemAddressFree(CUdeviceptr pointer, size_t bytes) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  std::unique_lock lock(g_lock);
+  const auto it = g_reservations.find(pointer);
+  if (it == g_reservations.end() || it->second.size != bytes) {
+    return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  }
+  // Still mapped inside: unmap first.
+  const auto mapped = g_mappings.lower_bound(pointer);
+  if (mapped != g_mappings.end() && mapped->first < pointer + bytes) {
+    return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  }
+  g_reservations.erase(it);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// Offset must be 0 and the whole range inside one reservation, free of other
+// mappings, in whole 2 MiB pages, as the driver requires. Not accessible
+// until cuMemSetAccess.
+CUresult cuMemMap(CUdeviceptr pointer, size_t bytes, size_t offset,
+                  CUmemGenericAllocationHandle handle, unsigned long long flags) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (bytes == 0 || offset != 0 || flags != 0 || pointer % gap_bytes != 0 ||
+      bytes % gap_bytes != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::unique_lock lock(g_lock);
+  const auto found = g_handles.find(handle);
+  if (found == g_handles.end()) return CUDA_ERROR_INVALID_HANDLE;
+  if (bytes > found->second->size) return CUDA_ERROR_INVALID_VALUE;
+  if (reservation_holding_locked(pointer, bytes) == g_reservations.end()) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  const auto overlap = g_mappings.lower_bound(pointer);
+  if ((overlap != g_mappings.end() && overlap->first < pointer + bytes) ||
+      mapping_at_locked(pointer) != g_mappings.end()) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  ++found->second->references;
+  g_mappings.emplace(pointer,
+                     Mapping{bytes, found->second, /*accessible=*/false, /*mem_alloc=*/false});
+  return CUDA_SUCCESS;
+}
+
+// The range must be made of whole mappings, back to back (several at once is
+// how the driver's own samples unmap a grown range).
+CUresult cuMemUnmap(CUdeviceptr pointer, size_t bytes) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  std::unique_lock lock(g_lock);
+  std::map<CUdeviceptr, Mapping>::iterator first, last;
+  if (!whole_mappings_locked(pointer, bytes, first, last)) {
+    return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
+  }
+  for (auto it = first; it != last; ++it)
+    unreference_locked(*it->second.allocation);
+  g_mappings.erase(first, last);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// Read/write for the devices named, over whole mappings back to back. The
+// fake knows no read-only access.
+CUresult cuMemSetAccess(CUdeviceptr pointer, size_t bytes, const CUmemAccessDesc* descriptors,
+                        size_t count) {
+  FAKE_TRY(ready());
+  if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!descriptors || count == 0) return CUDA_ERROR_INVALID_VALUE;
+  std::unique_lock lock(g_lock);
+  for (size_t i = 0; i < count; ++i) {
+    const CUmemAccessDesc& access = descriptors[i];
+    if (access.location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+        !valid_device_locked(access.location.id) ||
+        (access.flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
+         access.flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+  }
+  std::map<CUdeviceptr, Mapping>::iterator first, last;
+  if (!whole_mappings_locked(pointer, bytes, first, last)) return CUDA_ERROR_INVALID_VALUE;
+  for (auto it = first; it != last; ++it) {
+    for (size_t i = 0; i < count; ++i) {
+      if (descriptors[i].location.id == it->second.allocation->device) {
+        it->second.accessible = descriptors[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+      }
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+// The shareable handle of a POSIX file descriptor type is an int: a new
+// descriptor of the allocation's memfd, owned by the caller.
+CUresult cuMemExportToShareableHandle(void* shareable_handle, CUmemGenericAllocationHandle handle,
+                                      CUmemAllocationHandleType handle_type,
+                                      unsigned long long flags) {
+  FAKE_TRY(ready());
+  if (!shareable_handle || flags != 0 || handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::unique_lock lock(g_lock);
+  const auto found = g_handles.find(handle);
+  if (found == g_handles.end()) return CUDA_ERROR_INVALID_HANDLE;
+  Allocation& allocation = *found->second;
+  if (!allocation.exportable) return CUDA_ERROR_INVALID_VALUE;
+  // Out of the device's pool into a memfd of its own, once: what the
+  // descriptor reaches must be this allocation alone. No queued work touches
+  // it meanwhile (it takes the backing lock too).
+  if (std::unique_lock backing_lock(allocation.backing_lock); !allocation.backing->own()) {
+    std::unique_ptr<Backing> own = allocation.backing->detach();
+    if (!own) return CUDA_ERROR_OPERATING_SYSTEM;
+    allocation.backing = std::move(own);
+  }
+  const int fd = fcntl(allocation.backing->descriptor(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return CUDA_ERROR_OPERATING_SYSTEM;
+  *static_cast<int*>(shareable_handle) = fd;
+  return CUDA_SUCCESS;
+}
+
+// `os_handle` is the descriptor itself, cast to a pointer (as cuda.h says);
+// the caller keeps it. The import counts against the importing context's
+// device.
+CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* os_handle,
+                                        CUmemAllocationHandleType handle_type) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (!handle || handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  const int fd = static_cast<int>(reinterpret_cast<intptr_t>(os_handle));
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+      static_cast<uint64_t>(st.st_size) % gap_bytes != 0) {
+    return CUDA_ERROR_INVALID_VALUE;  // not a descriptor the fake exported
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return CUDA_ERROR_OPERATING_SYSTEM;
+  const auto bytes = static_cast<uint64_t>(st.st_size);
+  std::unique_lock lock(g_lock);
+  g_devices[context->device].allocated += bytes;
+  count(&Control::bytes_allocated, bytes);
+  *handle = ++g_last_handle;
+  g_handles.emplace(*handle, std::make_shared<Allocation>(context->device, bytes,
+                                                          Backing::adopt(own, bytes), true));
+  return CUDA_SUCCESS;
 }
 
 // Pinned host memory: plain anonymous memory here (it is page-locked by
@@ -873,7 +1271,8 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   if (g_config.no_kernel) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
   const std::string ptx(static_cast<const char*>(image));
   if (ptx.find(".version") == std::string::npos ||
-      ptx.find(std::string(".entry ") + vramswap::kBlockMoveKernelName + "(") == std::string::npos) {
+      ptx.find(std::string(".entry ") + vramswap::kBlockMoveKernelName + "(") ==
+          std::string::npos) {
     return CUDA_ERROR_INVALID_PTX;
   }
   auto* created = new CUmod_st;
@@ -915,9 +1314,8 @@ CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int g
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (function != &g_copy_kernel) return CUDA_ERROR_INVALID_HANDLE;
-  if (grid_x == 0 || grid_y != 1 || grid_z != 1 || block_x == 0 || block_x > 1024 ||
-      block_y != 1 || block_z != 1 || shared_bytes != 0 || !parameters || !parameters[0] ||
-      extra) {
+  if (grid_x == 0 || grid_y != 1 || grid_z != 1 || block_x == 0 || block_x > 1024 || block_y != 1 ||
+      block_z != 1 || shared_bytes != 0 || !parameters || !parameters[0] || extra) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   std::shared_lock lock(g_lock);
@@ -990,7 +1388,9 @@ CUresult event_complete(CUevent event) {
   return run_queue_locked(*stream);
 }
 
-CUresult cuEventQuery(CUevent event) { return event_complete(event); }
+CUresult cuEventQuery(CUevent event) {
+  return event_complete(event);
+}
 
 CUresult cuEventSynchronize(CUevent event) {
   const CUresult result = event_complete(event);

@@ -3,7 +3,6 @@
 // meets it instead of handing out wrong data.
 #include <catch2/catch.hpp>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,22 +19,14 @@ namespace {
 
 constexpr uint32_t kEIO = 5, kEINVAL = 22;
 
-// The fake driver's backing file of the daemon's one VRAM allocation.
-std::string backing_file(const TempDir& dir, uint64_t size) {
-  std::string found;
-  DIR* d = opendir(dir.path().c_str());
-  REQUIRE(d != nullptr);
-  while (dirent* entry = readdir(d)) {
-    struct stat st {};
-    const std::string path = dir.file(entry->d_name);
-    if (std::string(entry->d_name).rfind("dev0-alloc", 0) == 0 && stat(path.c_str(), &st) == 0 &&
-        static_cast<uint64_t>(st.st_size) == size) {
-      found = path;
-    }
-  }
-  closedir(d);
-  REQUIRE_FALSE(found.empty());
-  return found;
+// The fake driver's backing file of the daemon's VRAM: the device's pool,
+// which holds the daemon's chunks in the order it took them, export offset
+// 0 first, so an export offset is an offset in the file.
+std::string backing_file(const TempDir& dir) {
+  const std::string path = dir.file("dev0-vram");
+  struct stat st {};
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  return path;
 }
 
 // Flips one bit of the fake VRAM behind the daemon's back.
@@ -71,7 +62,7 @@ TEST_CASE("verify = yes: a flipped bit in VRAM fails only the reads that meet it
   REQUIRE(client.read(8 << 20, 8192, back) == 0);
   CHECK(back == std::vector<uint8_t>(8192, 0));
 
-  flip_bit(backing_file(vram, 256 << 20), 3 * 4096 + 100);
+  flip_bit(backing_file(vram), 3 * 4096 + 100);
   CHECK(client.read(0, 64 << 10, back) == kEIO);  // the read that covers block 3
   CHECK(client.read(3 * 4096, 4096, back) == kEIO);
   CHECK(client.read(0, 3 * 4096, back) == 0);  // its neighbours are intact
@@ -88,7 +79,7 @@ TEST_CASE("verify = yes: a flipped bit in VRAM fails only the reads that meet it
   CHECK(back == fresh);
 
   // So do zeroes.
-  flip_bit(backing_file(vram, 256 << 20), (1 << 20) + 5);
+  flip_bit(backing_file(vram), (1 << 20) + 5);
   CHECK(other.read(1 << 20, 4096, back) == kEIO);
   CHECK(other.simple(NbdTestClient::kWriteZeroes, 1 << 20, 4096) == 0);
   CHECK(other.read(1 << 20, 4096, back) == 0);
@@ -170,17 +161,16 @@ TEST_CASE("verify = yes: blocks written on several connections at once read back
                      .extra_config = "verify = yes\n",
                      .environment = {{"VRAMSWAP_FAKE_COPY_LATENCY_US", "200"}}});
   if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
-  const auto writers = run_command(
-      {"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M", "--bsrange=4k-64k",
-       "--iodepth=16", "--time_based", "--runtime=3", "--name=writers", "--rw=randwrite",
-       "--numjobs=4", "--group_reporting"},
-      std::chrono::seconds(120));
+  const auto writers =
+      run_command({"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M",
+                   "--bsrange=4k-64k", "--iodepth=16", "--time_based", "--runtime=3",
+                   "--name=writers", "--rw=randwrite", "--numjobs=4", "--group_reporting"},
+                  std::chrono::seconds(120));
   INFO(writers.output << "\ndaemon log:\n" << daemon.log());
   REQUIRE(writers.exit_status == 0);
-  const auto reader =
-      run_command({"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M", "--bs=4k",
-                   "--name=reader", "--rw=read"},
-                  std::chrono::seconds(120));
+  const auto reader = run_command({"fio", "--ioengine=nbd", "--uri=" + daemon.uri(), "--size=1M",
+                                   "--bs=4k", "--name=reader", "--rw=read"},
+                                  std::chrono::seconds(120));
   INFO(reader.output);
   CHECK(reader.exit_status == 0);
   CHECK_THAT(reader.output, !Contains("Input/output error"));

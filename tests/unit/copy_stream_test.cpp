@@ -277,7 +277,7 @@ TEST_CASE("pieces that continue each other cross in one copy call, writes and re
     CHECK(copies() - before == 1);
     CHECK(std::memcmp(staging.data(), data.data(), data.size()) == 0);
   }
-  SECTION("a gap on either side, a change of direction or a chunk boundary splits them") {
+  SECTION("a gap on either side or a change of direction splits them, a chunk boundary not") {
     std::memcpy(staging.data(), data.data(), data.size());
     const uint64_t before = copies();
     // Host gap (a request header between two payloads in the arena).
@@ -288,11 +288,15 @@ TEST_CASE("pieces that continue each other cross in one copy call, writes and re
     REQUIRE(stream.write(72 * KiB, staging.data() + 68 * KiB, 4096).ok());
     REQUIRE(stream.synchronize().ok());
     CHECK(copies() - before == 4);
-    // One range across a chunk boundary is a copy per chunk.
+    // The export is one range of device addresses: a range across a chunk
+    // boundary, and pieces continuing each other across it, are one copy.
     const uint64_t across = copies();
-    REQUIRE(stream.write(chunk - 512 * KiB, staging.data(), 1 * MiB).ok());
+    REQUIRE(stream.write(chunk - 512 * KiB, staging.data(), 512 * KiB).ok());
+    REQUIRE(stream.write(chunk, staging.data() + 512 * KiB, 512 * KiB).ok());
     REQUIRE(stream.synchronize().ok());
-    CHECK(copies() - across == 2);
+    CHECK(copies() - across == 1);
+    CHECK(get(stream, staging, chunk - 512 * KiB, 1 * MiB) ==
+          std::vector<std::byte>(data.begin(), data.end()));
     // A read that continues a write on both sides is still a copy of its own.
     const uint64_t turn = copies();
     REQUIRE(stream.write(8 * MiB, staging.data(), 4096).ok());
@@ -413,6 +417,30 @@ TEST_CASE("flush() sends a round's small copies once; synchronize() only waits f
     const auto stored = get(stream, back, offset_of(i), block);
     CHECK(std::memcmp(stored.data(), data.data() + i * block, block) == 0);
   }
+}
+
+TEST_CASE("copy-kernel moves that cross a chunk boundary land on both sides of it") {
+  Setup setup;
+  const auto kernel = CopyKernel::load(setup.context);
+  REQUIRE(kernel);
+  CopyStream stream(setup.store, kernel.get());
+  constexpr size_t block = 4096;
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  REQUIRE(stream.map(staging));
+  const auto data = random_bytes(4 * block, 13);
+  std::memcpy(staging.data(), data.data(), data.size());
+  // Two 8 KiB writes, each half in one chunk and half in the next: one launch
+  // of two moves, each spanning two physical allocations.
+  const uint64_t launches = setup.control()->copies.load();
+  REQUIRE(stream.write(chunk - block, staging.data(), 2 * block).ok());
+  REQUIRE(stream.write(3 * chunk - block, staging.data() + 2 * block, 2 * block).ok());
+  REQUIRE(stream.synchronize().ok());
+  CHECK(setup.control()->copies.load() - launches == 1);
+  PinnedBuffer back(setup.context, 2 * block);
+  CHECK(get(stream, back, chunk - block, 2 * block) ==
+        std::vector<std::byte>(data.begin(), data.begin() + 2 * block));
+  CHECK(get(stream, back, 3 * chunk - block, 2 * block) ==
+        std::vector<std::byte>(data.begin() + 2 * block, data.end()));
 }
 
 TEST_CASE("a failed launch of collected copies redoes each as its own call, and names the lost") {

@@ -9,6 +9,7 @@
 // cuda.h's, and every entry point's signature, with our types mapped to
 // cuda.h's, must be the one cuda.h declares for the exported symbol.
 
+#include <cstddef>
 #include <type_traits>
 
 #include "cuda/driver_api.hpp"
@@ -70,6 +71,23 @@ struct Real<CUevent_st> {
   using type = ::CUevent_st;
 };
 
+template <>
+struct Real<CUmemAllocationProp> {
+  using type = ::CUmemAllocationProp;
+};
+template <>
+struct Real<CUmemAccessDesc> {
+  using type = ::CUmemAccessDesc;
+};
+template <>
+struct Real<CUmemAllocationHandleType> {
+  using type = ::CUmemAllocationHandleType;
+};
+template <>
+struct Real<CUmemAllocationGranularity_flags> {
+  using type = ::CUmemAllocationGranularity_flags;
+};
+
 template <class Function>
 struct RealFunction;
 template <class Result, class... Parameters>
@@ -93,6 +111,33 @@ static_assert(sizeof(CUuuid) == sizeof(::CUuuid));
 static_assert(std::is_same_v<CUdeviceptr, ::CUdeviceptr>);
 static_assert(std::is_same_v<CUdevice, ::CUdevice>);
 static_assert(sizeof(CUresult) == sizeof(::CUresult));
+
+// The virtual-memory calls' types, field by field.
+static_assert(std::is_same_v<CUmemGenericAllocationHandle, ::CUmemGenericAllocationHandle>);
+static_assert(CU_MEM_ALLOCATION_TYPE_PINNED == static_cast<int>(::CU_MEM_ALLOCATION_TYPE_PINNED));
+static_assert(CU_MEM_HANDLE_TYPE_NONE == static_cast<int>(::CU_MEM_HANDLE_TYPE_NONE));
+static_assert(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR ==
+              static_cast<int>(::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+static_assert(CU_MEM_LOCATION_TYPE_DEVICE == static_cast<int>(::CU_MEM_LOCATION_TYPE_DEVICE));
+static_assert(CU_MEM_ALLOC_GRANULARITY_MINIMUM ==
+              static_cast<int>(::CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+static_assert(CU_MEM_ALLOC_GRANULARITY_RECOMMENDED ==
+              static_cast<int>(::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED));
+static_assert(CU_MEM_ACCESS_FLAGS_PROT_NONE == static_cast<int>(::CU_MEM_ACCESS_FLAGS_PROT_NONE));
+static_assert(CU_MEM_ACCESS_FLAGS_PROT_READ == static_cast<int>(::CU_MEM_ACCESS_FLAGS_PROT_READ));
+static_assert(CU_MEM_ACCESS_FLAGS_PROT_READWRITE ==
+              static_cast<int>(::CU_MEM_ACCESS_FLAGS_PROT_READWRITE));
+static_assert(sizeof(CUmemLocation) == sizeof(::CUmemLocation));
+static_assert(sizeof(CUmemAllocationProp) == sizeof(::CUmemAllocationProp));
+static_assert(offsetof(CUmemAllocationProp, requestedHandleTypes) ==
+              offsetof(::CUmemAllocationProp, requestedHandleTypes));
+static_assert(offsetof(CUmemAllocationProp, location) == offsetof(::CUmemAllocationProp, location));
+static_assert(offsetof(CUmemAllocationProp, win32HandleMetaData) ==
+              offsetof(::CUmemAllocationProp, win32HandleMetaData));
+static_assert(offsetof(CUmemAllocationProp, allocFlags) ==
+              offsetof(::CUmemAllocationProp, allocFlags));
+static_assert(sizeof(CUmemAccessDesc) == sizeof(::CUmemAccessDesc));
+static_assert(offsetof(CUmemAccessDesc, flags) == offsetof(::CUmemAccessDesc, flags));
 
 // The entry points: cuda.h declares each under the exported SYMBOL (its
 // macros map cuMemAlloc to cuMemAlloc_v2 and so on).

@@ -80,6 +80,18 @@ TEST_CASE("a library lacking a driver entry point is reported as a driver too ol
   CHECK_THAT(message, Contains("CUDA 11.0 or newer"));
 }
 
+TEST_CASE("a driver without the virtual-memory calls is reported as too old, naming the minimum") {
+  FakeCuda fake;
+  fake.set("VRAMSWAP_LIBCUDA", VRAMSWAP_TEST_FAKE_LIBCUDA_NO_VMM);
+  const StartupError error = load_failure();
+  CHECK(error.exit_status() == vramswap::exit_code::unavailable);
+  const std::string message = error.what();
+  CHECK_THAT(message, Contains("has no cuMemGetAllocationGranularity (added in CUDA 10.2)"));
+  CHECK_THAT(message, Contains("the NVIDIA driver is too old"));
+  CHECK_THAT(message, Contains("CUDA 11.0 or newer, update the NVIDIA driver"));
+  CHECK(message.find('\n') == std::string::npos);
+}
+
 TEST_CASE("a driver that sees no GPU says so") {
   FakeCuda fake;
   fake.set("VRAMSWAP_FAKE_DEVICES", "0");

@@ -169,12 +169,12 @@ TEST_CASE("fake: the control block identifies itself and counts the work") {
   CHECK(control->bytes_allocated.load() == 4 * MiB);
   PinnedBuffer staging(context, 8192);
   CopyStream stream(store);
-  REQUIRE(stream.write(2 * MiB - 100, staging.data(), 200).ok());  // two copy calls
+  REQUIRE(stream.write(2 * MiB - 100, staging.data(), 200).ok());  // across chunks: one call
   REQUIRE(stream.read(staging.data(), 0, 8192).ok());
   REQUIRE(stream.zero(4096, 50).ok());
   REQUIRE(stream.synchronize().ok());
   REQUIRE(stream.synchronize().ok());
-  CHECK(control->copies.load() == 4);
+  CHECK(control->copies.load() == 3);
   CHECK(control->bytes_host_to_device.load() == 200);
   CHECK(control->bytes_device_to_host.load() == 8192);
   CHECK(control->bytes_zeroed.load() == 50);
@@ -186,33 +186,37 @@ TEST_CASE("fake: VRAM is sparse host memory, taken when written and given back w
   test::FakeCuda fake;
   test::TempDir dir;
   fake.set("VRAMSWAP_FAKE_BACKING_DIR", dir.path());
-  const std::string first = dir.file("dev0-alloc1"), second = dir.file("dev0-alloc2");
+  // One sparse file for the device's allocations (two chunks here).
+  const std::string pool = dir.file("dev0-vram");
   {
     const Driver driver = Driver::load();
     Context context(driver, 0);
     VramStore store(context, 4 * MiB);
     store.allocate(8 * MiB, 0);
-    REQUIRE(exists(first));
-    REQUIRE(exists(second));
-    CHECK(allocated_on_disk(first) == 0);
-    CHECK(allocated_on_disk(second) == 0);
+    REQUIRE(exists(pool));
+    CHECK(allocated_on_disk(pool) == 0);
 
     PinnedBuffer staging(context, MiB);
     std::memset(staging.data(), 0xc3, MiB);
     CopyStream stream(store);
-    REQUIRE(stream.write(0, staging.data(), MiB).ok());
+    REQUIRE(stream.write(5 * MiB, staging.data(), MiB).ok());
     REQUIRE(stream.synchronize().ok());
-    CHECK(allocated_on_disk(first) >= MiB);
-    CHECK(allocated_on_disk(first) < 2 * MiB);
-    CHECK(allocated_on_disk(second) == 0);
+    CHECK(allocated_on_disk(pool) >= MiB);
+    CHECK(allocated_on_disk(pool) < 2 * MiB);
 
-    REQUIRE(stream.zero(0, MiB).ok());
+    REQUIRE(stream.zero(5 * MiB, MiB).ok());
     REQUIRE(stream.synchronize().ok());
-    CHECK(allocated_on_disk(first) < 64 * KiB);
+    CHECK(allocated_on_disk(pool) < 64 * KiB);
+
+    // A released chunk gives its written pages back too.
+    REQUIRE(stream.write(5 * MiB, staging.data(), MiB).ok());
+    REQUIRE(stream.synchronize().ok());
+    CHECK(allocated_on_disk(pool) >= MiB);
+    REQUIRE(store.release(1).ok());
+    CHECK(allocated_on_disk(pool) < 64 * KiB);
   }
-  // Freed allocations take their files with them.
-  CHECK_FALSE(exists(first));
-  CHECK_FALSE(exists(second));
+  // Freed allocations take the file with them.
+  CHECK_FALSE(exists(pool));
 }
 
 TEST_CASE("fake: a bad setting is reported and fails cuInit") {

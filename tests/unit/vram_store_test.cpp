@@ -1,14 +1,18 @@
-// VRAM allocation with back-off, and the offset -> device memory mapping,
-// against the fake driver.
+// VRAM allocation with back-off, the offset -> device memory mapping, and
+// releasing and taking again one chunk's VRAM, against the fake driver.
 
 #include <catch2/catch.hpp>
 
+#include <cstring>
+#include <optional>
 #include <thread>
 
 #include "common/byte_size.hpp"
 #include "common/exit_codes.hpp"
 #include "common/startup_error.hpp"
 #include "fake_cuda_support.hpp"
+#include "store/copy_stream.hpp"
+#include "store/pinned_buffer.hpp"
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
@@ -36,7 +40,7 @@ uint64_t allocated_bytes(const std::string& control_path) {
 
 }  // namespace
 
-TEST_CASE("an allocation that fits is made of whole chunks covering the export") {
+TEST_CASE("an allocation that fits is one range of device addresses over whole chunks") {
   SmallGpu gpu;
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
@@ -46,31 +50,35 @@ TEST_CASE("an allocation that fits is made of whole chunks covering the export")
     test::StderrCapture log;
     CHECK(store.allocate(64 * MiB, 16 * MiB) == 64 * MiB);
     CHECK(log.text().find("warning") == std::string::npos);
+    CHECK_THAT(log.text(), Contains("64.0 MiB of VRAM allocated in 8 chunks of 8.0 MiB"));
     CHECK(store.size() == 64 * MiB);
     CHECK(store.requested_bytes() == 64 * MiB);
     CHECK(store.backed_off_bytes() == 0);
     CHECK(store.chunk_bytes() == 8 * MiB);
-    REQUIRE(store.chunks().size() == 8);
-    for (size_t i = 0; i < store.chunks().size(); ++i) {
-      CHECK(store.chunks()[i].offset == i * 8 * MiB);
-      CHECK(store.chunks()[i].bytes == 8 * MiB);
-    }
+    CHECK(store.chunk_count() == 8);
+    CHECK(store.committed_bytes() == 64 * MiB);
+    for (size_t i = 0; i < store.chunk_count(); ++i)
+      CHECK(store.committed(i));
+    CHECK(store.base() != 0);
     CHECK(allocated_bytes(gpu.dir.file("control")) == 64 * MiB);
+    CHECK(test::ControlBlock(gpu.dir.file("control"))->creates.load() == 8);
     CHECK(context.memory_info().free_bytes == 240 * MiB - 64 * MiB);
   }
   // The destructor gave it all back.
   CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
 }
 
-TEST_CASE("the export size is rounded down to whole 4 KiB blocks") {
+TEST_CASE("the export size is rounded down to whole 4 KiB blocks, the VRAM up to chunks") {
   SmallGpu gpu;
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
   VramStore store(context, 4 * MiB);
   CHECK(store.allocate(10 * MiB + 4096 + 123, 0) == 10 * MiB + 4096);
-  REQUIRE(store.chunks().size() == 3);
-  CHECK(store.chunks()[2].bytes == 2 * MiB + 4096);
   CHECK(store.size() % 4096 == 0);
+  CHECK(store.chunk_count() == 3);
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 12 * MiB);
+  CHECK(store.locate(10 * MiB).bytes == 4096);
+  CHECK(store.locate(10 * MiB + 4096).bytes == 0);
 }
 
 TEST_CASE("allocation backs off when the driver refuses, and says so") {
@@ -86,32 +94,59 @@ TEST_CASE("allocation backs off when the driver refuses, and says so") {
   CHECK(store.allocate(56 * MiB, 16 * MiB) == 40 * MiB);
   const std::string logged = log.text();
   CHECK_THAT(logged, Contains("warning: GPU 0: asked for 56.0 MiB of VRAM, got 40.0 MiB "
-                              "(backed off by 16.0 MiB)"));
+                              "(backed off by 16.0 MiB): the driver refused more"));
   CHECK(store.size() == 40 * MiB);
+  CHECK(store.chunk_count() == 5);
   CHECK(store.requested_bytes() == 56 * MiB);
   CHECK(store.backed_off_bytes() == 16 * MiB);
   CHECK(allocated_bytes(gpu.dir.file("control")) == 40 * MiB);
 }
 
-TEST_CASE("backing off takes what still fits in smaller steps, without crumbs") {
+TEST_CASE("a driver that cannot export VRAM as descriptors still gets its device, and says so") {
   SmallGpu gpu;
-  gpu.fake.set("VRAMSWAP_FAKE_ALLOC_FAIL_ABOVE", "45M");
+  gpu.fake.set("VRAMSWAP_FAKE_NO_SHAREABLE", "1");
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
-  VramStore store(context, 8 * MiB);
+  test::ControlBlock control(gpu.dir.file("control"));
+  VramStore store(context, 2 * MiB);
   test::StderrCapture log;
-  // 5 chunks of 8 MiB, then 8 is refused, 4 fits, 4 and 2 are refused: done.
-  CHECK(store.allocate(128 * MiB, 0) == 44 * MiB);
-  REQUIRE(store.chunks().size() == 6);
-  CHECK(store.chunks()[5].bytes == 4 * MiB);
-  CHECK(store.chunks()[5].offset == 40 * MiB);
+  CHECK(store.allocate(16 * MiB, 16 * MiB) == 16 * MiB);
+  const std::string logged = log.text();
+  CHECK_THAT(logged, Contains("cannot export VRAM as file descriptors (CUDA_ERROR_NOT_SUPPORTED)"));
+  CHECK(logged.find("cannot export", logged.find("cannot export") + 1) == std::string::npos);
+  CHECK(control->creates.load() == 8);  // the refused ask is not counted: every chunk made once
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 16 * MiB);
+  // The chunks serve like exportable ones.
+  CopyStream stream(store);
+  PinnedBuffer buffer(context, 4096);
+  std::memset(buffer.data(), 0x5a, 4096);
+  REQUIRE(stream.write(15 * MiB, buffer.data(), 4096).ok());
+  REQUIRE(stream.synchronize().ok());
+  std::memset(buffer.data(), 0, 4096);
+  REQUIRE(stream.read(buffer.data(), 15 * MiB, 4096).ok());
+  REQUIRE(stream.synchronize().ok());
+  CHECK(static_cast<unsigned char>(buffer.data()[4095]) == 0x5a);
+}
+
+TEST_CASE("a refused cuMemCreate ends the allocation there, keeping the chunks before it") {
+  SmallGpu gpu;
+  const auto driver = cuda::Driver::load();
+  cuda::Context context(driver, 0);
+  test::ControlBlock control(gpu.dir.file("control"));
+  control->fail_create_at.store(6);  // the 6th cuMemCreate: out of memory
+  VramStore store(context, 2 * MiB);
+  test::StderrCapture log;
+  CHECK(store.allocate(32 * MiB, 0) == 10 * MiB);
+  CHECK_THAT(log.text(), Contains("asked for 32.0 MiB of VRAM, got 10.0 MiB"));
+  CHECK(control->creates.load() == 6);  // and no retry after the refusal
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 10 * MiB);
 }
 
 TEST_CASE("allocation stops at the end of the device's free memory") {
   SmallGpu gpu;
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
-  VramStore store(context, 64 * MiB);
+  VramStore store(context);
   test::StderrCapture log;
   CHECK(store.allocate(1 * GiB, 0) == 240 * MiB);
   CHECK_THAT(log.text(), Contains("asked for 1.0 GiB of VRAM, got 240.0 MiB"));
@@ -134,7 +169,7 @@ TEST_CASE("less than the floor is refused, and nothing stays allocated") {
           "VRAM (nvidia-smi shows who holds it) or lower size/min_size");
   }
   CHECK(store.size() == 0);
-  CHECK(store.chunks().empty());
+  CHECK(store.chunk_count() == 0);
   CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
   CHECK(context.memory_info().free_bytes == 240 * MiB);
 }
@@ -144,7 +179,7 @@ TEST_CASE("a CUDA error other than out-of-memory fails the allocation outright")
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
   VramStore store(context, 8 * MiB);
-  // A thread that never bound the context: cuMemAlloc says INVALID_CONTEXT.
+  // A thread that never bound the context: the driver says INVALID_CONTEXT.
   std::string message;
   std::thread([&] {
     try {
@@ -153,8 +188,8 @@ TEST_CASE("a CUDA error other than out-of-memory fails the allocation outright")
       message = error.what();
     }
   }).join();
-  CHECK_THAT(message, Contains("allocating VRAM on GPU 0 failed: cuMemAlloc(8.0 MiB) returned "
-                               "CUDA_ERROR_INVALID_CONTEXT"));
+  CHECK_THAT(message, Contains("allocating VRAM on GPU 0 failed: cuMemAddressReserve(64.0 MiB) "
+                               "returned CUDA_ERROR_INVALID_CONTEXT"));
   CHECK_THAT(message, Contains("bind_current_thread"));
   CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
 }
@@ -180,62 +215,182 @@ TEST_CASE("allocation arguments are checked") {
   CHECK_THROWS_AS(twice.allocate(8 * MiB, 0), std::logic_error);
 }
 
-TEST_CASE("export offsets map to device memory, split at chunk boundaries") {
+TEST_CASE("export offsets map to one contiguous device range") {
   SmallGpu gpu;
   const auto driver = cuda::Driver::load();
   cuda::Context context(driver, 0);
   VramStore store(context, 2 * MiB);
   store.allocate(8 * MiB, 0);
-  const auto chunks = store.chunks();
-  REQUIRE(chunks.size() == 4);
+  const cuda::CUdeviceptr base = store.base();
+  REQUIRE(base != 0);
 
-  SECTION("locate") {
-    CHECK(store.locate(0).device_ptr == chunks[0].device_ptr);
-    CHECK(store.locate(0).bytes == 2 * MiB);
-    CHECK(store.locate(2 * MiB - 1).device_ptr == chunks[0].device_ptr + 2 * MiB - 1);
-    CHECK(store.locate(2 * MiB - 1).bytes == 1);
-    CHECK(store.locate(5 * MiB).device_ptr == chunks[2].device_ptr + MiB);
-    CHECK(store.locate(5 * MiB).bytes == MiB);
+  SECTION("locate: from the offset to the end of the export, across chunks") {
+    CHECK(store.locate(0).device_ptr == base);
+    CHECK(store.locate(0).bytes == 8 * MiB);
+    CHECK(store.locate(2 * MiB - 1).device_ptr == base + 2 * MiB - 1);
+    CHECK(store.locate(5 * MiB).device_ptr == base + 5 * MiB);
+    CHECK(store.locate(5 * MiB).bytes == 3 * MiB);
     CHECK(store.locate(8 * MiB).bytes == 0);
     CHECK(store.locate(UINT64_MAX).bytes == 0);
   }
-  SECTION("a range across three chunks is three pieces") {
-    std::vector<std::tuple<cuda::CUdeviceptr, uint64_t, uint64_t>> pieces;
-    const cuda::Status status =
-        store.for_each_extent(2 * MiB - 100, 2 * MiB + 200,
-                              [&](cuda::CUdeviceptr pointer, uint64_t bytes, uint64_t done) {
-                                pieces.emplace_back(pointer, bytes, done);
-                                return cuda::Status();
-                              });
-    CHECK(status.ok());
-    REQUIRE(pieces.size() == 3);
-    CHECK(pieces[0] ==
-          std::make_tuple(chunks[0].device_ptr + 2 * MiB - 100, uint64_t{100}, uint64_t{0}));
-    CHECK(pieces[1] == std::make_tuple(chunks[1].device_ptr, 2 * MiB, uint64_t{100}));
-    CHECK(pieces[2] == std::make_tuple(chunks[2].device_ptr, uint64_t{100}, 2 * MiB + 100));
+  SECTION("contains: ranges outside the export, overflowing ones included, are refused") {
+    CHECK(store.contains(0, 8 * MiB));
+    CHECK(store.contains(8 * MiB, 0));
+    CHECK(store.contains(2 * MiB - 100, 2 * MiB + 200));
+    CHECK_FALSE(store.contains(8 * MiB, 1));
+    CHECK_FALSE(store.contains(8 * MiB - 4096, 8192));
+    CHECK_FALSE(store.contains(UINT64_MAX, 2));
+    CHECK_FALSE(store.contains(4096, UINT64_MAX));
   }
-  SECTION("ranges outside the export are refused before any piece") {
-    int calls = 0;
-    auto counting = [&](cuda::CUdeviceptr, uint64_t, uint64_t) {
-      ++calls;
-      return cuda::Status();
-    };
-    CHECK(store.for_each_extent(8 * MiB, 1, counting) == CUDA_ERROR_INVALID_VALUE);
-    CHECK(store.for_each_extent(8 * MiB - 4096, 8192, counting) == CUDA_ERROR_INVALID_VALUE);
-    CHECK(store.for_each_extent(UINT64_MAX, 2, counting) == CUDA_ERROR_INVALID_VALUE);
-    CHECK(store.for_each_extent(4096, UINT64_MAX, counting) == CUDA_ERROR_INVALID_VALUE);
-    CHECK(calls == 0);
-    CHECK(store.for_each_extent(8 * MiB, 0, counting) == CUDA_SUCCESS);
-    CHECK(store.for_each_extent(0, 8 * MiB, counting) == CUDA_SUCCESS);
-    CHECK(calls == 4);
+}
+
+namespace {
+
+// A store of 4 chunks of 2 MiB, each filled with its own byte value.
+struct FilledStore {
+  explicit FilledStore(SmallGpu& gpu)
+      : driver(cuda::Driver::load()),
+        context(driver, 0),
+        store(context, 2 * MiB),
+        staging(context, 2 * MiB),
+        control(gpu.dir.file("control")) {
+    store.allocate(8 * MiB, 0);
+    stream.emplace(store);
+    for (size_t chunk = 0; chunk < 4; ++chunk)
+      fill(chunk, static_cast<unsigned char>(0xa0 + chunk));
   }
-  SECTION("the first failing piece stops the walk") {
-    int calls = 0;
-    const cuda::Status status =
-        store.for_each_extent(0, 8 * MiB, [&](cuda::CUdeviceptr, uint64_t, uint64_t) {
-          return ++calls == 2 ? cuda::Status(cuda::CUDA_ERROR_UNKNOWN) : cuda::Status();
-        });
-    CHECK(status == cuda::CUDA_ERROR_UNKNOWN);
-    CHECK(calls == 2);
+  void fill(size_t chunk, unsigned char value) {
+    std::memset(staging.data(), value, 2 * MiB);
+    REQUIRE(stream->write(chunk * 2 * MiB, staging.data(), 2 * MiB).ok());
+    REQUIRE(stream->synchronize().ok());
   }
+  // Whether every byte of the chunk reads back as `value`.
+  bool holds(size_t chunk, unsigned char value) {
+    std::memset(staging.data(), ~value, 2 * MiB);
+    if (!stream->read(staging.data(), chunk * 2 * MiB, 2 * MiB).ok()) return false;
+    if (!stream->synchronize().ok()) return false;
+    for (size_t i = 0; i < 2 * MiB; ++i) {
+      if (static_cast<unsigned char>(staging.data()[i]) != value) return false;
+    }
+    return true;
+  }
+  uint64_t free_vram() const { return context.memory_info().free_bytes; }
+
+  cuda::Driver driver;
+  cuda::Context context;
+  VramStore store;
+  PinnedBuffer staging;
+  std::optional<CopyStream> stream;
+  test::ControlBlock control;
+};
+
+}  // namespace
+
+TEST_CASE("releasing a chunk gives its VRAM back; committing takes it again, at its place") {
+  SmallGpu gpu;
+  FilledStore filled(gpu);
+  VramStore& store = filled.store;
+  const uint64_t free_before = filled.free_vram();
+
+  REQUIRE(store.release(1).ok());
+  CHECK_FALSE(store.committed(1));
+  CHECK(store.committed_bytes() == 6 * MiB);
+  CHECK(filled.free_vram() == free_before + 2 * MiB);
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 6 * MiB);
+  CHECK(store.release(1).ok());  // again: nothing to do
+  CHECK(filled.free_vram() == free_before + 2 * MiB);
+  // The other chunks keep their data; the export keeps its addresses.
+  CHECK(filled.holds(0, 0xa0));
+  CHECK(filled.holds(2, 0xa2));
+  CHECK(filled.holds(3, 0xa3));
+  CHECK(store.locate(2 * MiB).device_ptr == store.base() + 2 * MiB);
+  // No copy reaches a released chunk: the driver refuses it (the mover keeps
+  // requests away from it; this is the last line).
+  std::memset(filled.staging.data(), 0, 4096);
+  const cuda::Status write = filled.stream->write(2 * MiB, filled.staging.data(), 4096);
+  const cuda::Status synced = filled.stream->synchronize();
+  CHECK_FALSE((write.ok() && synced.ok()));
+
+  REQUIRE(store.commit(1).ok());
+  CHECK(store.committed(1));
+  CHECK(store.committed_bytes() == 8 * MiB);
+  CHECK(filled.free_vram() == free_before);
+  CHECK(store.commit(1).ok());  // again: nothing to do
+  CHECK(filled.free_vram() == free_before);
+  // Readable and writable again (its old contents are gone: the mover
+  // restores them).
+  filled.fill(1, 0x5c);
+  CHECK(filled.holds(1, 0x5c));
+  CHECK(filled.holds(0, 0xa0));
+  CHECK(filled.holds(2, 0xa2));
+  // A range across the re-committed chunk is still one copy.
+  const uint64_t copies = filled.control->copies.load();
+  REQUIRE(filled.stream->read(filled.staging.data(), 2 * MiB - 4096, 8192).ok());
+  REQUIRE(filled.stream->synchronize().ok());
+  CHECK(filled.control->copies.load() - copies == 1);
+  CHECK(static_cast<unsigned char>(filled.staging.data()[0]) == 0xa0);
+  CHECK(static_cast<unsigned char>(filled.staging.data()[4096]) == 0x5c);
+}
+
+TEST_CASE("every chunk can be released and committed again, in any order") {
+  SmallGpu gpu;
+  FilledStore filled(gpu);
+  VramStore& store = filled.store;
+  const uint64_t free_before = filled.free_vram();
+  for (size_t chunk : {3, 0, 2, 1})
+    REQUIRE(store.release(chunk).ok());
+  CHECK(store.committed_bytes() == 0);
+  CHECK(filled.free_vram() == free_before + 8 * MiB);
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
+  for (size_t chunk : {2, 0, 3, 1})
+    REQUIRE(store.commit(chunk).ok());
+  CHECK(filled.free_vram() == free_before);
+  for (size_t chunk = 0; chunk < 4; ++chunk)
+    filled.fill(chunk, static_cast<unsigned char>(chunk));
+  for (size_t chunk = 0; chunk < 4; ++chunk) {
+    CHECK(filled.holds(chunk, static_cast<unsigned char>(chunk)));
+  }
+}
+
+TEST_CASE("a commit the driver refuses is reported, and leaves the chunk released") {
+  SmallGpu gpu;
+  FilledStore filled(gpu);
+  VramStore& store = filled.store;
+  REQUIRE(store.release(2).ok());
+  const uint64_t free_released = filled.free_vram();
+  // Another program took the VRAM: the next cuMemCreate is refused.
+  filled.control->fail_create_at.store(filled.control->creates.load() + 1);
+  CHECK(store.commit(2) == cuda::CUDA_ERROR_OUT_OF_MEMORY);
+  CHECK_FALSE(store.committed(2));
+  CHECK(store.committed_bytes() == 6 * MiB);
+  CHECK(filled.free_vram() == free_released);  // nothing held
+  CHECK(filled.holds(3, 0xa3));
+  // Room again: the next commit works.
+  REQUIRE(store.commit(2).ok());
+  filled.fill(2, 0x11);
+  CHECK(filled.holds(2, 0x11));
+}
+
+TEST_CASE("release and commit refuse chunks outside the export") {
+  SmallGpu gpu;
+  FilledStore filled(gpu);
+  CHECK(filled.store.release(4) == cuda::CUDA_ERROR_INVALID_VALUE);
+  CHECK(filled.store.commit(4) == cuda::CUDA_ERROR_INVALID_VALUE);
+  CHECK(filled.store.committed_bytes() == 8 * MiB);
+}
+
+TEST_CASE("a store destroyed with chunks released frees the rest") {
+  SmallGpu gpu;
+  const auto driver = cuda::Driver::load();
+  cuda::Context context(driver, 0);
+  {
+    VramStore store(context, 2 * MiB);
+    store.allocate(8 * MiB, 0);
+    REQUIRE(store.release(0).ok());
+    REQUIRE(store.release(2).ok());
+    CHECK(allocated_bytes(gpu.dir.file("control")) == 4 * MiB);
+  }
+  // With the context still alive (its reset would free everything anyway).
+  CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
+  CHECK(context.memory_info().free_bytes == 240 * MiB);
 }
