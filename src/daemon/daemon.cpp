@@ -18,6 +18,7 @@
 #include "cuda/context.hpp"
 #include "cuda/device.hpp"
 #include "cuda/driver.hpp"
+#include "daemon/connection_plan.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/preflight.hpp"
@@ -68,14 +69,15 @@ Configured load_device(const CommandLine& command_line) {
   return {std::move(report), std::move(device)};
 }
 
-engine::ServerOptions server_options(const config::DeviceConfig& device, std::string description) {
+engine::ServerOptions server_options(const config::DeviceConfig& device, const ConnectionPlan& plan,
+                                     std::string description) {
   engine::ServerOptions options;
   options.export_name = device.name;
   options.export_description = std::move(description);
   options.listen_path = device.listen;
   options.socket_group = device.socket_group;
-  options.kernel_connections = device.attach ? device.connections : 0;
-  options.engine.workers = device.connections;
+  options.kernel_connections = plan.kernel_connections;
+  options.engine.workers = plan.workers;
   options.engine.copy_kernel = device.copy_kernel;
   options.engine.busy_poll_us = device.busy_poll_us;
   options.engine.busy_poll_mode = device.origins.contains("busy_poll")
@@ -87,11 +89,18 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, std::st
   return options;
 }
 
+KernelDeviceOptions kernel_device_options(const config::DeviceConfig& device,
+                                          const ConnectionPlan& plan) {
+  return {device.name,    device.nbd_index, plan.kernel_connections,
+          plan.timeout_s, device.priority,  device.discard};
+}
+
 }  // namespace
 
 int run(const CommandLine& command_line) {
   const Configured configured = load_device(command_line);
   const config::DeviceConfig& device = configured.device;
+  const ConnectionPlan plan = plan_connections(device);
   log_init("vramswapd", device.name);
   const InstanceLock lock(device.name, device.attach);
   // Before this daemon writes its own status over the record of the last one.
@@ -125,11 +134,12 @@ int run(const CommandLine& command_line) {
            gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
            format_byte_size(memory.total_bytes).c_str());
 
-  engine::Server server(store, context, server_options(device, "vramswap on " + gpu_label));
+  engine::Server server(store, context, server_options(device, plan, "vramswap on " + gpu_label));
   server.start();
 
   std::optional<KernelDevice> kernel;
-  if (device.attach) kernel.emplace(device, std::move(*netlink), server);
+  if (device.attach)
+    kernel.emplace(kernel_device_options(device, plan), std::move(*netlink), server);
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
@@ -165,7 +175,7 @@ int run(const CommandLine& command_line) {
       case SignalEvent::none:
         break;
     }
-    if (kernel && !stopping && server.live_kernel_connections() < device.connections &&
+    if (kernel && !stopping && server.live_kernel_connections() < plan.kernel_connections &&
         steady_clock::now() >= next_restore) {
       // The kernel gives up on a connection whose request outlived the
       // timeout and moves its requests to the others; hand it a fresh one so
@@ -176,11 +186,10 @@ int run(const CommandLine& command_line) {
         log_warning(
             "the kernel dropped %u of the %u connections of %s (a request took longer "
             "than %u s); gave it new ones",
-            restored, device.connections, kernel->path().c_str(),
-            config::effective_timeout_s(device));
+            restored, plan.kernel_connections, kernel->path().c_str(), plan.timeout_s);
       } catch (const StartupError& e) {
         log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
-                  kernel->path().c_str(), live, device.connections, e.what());
+                  kernel->path().c_str(), live, plan.kernel_connections, e.what());
       }
       next_restore = steady_clock::now() + kRestoreInterval;
     }

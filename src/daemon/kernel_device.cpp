@@ -5,29 +5,29 @@
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
-#include "config/config.hpp"
 #include "engine/server.hpp"
 #include "kernel/block_device.hpp"
 #include "kernel/swaps.hpp"
 
 namespace vramswap::daemon {
 
-KernelDevice::KernelDevice(const config::DeviceConfig& device, NbdNetlink netlink,
-                           engine::Server& server)
-    : device_(device), netlink_(std::move(netlink)), backend_("vramswap/" + device.name) {
+KernelDevice::KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engine::Server& server)
+    : options_(std::move(options)),
+      netlink_(std::move(netlink)),
+      backend_("vramswap/" + options_.name) {
   release_stale_device();
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
-  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device.connections);
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections);
   NbdConnectParams params;
   for (const auto& fd : kernel_ends)
     params.socket_fds.push_back(fd.get());
   params.size_bytes = server.export_size();
   params.server_flags = server.transmission_flags();
-  params.timeout_seconds = config::effective_timeout_s(device);
+  params.timeout_seconds = options_.timeout_s;
   params.destroy_on_disconnect = true;
   params.backend_identifier = backend_;
-  if (device.nbd_index) params.index = *device.nbd_index;
+  if (options_.nbd_index) params.index = *options_.nbd_index;
   index_ = netlink_.connect(params);
   connected_ = true;
   path_ = "/dev/nbd" + std::to_string(index_);
@@ -88,8 +88,8 @@ void KernelDevice::release_stale_device() {
 
 unsigned KernelDevice::restore_connections(engine::Server& server) {
   const unsigned live = server.live_kernel_connections();
-  if (!connected_ || live >= device_.connections) return 0;
-  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(device_.connections - live);
+  if (!connected_ || live >= options_.connections) return 0;
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections - live);
   std::vector<int> fds;
   for (const auto& fd : kernel_ends)
     fds.push_back(fd.get());
@@ -98,11 +98,11 @@ unsigned KernelDevice::restore_connections(engine::Server& server) {
 }
 
 void KernelDevice::enable_swap() {
-  make_swap(path_, "vramswap-" + device_.name);
-  swap_on(path_, device_.priority, device_.discard);
+  make_swap(path_, "vramswap-" + options_.name);
+  swap_on(path_, options_.priority, options_.discard);
   swap_enabled_ = true;
-  log_info("swap on %s at priority %d%s", path_.c_str(), device_.priority,
-           device_.discard ? " with discard" : "");
+  log_info("swap on %s at priority %d%s", path_.c_str(), options_.priority,
+           options_.discard ? " with discard" : "");
 }
 
 bool KernelDevice::disable_swap(std::string& why) {

@@ -4,7 +4,6 @@
 #include <optional>
 #include <string>
 
-#include "config/types.hpp"
 #include "kernel/nbd_netlink.hpp"
 
 namespace vramswap::engine {
@@ -13,6 +12,18 @@ class Server;
 
 namespace vramswap::daemon {
 
+// What the nbd device is made of: the instance's name (its backend name and
+// swap label), the connection count and timeout decided once
+// (connection_plan.hpp), and what swap = yes sets up.
+struct KernelDeviceOptions {
+  std::string name;
+  std::optional<unsigned> nbd_index;  // none: the kernel picks
+  unsigned connections = 0;
+  unsigned timeout_s = 0;  // 0: no timeout
+  int priority = 0;        // swap priority; -1: the kernel picks
+  bool discard = false;
+};
+
 // The kernel nbd device of one instance: connected over netlink to the
 // server's socket pairs, optionally made swap by the daemon itself
 // (swap = yes), and disconnected only once nothing uses it.
@@ -20,7 +31,7 @@ class KernelDevice {
  public:
   // `netlink` is opened before the daemon commits VRAM (a kernel without
   // the nbd driver is then refused before anything is allocated).
-  KernelDevice(const config::DeviceConfig& device, NbdNetlink netlink, engine::Server& server);
+  KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engine::Server& server);
   ~KernelDevice();
   KernelDevice(const KernelDevice&) = delete;
   KernelDevice& operator=(const KernelDevice&) = delete;
@@ -48,7 +59,7 @@ class KernelDevice {
  private:
   void release_stale_device();
 
-  const config::DeviceConfig& device_;
+  const KernelDeviceOptions options_;
   NbdNetlink netlink_;
   uint32_t index_ = 0;
   std::string path_;

@@ -1,6 +1,7 @@
 #include "daemon/preflight.hpp"
 
 #include "common/startup_error.hpp"
+#include "daemon/connection_plan.hpp"
 #include "engine/descriptor_budget.hpp"
 #include "engine/unix_socket.hpp"
 
@@ -17,10 +18,10 @@ namespace {
 void check_descriptors(const config::ConfigReport& report, const config::DeviceConfig& device) {
   const size_t limit = engine::descriptor_limit();
   if (limit == 0) return;
-  const unsigned kernel_connections = device.attach ? device.connections : 0;
+  const ConnectionPlan plan = plan_connections(device);
   const size_t needed =
       engine::open_descriptors() +
-      engine::descriptors_needed(device.connections, kernel_connections, !device.listen.empty());
+      engine::descriptors_needed(plan.workers, plan.kernel_connections, plan.listen);
   if (needed <= limit) return;
   refuse(report, device, "connections", std::to_string(device.connections),
          "needs at least " + std::to_string(needed) +

@@ -14,9 +14,9 @@ namespace vramswap::daemon {
 
 StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda::DeviceInfo& gpu,
                                  uint64_t gpu_total_bytes, const engine::Server& server,
-                                 const std::optional<KernelDevice>& kernel,
+                                 const std::optional<KernelDevice>& nbd_device,
                                  std::optional<status::PreviousCrash> previous_crash)
-    : server_(server), kernel_(kernel) {
+    : server_(server), nbd_device_(nbd_device) {
   status::InstanceStatus& s = published_;
   s.instance = device.name;
   s.pid = getpid();
@@ -28,8 +28,8 @@ StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda:
   s.size_bytes = server.export_size();
   s.listen = device.listen;
   s.previous_crash = std::move(previous_crash);
-  if (kernel) {
-    s.device = kernel->path();
+  if (nbd_device) {
+    s.device = nbd_device->path();
     s.link = systemd::device_link(device.name);
   }
 }
@@ -37,9 +37,9 @@ StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda:
 std::string StatusPublisher::publish(const std::string& stopping) {
   status::InstanceStatus& s = published_;
   s.state = stopping.empty() ? "serving" : "stopping";
-  if (kernel_) {
+  if (nbd_device_) {
     s.kernel_connections = server_.live_kernel_connections();
-    const auto swap = active_swap_for_device(kernel_->path());
+    const auto swap = active_swap_for_device(nbd_device_->path());
     s.swap_active = swap.has_value();
     s.swap_size_bytes = swap ? swap->size_bytes : 0;
     s.swap_used_bytes = swap ? swap->used_bytes : 0;

@@ -21,10 +21,10 @@ namespace vramswap::daemon {
 // hardening) each time it is called. Not on the I/O path.
 class StatusPublisher {
  public:
-  // `kernel` is the daemon's attached device, empty with attach = no.
+  // `nbd_device` is the daemon's attached device, empty with attach = no.
   StatusPublisher(const config::DeviceConfig& device, const cuda::DeviceInfo& gpu,
                   uint64_t gpu_total_bytes, const engine::Server& server,
-                  const std::optional<KernelDevice>& kernel,
+                  const std::optional<KernelDevice>& nbd_device,
                   std::optional<status::PreviousCrash> previous_crash);
 
   // Publishes the state now: serving, or stopping because of `stopping`
@@ -36,7 +36,7 @@ class StatusPublisher {
   status::InstanceStatus published_;
   StatusFile file_;
   const engine::Server& server_;
-  const std::optional<KernelDevice>& kernel_;
+  const std::optional<KernelDevice>& nbd_device_;
 };
 
 }  // namespace vramswap::daemon

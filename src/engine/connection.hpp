@@ -76,7 +76,6 @@ struct Connection {
   size_t reply_count = 0;
 
   // Scheduling state, owned by the worker.
-  bool readable = false;
   bool writable_wanted = false;  // EPOLLOUT registered: the socket buffer is full
   bool needs_round = false;      // stopped for want of arena space or slots: come back
   bool in_round = false;

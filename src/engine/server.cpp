@@ -56,10 +56,10 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     throw StartupError(exit_code::os_error,
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
-  if (options_.engine.copy_kernel) kernel_ = CopyKernel::load(cuda);
+  if (options_.engine.copy_kernel) copy_kernel_ = CopyKernel::load(cuda);
   if (options_.engine.verify) checksums_ = checksums_for_zeroed(store);
   context_.store = &store;
-  context_.kernel = kernel_.get();
+  context_.copy_kernel = copy_kernel_.get();
   context_.checksums = checksums_.get();
   context_.cuda = &cuda;
   context_.pool = &pool_;
@@ -96,7 +96,7 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
       uint64_t{engine.workers} * (engine.rx_arena_bytes + engine.tx_arena_bytes);
   log_info("%u I/O workers with %s of pinned staging; small copies %s; busy poll %s",
            engine.workers, format_byte_size(staging).c_str(),
-           kernel_ ? "batched into one copy-kernel launch per round" : "by DMA, one call each",
+           copy_kernel_ ? "batched into one copy-kernel launch per round" : "by DMA, one call each",
            engine.busy_poll_us == 0 ? "off"
            : engine.busy_poll_mode == BusyPollMode::adaptive
                ? ("adaptive, up to " + std::to_string(engine.busy_poll_us) + " us").c_str()

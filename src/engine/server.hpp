@@ -65,7 +65,7 @@ class Server {
   void limit_clients_to_descriptors();
 
   ServerOptions options_;
-  std::unique_ptr<CopyKernel> kernel_;
+  std::unique_ptr<CopyKernel> copy_kernel_;
   std::unique_ptr<BlockChecksums> checksums_;
   ConnectionPool pool_;
   Health health_;

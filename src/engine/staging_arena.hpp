@@ -16,7 +16,6 @@ class StagingArena {
   std::byte* top() const noexcept { return base_ + used_; }
   size_t space() const noexcept { return size_ - used_; }
   size_t capacity() const noexcept { return size_; }
-  bool untouched() const noexcept { return used_ == 0; }
 
   // Keeps the next n bytes (n <= space()).
   void commit(size_t n) noexcept { used_ += n; }

@@ -68,7 +68,7 @@ Worker::Worker(unsigned index, const ServingContext& context)
       tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
       recheck_buffer_(context.checksums ? PinnedBuffer(*context.cuda, BlockChecksums::kBlockBytes)
                                         : PinnedBuffer()),
-      stream_(std::make_unique<CopyStream>(*context.store, context.kernel)),
+      stream_(std::make_unique<CopyStream>(*context.store, context.copy_kernel)),
       rx_(rx_buffer_.data(), rx_buffer_.size() / 2),
       rx_ahead_(rx_buffer_.data() + rx_buffer_.size() / 2,
                 rx_buffer_.size() - rx_buffer_.size() / 2),
@@ -81,7 +81,7 @@ Worker::Worker(unsigned index, const ServingContext& context)
         exit_code::os_error,
         std::string("cannot create the worker's epoll/eventfd: ") + std::strerror(errno));
   }
-  if (context.kernel && !(stream_->map(rx_buffer_) && stream_->map(tx_buffer_))) {
+  if (context.copy_kernel && !(stream_->map(rx_buffer_) && stream_->map(tx_buffer_))) {
     log_warning("worker %u: the GPU cannot map its staging buffers: its copies use DMA only",
                 index);
   }

@@ -35,8 +35,8 @@ namespace vramswap::engine {
 // What every worker shares; owned by the Server, immutable while serving.
 struct ServingContext {
   VramStore* store = nullptr;
-  const CopyKernel* kernel = nullptr;   // null: every copy by DMA
-  BlockChecksums* checksums = nullptr;  // null: verify = no
+  const CopyKernel* copy_kernel = nullptr;  // null: every copy by DMA
+  BlockChecksums* checksums = nullptr;      // null: verify = no
   cuda::Context* cuda = nullptr;
   ConnectionPool* pool = nullptr;
   Health* health = nullptr;

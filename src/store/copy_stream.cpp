@@ -10,7 +10,7 @@ namespace vramswap {
 using cuda::CUdeviceptr;
 using cuda::Status;
 
-CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t max_moves,
+CopyStream::CopyStream(const VramStore& store, const CopyKernel* copy_kernel, size_t max_moves,
                        size_t max_parts)
     : store_(&store), parts_(max_parts) {
   const cuda::Driver& driver = store.context().driver();
@@ -25,7 +25,7 @@ CopyStream::CopyStream(const VramStore& store, const CopyKernel* kernel, size_t 
                    : "; check that nvidia-smi works and dmesg for GPU errors";
     throw StartupError(exit_code::unavailable, message);
   }
-  if (kernel) moves_ = std::make_unique<MoveTable>(store.context(), *kernel, max_moves);
+  if (copy_kernel) moves_ = std::make_unique<MoveTable>(store.context(), *copy_kernel, max_moves);
 }
 
 bool CopyStream::map(const PinnedBuffer& buffer) {

@@ -63,11 +63,11 @@ namespace vramswap {
 class CopyStream {
  public:
   // Creates a non-blocking stream in the store's context; the calling thread
-  // must be bound. Throws StartupError(unavailable) on failure. `kernel`
+  // must be bound. Throws StartupError(unavailable) on failure. `copy_kernel`
   // (optional, shared) collects up to `max_moves` small copies per sync.
   // `max_parts`: how many tagged parts a round records (see above); a failed
   // call that carried parts beyond them loses the whole round.
-  explicit CopyStream(const VramStore& store, const CopyKernel* kernel = nullptr,
+  explicit CopyStream(const VramStore& store, const CopyKernel* copy_kernel = nullptr,
                       size_t max_moves = 16384, size_t max_parts = 16384);
   // Lets small copies to and from `buffer` (allocated with
   // CU_MEMHOSTALLOC_DEVICEMAP) go through the copy kernel. False, and they

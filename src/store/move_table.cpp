@@ -7,19 +7,19 @@
 
 namespace vramswap {
 
-MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& kernel, size_t capacity)
+MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& copy_kernel, size_t capacity)
     : context_(&context),
-      kernel_(&kernel),
+      copy_kernel_(&copy_kernel),
       table_(context, capacity * sizeof(BlockMove), cuda::CU_MEMHOSTALLOC_DEVICEMAP),
       capacity_(capacity),
       host_of_(capacity) {
   const cuda::Driver& driver = context.driver();
-  const cuda::CUresult result =
-      driver.cuMemHostGetDevicePointer(&table_device_, table_.data(), 0);
+  const cuda::CUresult result = driver.cuMemHostGetDevicePointer(&table_device_, table_.data(), 0);
   if (result != cuda::CUDA_SUCCESS) {
-    throw StartupError(exit_code::unavailable,
-                       "cannot map the copy table for the GPU: cuMemHostGetDevicePointer returned " +
-                           driver.describe(result));
+    throw StartupError(
+        exit_code::unavailable,
+        "cannot map the copy table for the GPU: cuMemHostGetDevicePointer returned " +
+            driver.describe(result));
   }
   regions_.reserve(4);
 }
@@ -47,7 +47,8 @@ bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
   if (!region || bytes >= kDmaCopyBytes || count_ + pieces > capacity_) return false;
   auto* table = reinterpret_cast<BlockMove*>(table_.data());
   for (uint64_t done = 0; done < bytes; done += kMaxBlockMoveBytes) {
-    const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(bytes - done, kMaxBlockMoveBytes));
+    const uint32_t piece =
+        static_cast<uint32_t>(std::min<uint64_t>(bytes - done, kMaxBlockMoveBytes));
     host_of_[count_] = host + done;
     table[count_++] = BlockMove{region->device + static_cast<uint64_t>(host + done - region->host),
                                 device + done, piece, to_device ? 1u : 0u};
@@ -64,7 +65,7 @@ cuda::Status MoveTable::submit(cuda::CUstream stream) const noexcept {
     return m.to_device ? driver.cuMemcpyHtoDAsync(m.device, host_of_[0], m.bytes, stream)
                        : driver.cuMemcpyDtoHAsync(host_of_[0], m.device, m.bytes, stream);
   }
-  return kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
+  return copy_kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
 }
 
 }  // namespace vramswap

@@ -20,7 +20,7 @@ class CopyKernel;
 // part, anything else is copied by the caller the usual way.
 class MoveTable {
  public:
-  MoveTable(const cuda::Context& context, const CopyKernel& kernel, size_t capacity);
+  MoveTable(const cuda::Context& context, const CopyKernel& copy_kernel, size_t capacity);
 
   // Lets the kernel reach `buffer` (false if the driver cannot map it).
   bool map(const PinnedBuffer& buffer);
@@ -45,7 +45,7 @@ class MoveTable {
   };
 
   const cuda::Context* context_;
-  const CopyKernel* kernel_;
+  const CopyKernel* copy_kernel_;
   PinnedBuffer table_;
   cuda::CUdeviceptr table_device_ = 0;
   size_t capacity_;
