@@ -24,6 +24,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using Clock = std::chrono::steady_clock;
 
 namespace {

@@ -18,6 +18,7 @@
 #include "store/spill_area.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using Clock = std::chrono::steady_clock;
 
 namespace {

@@ -15,6 +15,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 
 int main(int argc, char** argv) {
   const uint64_t size = (argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 16) * GiB;

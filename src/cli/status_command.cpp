@@ -42,9 +42,9 @@ LinkState check_link(const std::string& link, const std::string& device) {
 }
 
 void observe_daemons(StatusInputs& inputs) {
-  std::vector<SwapEntry> swaps;
+  std::vector<kernel::SwapEntry> swaps;
   try {
-    swaps = read_proc_swaps();
+    swaps = kernel::read_proc_swaps();
   } catch (const StartupError& error) {
     inputs.proc_swaps_readable = false;
     inputs.proc_swaps_error = error.what();

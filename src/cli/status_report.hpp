@@ -40,7 +40,7 @@ struct DaemonObservation {
   DaemonProcess process = DaemonProcess::gone;
   // The device's line in /proc/swaps (compared by device number), when the
   // file names a device and /proc/swaps could be read.
-  std::optional<SwapEntry> live_swap;
+  std::optional<kernel::SwapEntry> live_swap;
   LinkState link = LinkState::not_checked;
 };
 

@@ -14,13 +14,13 @@ std::string_view base_name(std::string_view path) {
 
 }  // namespace
 
-std::optional<SwapEntry> find_device_swap(const std::vector<SwapEntry>& entries,
-                                          const std::string& device,
-                                          const std::function<bool(const std::string&)>& exists) {
-  if (auto found = find_swap_for_device(entries, device)) return found;
+std::optional<kernel::SwapEntry> find_device_swap(
+    const std::vector<kernel::SwapEntry>& entries, const std::string& device,
+    const std::function<bool(const std::string&)>& exists) {
+  if (auto found = kernel::find_swap_for_device(entries, device)) return found;
   const std::string_view name = base_name(device);
   if (name.empty()) return std::nullopt;
-  for (const SwapEntry& entry : entries) {
+  for (const kernel::SwapEntry& entry : entries) {
     if (entry.type == "partition" && base_name(entry.path) == name && !exists(entry.path)) {
       return entry;
     }

@@ -15,8 +15,8 @@ namespace vramswap::cli {
 // unit's private namespace, and died, leaves an area named "/nbd0" that no
 // path reaches any more. Such an entry, one whose path does not exist, is
 // matched by the device's name. `exists` says whether a path exists.
-std::optional<SwapEntry> find_device_swap(const std::vector<SwapEntry>& entries,
-                                          const std::string& device,
-                                          const std::function<bool(const std::string&)>& exists);
+std::optional<kernel::SwapEntry> find_device_swap(
+    const std::vector<kernel::SwapEntry>& entries, const std::string& device,
+    const std::function<bool(const std::string&)>& exists);
 
 }  // namespace vramswap::cli

@@ -85,7 +85,7 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, const C
                                       : engine::BusyPollMode::adaptive;
   options.engine.verify = device.verify;
   // Every worker serves the kernel's swap I/O: mark each as an I/O flusher.
-  options.on_thread_start = [] { become_io_flusher(); };
+  options.on_thread_start = [] { kernel::become_io_flusher(); };
   return options;
 }
 
@@ -107,8 +107,8 @@ int run(const CommandLine& command_line) {
   const std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
   check_before_allocating(configured.report, device);
   // A kernel without the nbd driver is refused before the VRAM is taken.
-  std::optional<NbdNetlink> netlink;
-  if (device.attach) netlink.emplace(NbdNetlink::open());
+  std::optional<kernel::NbdNetlink> netlink;
+  if (device.attach) netlink.emplace(kernel::NbdNetlink::open());
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
@@ -125,9 +125,9 @@ int run(const CommandLine& command_line) {
   // I/O path (staging, threads, connection slots), while VRAM itself is not
   // host memory (the test suite's fake driver keeps its stand-in VRAM out of
   // the lock the same way).
-  lock_memory();
-  protect_from_oom();
-  VramStore store(context);
+  kernel::lock_memory();
+  kernel::protect_from_oom();
+  store::VramStore store(context);
   store.allocate(wanted.bytes, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
   log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),

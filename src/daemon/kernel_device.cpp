@@ -11,7 +11,8 @@
 
 namespace vramswap::daemon {
 
-KernelDevice::KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engine::Server& server)
+KernelDevice::KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink,
+                           engine::Server& server)
     : options_(std::move(options)),
       netlink_(std::move(netlink)),
       backend_("vramswap/" + options_.name) {
@@ -19,7 +20,7 @@ KernelDevice::KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engi
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections);
-  NbdConnectParams params;
+  kernel::NbdConnectParams params;
   for (const auto& fd : kernel_ends)
     params.socket_fds.push_back(fd.get());
   params.size_bytes = server.export_size();
@@ -33,7 +34,7 @@ KernelDevice::KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engi
   path_ = "/dev/nbd" + std::to_string(index_);
   // kernel_ends close here: the kernel holds its own references now.
   try {
-    trigger_change_uevent("nbd" + std::to_string(index_));
+    kernel::trigger_change_uevent("nbd" + std::to_string(index_));
   } catch (const StartupError& e) {
     log_warning("cannot ask udev to name %s: %s", path_.c_str(), e.what());
   }
@@ -63,7 +64,7 @@ KernelDevice::~KernelDevice() {
 // keeps the backend name udev links to. Its VRAM died with it, so there is
 // nothing to save; disconnect it so the new device takes its place.
 void KernelDevice::release_stale_device() {
-  for (const NbdDeviceStatus& nbd : netlink_.query_all()) {
+  for (const kernel::NbdDeviceStatus& nbd : netlink_.query_all()) {
     if (!nbd.connected) continue;
     const std::string name = "nbd" + std::to_string(nbd.index);
     std::string backend;
@@ -76,7 +77,7 @@ void KernelDevice::release_stale_device() {
       backend.pop_back();
     if (backend != backend_) continue;
     const std::string path = "/dev/" + name;
-    const auto swap = active_swap_for_device(path);
+    const auto swap = kernel::active_swap_for_device(path);
     log_error(
         "%s was left by an earlier vramswapd of this instance that did not stop cleanly%s; "
         "its contents are gone: disconnecting it",
@@ -98,20 +99,20 @@ unsigned KernelDevice::restore_connections(engine::Server& server) {
 }
 
 void KernelDevice::enable_swap() {
-  make_swap(path_, "vramswap-" + options_.name);
-  swap_on(path_, options_.priority, options_.discard);
+  kernel::make_swap(path_, "vramswap-" + options_.name);
+  kernel::swap_on(path_, options_.priority, options_.discard);
   swap_enabled_ = true;
   log_info("swap on %s at priority %d%s", path_.c_str(), options_.priority,
            options_.discard ? " with discard" : "");
 }
 
 bool KernelDevice::disable_swap(std::string& why) {
-  if (!active_swap_for_device(path_)) {
+  if (!kernel::active_swap_for_device(path_)) {
     swap_enabled_ = false;
     return true;
   }
   try {
-    swap_off(path_);
+    kernel::swap_off(path_);
   } catch (const StartupError& e) {
     why = e.what();
     return false;
@@ -122,7 +123,7 @@ bool KernelDevice::disable_swap(std::string& why) {
 }
 
 bool KernelDevice::in_use(std::string& holder) const {
-  const BlockDeviceUse use = block_device_use(path_);
+  const kernel::BlockDeviceUse use = kernel::block_device_use(path_);
   holder = use.holder;
   return use.in_use;
 }

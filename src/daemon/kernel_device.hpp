@@ -31,7 +31,7 @@ class KernelDevice {
  public:
   // `netlink` is opened before the daemon commits VRAM (a kernel without
   // the nbd driver is then refused before anything is allocated).
-  KernelDevice(KernelDeviceOptions options, NbdNetlink netlink, engine::Server& server);
+  KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink, engine::Server& server);
   ~KernelDevice();
   KernelDevice(const KernelDevice&) = delete;
   KernelDevice& operator=(const KernelDevice&) = delete;
@@ -60,7 +60,7 @@ class KernelDevice {
   void release_stale_device();
 
   const KernelDeviceOptions options_;
-  NbdNetlink netlink_;
+  kernel::NbdNetlink netlink_;
   uint32_t index_ = 0;
   std::string path_;
   std::string backend_;

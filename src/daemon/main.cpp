@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     // Before any thread exists, so that every thread inherits the mask and
     // the small stack (the daemon locks every stack page in RAM).
     daemon::block_signals();
-    limit_thread_stacks();
+    kernel::limit_thread_stacks();
     return daemon::run(command_line);
   } catch (const StartupError& e) {
     log_error("%s", e.what());

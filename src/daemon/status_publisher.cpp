@@ -39,7 +39,7 @@ std::string StatusPublisher::publish(const std::string& stopping) {
   s.state = stopping.empty() ? "serving" : "stopping";
   if (nbd_device_) {
     s.kernel_connections = server_.live_kernel_connections();
-    const auto swap = active_swap_for_device(nbd_device_->path());
+    const auto swap = kernel::active_swap_for_device(nbd_device_->path());
     s.swap_active = swap.has_value();
     s.swap_size_bytes = swap ? swap->size_bytes : 0;
     s.swap_used_bytes = swap ? swap->used_bytes : 0;
@@ -51,7 +51,7 @@ std::string StatusPublisher::publish(const std::string& stopping) {
   s.copy_failures = health.copy_failures();
   s.checksum_failures = health.checksum_failures();
   s.health = s.device_lost ? "failed" : health.degraded() || s.previous_crash ? "degraded" : "ok";
-  const HardeningState hardening = hardening_state();
+  const kernel::HardeningState hardening = kernel::hardening_state();
   s.memory_locked = hardening.memory_locked;
   s.oom_protected = hardening.oom_protected;
   s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;

@@ -63,7 +63,7 @@ struct Connection {
   uint64_t payload_offset = 0;
   bool payload_discard = false;
   Reply* payload_reply = nullptr;
-  BlockChecksums::Partial payload_checksum;  // verify = yes: the block still arriving
+  store::BlockChecksums::Partial payload_checksum;  // verify = yes: the block still arriving
   // The next bytes of that payload, received while the last round's copies
   // ran (Worker::receive_ahead); they lie in the worker's receive arena for
   // the coming round and are taken before anything else of this connection.

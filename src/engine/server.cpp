@@ -21,7 +21,7 @@ namespace vramswap::engine {
 namespace {
 
 // With verify = yes every request covers whole checksummed blocks.
-constexpr uint32_t kVerifiedMinBlock = BlockChecksums::kBlockBytes;
+constexpr uint32_t kVerifiedMinBlock = store::BlockChecksums::kBlockBytes;
 int fcntl_nonblock(int fd) {
   const int flags = fcntl(fd, F_GETFL);
   return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -29,9 +29,9 @@ int fcntl_nonblock(int fd) {
 
 // verify = yes: the checksums start out vouching for zeros, so the VRAM must
 // hold zeros too (fresh allocations hold whatever was there before).
-std::unique_ptr<BlockChecksums> checksums_for_zeroed(VramStore& store) {
-  auto checksums = std::make_unique<BlockChecksums>(store.size());
-  CopyStream stream(store);
+std::unique_ptr<store::BlockChecksums> checksums_for_zeroed(store::VramStore& store) {
+  auto checksums = std::make_unique<store::BlockChecksums>(store.size());
+  store::CopyStream stream(store);
   cuda::Status status = stream.zero(0, store.size());
   const cuda::Status synchronized = stream.synchronize();
   if (status.ok()) status = synchronized;
@@ -47,7 +47,7 @@ std::unique_ptr<BlockChecksums> checksums_for_zeroed(VramStore& store) {
 
 }  // namespace
 
-Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
+Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options)
     : options_(std::move(options)),
       pool_(options_.kernel_connections,
             options_.listen_path.empty() ? 0 : options_.engine.max_clients),
@@ -56,7 +56,7 @@ Server::Server(VramStore& store, cuda::Context& cuda, ServerOptions options)
     throw StartupError(exit_code::os_error,
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
-  if (options_.engine.copy_kernel) copy_kernel_ = CopyKernel::load(cuda);
+  if (options_.engine.copy_kernel) copy_kernel_ = store::CopyKernel::load(cuda);
   if (options_.engine.verify) checksums_ = checksums_for_zeroed(store);
   context_.store = &store;
   context_.copy_kernel = copy_kernel_.get();

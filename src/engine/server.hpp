@@ -33,7 +33,7 @@ struct ServerOptions {
 // constructed, before it serves a single request.
 class Server {
  public:
-  Server(VramStore& store, cuda::Context& cuda, ServerOptions options);
+  Server(store::VramStore& store, cuda::Context& cuda, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -65,8 +65,8 @@ class Server {
   void limit_clients_to_descriptors();
 
   ServerOptions options_;
-  std::unique_ptr<CopyKernel> copy_kernel_;
-  std::unique_ptr<BlockChecksums> checksums_;
+  std::unique_ptr<store::CopyKernel> copy_kernel_;
+  std::unique_ptr<store::BlockChecksums> checksums_;
   ConnectionPool pool_;
   Health health_;
   ServingContext context_;

@@ -66,9 +66,10 @@ Worker::Worker(unsigned index, const ServingContext& context)
       // Mapped into the GPU's address space, so the copy kernel can reach them.
       rx_buffer_(*context.cuda, context.options.rx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
       tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
-      recheck_buffer_(context.checksums ? PinnedBuffer(*context.cuda, BlockChecksums::kBlockBytes)
-                                        : PinnedBuffer()),
-      stream_(std::make_unique<CopyStream>(*context.store, context.copy_kernel)),
+      recheck_buffer_(context.checksums
+                          ? store::PinnedBuffer(*context.cuda, store::BlockChecksums::kBlockBytes)
+                          : store::PinnedBuffer()),
+      stream_(std::make_unique<store::CopyStream>(*context.store, context.copy_kernel)),
       rx_(rx_buffer_.data(), rx_buffer_.size() / 2),
       rx_ahead_(rx_buffer_.data() + rx_buffer_.size() / 2,
                 rx_buffer_.size() - rx_buffer_.size() / 2),
@@ -471,7 +472,7 @@ bool Worker::stage_read(Connection& c, Reply& r) noexcept {
   // on): the staged copy starts at the block boundary at or before the first
   // unsent byte (a client that took part of a block leaves the rest
   // mid-block), and a piece of a large read ends at a boundary.
-  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  constexpr uint32_t kBlock = store::BlockChecksums::kBlockBytes;
   const uint32_t head = context_.checksums ? static_cast<uint32_t>(from % kBlock) : 0;
   if (tx_.space() <= head) return false;
   size_t piece = std::min<size_t>(left, tx_.space() - head);
@@ -769,13 +770,13 @@ bool Worker::fail_copy(Connection& c, Reply& r) noexcept {
 // blocks. A mismatch fails the read (EIO) rather than hand out wrong data;
 // false when the connection had to be closed for it.
 bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
-  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+  constexpr uint32_t kBlock = store::BlockChecksums::kBlockBytes;
   uint64_t offset = r.offset + r.data_sent() - r.staged_head;
   std::byte* data = r.staged - r.staged_head;
   size_t length = r.staged_head + r.staged_length;
   for (;;) {
     const uint64_t bad = context_.checksums->first_mismatch(offset, data, length);
-    if (bad == BlockChecksums::kNoMismatch) return true;
+    if (bad == store::BlockChecksums::kNoMismatch) return true;
     if (!reread_until_consistent(bad, data + (bad - offset))) {
       context_.health->checksum_mismatch(bad);
       return fail_copy(c, r);
@@ -798,8 +799,8 @@ bool Worker::check_staged_read(Connection& c, Reply& r) noexcept {
 // here, holding up this worker's other connections, costs nothing in
 // practice.
 bool Worker::reread_until_consistent(uint64_t offset, std::byte* block) noexcept {
-  constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
-  BlockChecksums& checksums = *context_.checksums;
+  constexpr uint32_t kBlock = store::BlockChecksums::kBlockBytes;
+  store::BlockChecksums& checksums = *context_.checksums;
   const int64_t deadline = monotonic_ns() + kRecheckWindowNs;
   do {
     const timespec pause{0, kRecheckIntervalNs};
@@ -810,7 +811,7 @@ bool Worker::reread_until_consistent(uint64_t offset, std::byte* block) noexcept
     if (status.ok()) status = synchronized;
     if (!status.ok()) return false;
     if (checksums.first_mismatch(offset, recheck_buffer_.data(), kBlock) ==
-            BlockChecksums::kNoMismatch ||
+            store::BlockChecksums::kNoMismatch ||
         (raced && checksums.adopt(offset, *raced, recheck_buffer_.data()))) {
       std::memcpy(block, recheck_buffer_.data(), kBlock);
       return true;

@@ -24,19 +24,19 @@
 namespace vramswap::cuda {
 class Context;
 }
-namespace vramswap {
+namespace vramswap::store {
 class BlockChecksums;
 class CopyKernel;
 class VramStore;
-}  // namespace vramswap
+}  // namespace vramswap::store
 
 namespace vramswap::engine {
 
 // What every worker shares; owned by the Server, immutable while serving.
 struct ServingContext {
-  VramStore* store = nullptr;
-  const CopyKernel* copy_kernel = nullptr;  // null: every copy by DMA
-  BlockChecksums* checksums = nullptr;      // null: verify = no
+  store::VramStore* store = nullptr;
+  const store::CopyKernel* copy_kernel = nullptr;  // null: every copy by DMA
+  store::BlockChecksums* checksums = nullptr;      // null: verify = no
   cuda::Context* cuda = nullptr;
   ConnectionPool* pool = nullptr;
   Health* health = nullptr;
@@ -115,10 +115,11 @@ class Worker {
 
   unsigned index_;
   const ServingContext& context_;
-  PinnedBuffer rx_buffer_;
-  PinnedBuffer tx_buffer_;
-  PinnedBuffer recheck_buffer_;  // verify = yes: one block read again (reread_until_consistent)
-  std::unique_ptr<CopyStream> stream_;
+  store::PinnedBuffer rx_buffer_;
+  store::PinnedBuffer tx_buffer_;
+  store::PinnedBuffer
+      recheck_buffer_;  // verify = yes: one block read again (reread_until_consistent)
+  std::unique_ptr<store::CopyStream> stream_;
   StagingArena rx_;        // this round's half of rx_buffer_
   StagingArena rx_ahead_;  // the other half: payloads received while this round's copies run
   StagingArena tx_;

@@ -17,7 +17,7 @@
 #include "common/unique_fd.hpp"
 #include "kernel/swaps.hpp"
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 // Where the device is mounted, from /proc/self/mountinfo (its third field is
@@ -86,4 +86,4 @@ BlockDeviceUse block_device_use(const std::string& path) {
   return {true, describe_holder(path, st.st_rdev)};
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

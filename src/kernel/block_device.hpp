@@ -2,7 +2,7 @@
 
 #include <string>
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 struct BlockDeviceUse {
   bool in_use = false;
@@ -30,4 +30,4 @@ inline bool block_device_in_use(const std::string& path) {
   return block_device_use(path).in_use;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -10,7 +10,7 @@
 
 #include "common/startup_error.hpp"
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 struct Transaction {
@@ -70,4 +70,4 @@ int genl_transact(nl_sock* socket, nl_msg* message,
   return transaction.kernel_errno;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -6,7 +6,7 @@ struct nl_msg;
 struct nl_sock;
 struct nlmsghdr;
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 // One generic netlink request/answer round trip on a connected socket: sends
 // `message` (with NLM_F_ACK), hands every reply message to `on_reply`, and
@@ -16,4 +16,4 @@ namespace vramswap {
 // StartupError(exit_code::os_error) when the socket itself fails.
 int genl_transact(nl_sock* socket, nl_msg* message, const std::function<void(nlmsghdr*)>& on_reply);
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -17,7 +17,7 @@
 #define PR_SET_IO_FLUSHER 57
 #endif
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 std::atomic<bool> g_memory_locked{false};
@@ -120,4 +120,4 @@ HardeningState hardening_state() {
   return state;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

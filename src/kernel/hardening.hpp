@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 struct HardeningState {
   bool memory_locked = false;  // lock_memory() succeeded
@@ -67,4 +67,4 @@ bool protect_from_oom();
 // What the calls above achieved so far in this process.
 HardeningState hardening_state();
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -25,7 +25,7 @@
 #include "kernel/genl_transaction.hpp"
 #include "kernel/run_program.hpp"
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 [[noreturn]] void invalid(const std::string& what) {
@@ -407,4 +407,4 @@ void trigger_change_uevent(std::string_view block_device_name) {
   }
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -68,7 +68,7 @@ struct nl_msg;
 struct nl_sock;
 struct nlmsghdr;
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 struct NlMsgDeleter {
   void operator()(nl_msg* message) const noexcept;
@@ -173,4 +173,4 @@ class NbdNetlink {
 // Throws StartupError(exit_code::os_error) when the device does not exist.
 void trigger_change_uevent(std::string_view block_device_name);
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

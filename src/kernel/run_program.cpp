@@ -14,7 +14,7 @@
 
 extern char** environ;
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 constexpr size_t kKeptOutput = 4096;
@@ -164,4 +164,4 @@ ProgramResult run_program(const std::vector<std::string>& argv) {
   return result;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

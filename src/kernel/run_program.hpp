@@ -5,7 +5,7 @@
 #include <string_view>
 #include <vector>
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 // Where a system tool lives: the first executable `name` in $PATH, then in
 // /usr/sbin and /sbin, which a daemon's or a user's PATH may lack while the
@@ -33,4 +33,4 @@ struct ProgramResult {
 // even when this process has locked gigabytes with mlockall.
 ProgramResult run_program(const std::vector<std::string>& argv);
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

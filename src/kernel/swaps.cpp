@@ -12,7 +12,7 @@
 #include "common/startup_error.hpp"
 #include "kernel/run_program.hpp"
 
-namespace vramswap {
+namespace vramswap::kernel {
 namespace {
 
 // The kernel prints swap paths with seq_file's escaping: space, tab, newline
@@ -194,4 +194,4 @@ void swap_off(const std::string& path) {
   }
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

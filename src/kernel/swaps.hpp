@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-namespace vramswap {
+namespace vramswap::kernel {
 
 struct SwapEntry {
   std::string path;  // octal escapes (\040 for a space) already decoded
@@ -51,8 +51,8 @@ inline constexpr size_t kSwapLabelMax = 15;
 void make_swap(const std::string& path, std::string_view label);
 
 // swapon(2) with SWAP_FLAG_PREFER | priority (0..32767; higher is used
-// first; -1: no preference, the kernel picks a priority) and, with `discard`, SWAP_FLAG_DISCARD (the kernel then discards
-// freed swap clusters, and the whole area once at swapon; it quietly does
+// first; -1: no preference, the kernel picks a priority) and, with `discard`, SWAP_FLAG_DISCARD
+// (the kernel then discards freed swap clusters, and the whole area once at swapon; it quietly does
 // neither when the device cannot discard). Throws StartupError with the cause
 // and fix.
 void swap_on(const std::string& path, int priority, bool discard);
@@ -62,4 +62,4 @@ void swap_on(const std::string& path, int priority, bool discard);
 // Throws StartupError with the cause and fix.
 void swap_off(const std::string& path);
 
-}  // namespace vramswap
+}  // namespace vramswap::kernel

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <array>
 
-namespace vramswap {
+namespace vramswap::store {
 
 uint32_t BlockChecksums::crc32c(uint32_t crc, const std::byte* data, size_t len) noexcept {
   // ISA-L keeps the register inverted between calls, as its chaining needs:
@@ -113,4 +113,4 @@ uint64_t BlockChecksums::first_mismatch(uint64_t offset, const std::byte* data,
   return kNoMismatch;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

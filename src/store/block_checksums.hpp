@@ -8,7 +8,7 @@
 #include <optional>
 #include "common/geometry.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // A CRC32C of every 4 KiB block of the export (verify = yes), kept in host
 // RAM, apart from the VRAM it vouches for: a flipped bit in VRAM (most
@@ -91,4 +91,4 @@ class BlockChecksums {
   std::unique_ptr<std::atomic<uint16_t>[]> writers_;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-namespace vramswap {
+namespace vramswap::store {
 
 // One entry of the table the copy kernel reads (src/store/copy_kernel.cu):
 // move `bytes` between the device-visible address of mapped pinned host
@@ -28,4 +28,4 @@ inline constexpr uint64_t kDmaCopyBytes = 256 * 1024;
 inline constexpr const char* kBlockMoveKernelName = "vramswap_move_blocks";
 inline constexpr unsigned kBlockMoveThreads = 256;
 
-}  // namespace vramswap
+}  // namespace vramswap::store

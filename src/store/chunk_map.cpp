@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <utility>
 
-namespace vramswap {
+namespace vramswap::store {
 
 namespace {
 
@@ -300,4 +300,4 @@ ChunkMap::Census ChunkMap::census() const noexcept {
   return census;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

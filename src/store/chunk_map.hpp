@@ -9,7 +9,7 @@
 #include <memory>
 #include "common/geometry.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // Where a chunk's bytes are.
 enum class Tier : uint8_t {
@@ -204,4 +204,4 @@ class ChunkMap {
   std::unique_ptr<std::atomic<uint64_t>[]> live_;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

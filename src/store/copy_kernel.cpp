@@ -3,7 +3,7 @@
 #include "common/log.hpp"
 #include "store/block_move.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 extern const char* const kCopyKernelPtx;  // copy_kernel_ptx.cpp, made from copy_kernel.ptx
 
@@ -37,4 +37,4 @@ cuda::Status CopyKernel::launch(cuda::CUdeviceptr table, unsigned count,
                                            stream, parameters, nullptr);
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

@@ -5,7 +5,7 @@
 #include "cuda/context.hpp"
 #include "cuda/error.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // The copy kernel (copy_kernel.cu), loaded from its PTX through the driver
 // API: one launch moves every block of a round between mapped pinned host
@@ -33,4 +33,4 @@ class CopyKernel {
   cuda::CUfunction function_;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

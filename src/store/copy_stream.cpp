@@ -5,7 +5,7 @@
 
 #include "common/startup_error.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 using cuda::CUdeviceptr;
 using cuda::Status;
@@ -249,4 +249,4 @@ CopyStream::Outcome CopyStream::synchronize(void (*lost)(void* tag)) noexcept {
   return outcome;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

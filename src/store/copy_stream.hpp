@@ -10,7 +10,7 @@
 #include "store/move_table.hpp"
 #include "store/vram_store.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // One CUDA stream and the copies a worker thread queues on it.
 //
@@ -171,4 +171,4 @@ class CopyStream {
   Round round_;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

@@ -5,7 +5,7 @@
 #include "common/startup_error.hpp"
 #include "store/copy_kernel.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& copy_kernel, size_t capacity)
     : context_(&context),
@@ -68,4 +68,4 @@ cuda::Status MoveTable::submit(cuda::CUstream stream) const noexcept {
   return copy_kernel_->launch(table_device_, static_cast<unsigned>(count_), stream);
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

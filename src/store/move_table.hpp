@@ -9,7 +9,7 @@
 #include "store/block_move.hpp"
 #include "store/pinned_buffer.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 class CopyKernel;
 
@@ -54,4 +54,4 @@ class MoveTable {
   std::vector<Region> regions_;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

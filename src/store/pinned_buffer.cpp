@@ -5,7 +5,7 @@
 #include "common/byte_size.hpp"
 #include "common/startup_error.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 PinnedBuffer::PinnedBuffer(const cuda::Context& context, size_t bytes, unsigned int flags)
     : context_(&context), size_(bytes) {
@@ -51,4 +51,4 @@ void PinnedBuffer::release() noexcept {
   size_ = 0;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

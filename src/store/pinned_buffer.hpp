@@ -4,7 +4,7 @@
 
 #include "cuda/context.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // Page-locked host memory from cuMemHostAlloc: the staging area of a worker.
 // Copies between VRAM and pinned memory run asynchronously at full PCIe
@@ -40,4 +40,4 @@ class PinnedBuffer {
   size_t size_ = 0;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

@@ -21,7 +21,7 @@
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 namespace {
 
@@ -253,4 +253,4 @@ int SpillArea::read(uint64_t offset, std::byte* data, uint64_t bytes) noexcept {
   return transfer(fd_.get(), false, header_bytes + offset, data, bytes);
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

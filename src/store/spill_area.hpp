@@ -8,7 +8,7 @@
 
 #include "common/unique_fd.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // Host memory for spill I/O: page-aligned (what O_DIRECT needs), faulted in
 // and locked at construction (best effort: where locking is not allowed it
@@ -84,4 +84,4 @@ class SpillArea {
   bool created_ = false;
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

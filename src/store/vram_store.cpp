@@ -8,7 +8,7 @@
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 namespace {
 
 uint64_t round_up_to_block(uint64_t bytes) {
@@ -211,4 +211,4 @@ void VramStore::free_all() noexcept {
   size_ = 0;
 }
 
-}  // namespace vramswap
+}  // namespace vramswap::store

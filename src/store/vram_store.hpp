@@ -8,7 +8,7 @@
 #include "common/geometry.hpp"
 #include "cuda/context.hpp"
 
-namespace vramswap {
+namespace vramswap::store {
 
 // A contiguous piece of device memory: where an export offset lives and how
 // many bytes from there on are contiguous (to the end of the export).
@@ -149,4 +149,4 @@ class VramStore {
   std::atomic<uint64_t> committed_chunks_{0};
 };
 
-}  // namespace vramswap
+}  // namespace vramswap::store

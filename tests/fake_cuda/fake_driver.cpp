@@ -617,10 +617,10 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
 // The copy kernel "running": reads its table now, as the GPU would, and
 // performs every move, faulting like the GPU's MMU on a stray address.
 CUresult run_block_moves(const Operation& operation) {
-  const auto* moves = static_cast<const vramswap::BlockMove*>(operation.source);
+  const auto* moves = static_cast<const vramswap::store::BlockMove*>(operation.source);
   std::shared_lock lock(g_lock);
   if (!mapped_host_range_locked(reinterpret_cast<uintptr_t>(moves),
-                                operation.length * sizeof(vramswap::BlockMove))) {
+                                operation.length * sizeof(vramswap::store::BlockMove))) {
     report("copy kernel: its table is not in mapped pinned memory (illegal address)");
     g_lost.store(true, std::memory_order_release);
     return CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -628,8 +628,8 @@ CUresult run_block_moves(const Operation& operation) {
   thread_local std::vector<Piece> pieces;
   const PiecesCleared cleared{pieces};
   for (size_t i = 0; i < operation.length; ++i) {
-    const vramswap::BlockMove move = moves[i];
-    if (move.bytes > vramswap::kMaxBlockMoveBytes ||
+    const vramswap::store::BlockMove move = moves[i];
+    if (move.bytes > vramswap::store::kMaxBlockMoveBytes ||
         !resolve_locked(move.device, move.bytes, /*device=*/-1, pieces) ||
         !mapped_host_range_locked(move.host, move.bytes)) {
       report("copy kernel: move " + std::to_string(i) + " touches memory it may not (host " +
@@ -1271,7 +1271,7 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   if (g_config.no_kernel) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
   const std::string ptx(static_cast<const char*>(image));
   if (ptx.find(".version") == std::string::npos ||
-      ptx.find(std::string(".entry ") + vramswap::kBlockMoveKernelName + "(") ==
+      ptx.find(std::string(".entry ") + vramswap::store::kBlockMoveKernelName + "(") ==
           std::string::npos) {
     return CUDA_ERROR_INVALID_PTX;
   }
@@ -1286,7 +1286,7 @@ CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* 
   if (!function || !name) return CUDA_ERROR_INVALID_VALUE;
   std::shared_lock lock(g_lock);
   if (!g_modules.contains(module)) return CUDA_ERROR_INVALID_HANDLE;
-  if (std::string_view(name) != vramswap::kBlockMoveKernelName) return CUDA_ERROR_NOT_FOUND;
+  if (std::string_view(name) != vramswap::store::kBlockMoveKernelName) return CUDA_ERROR_NOT_FOUND;
   *function = &g_copy_kernel;
   return CUDA_SUCCESS;
 }

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-using vramswap::BlockChecksums;
+using vramswap::store::BlockChecksums;
 using vramswap::test::random_bytes;
 
 namespace {

@@ -11,11 +11,11 @@
 #include <vector>
 
 using namespace std::chrono_literals;
-using vramswap::ChunkMap;
-using vramswap::ChunkPins;
-using vramswap::Deadline;
-using vramswap::Motion;
-using vramswap::Tier;
+using vramswap::store::ChunkMap;
+using vramswap::store::ChunkPins;
+using vramswap::store::Deadline;
+using vramswap::store::Motion;
+using vramswap::store::Tier;
 
 namespace {
 
@@ -348,10 +348,10 @@ TEST_CASE("requests never see a chunk mid-move while a mover moves chunks back a
 }
 
 TEST_CASE("tiers and motions have the names status lines use") {
-  CHECK(std::string(vramswap::tier_name(Tier::vram)) == "vram");
-  CHECK(std::string(vramswap::tier_name(Tier::spill)) == "spill");
-  CHECK(std::string(vramswap::tier_name(Tier::none)) == "none");
-  CHECK(std::string(vramswap::motion_name(Motion::resident)) == "resident");
-  CHECK(std::string(vramswap::motion_name(Motion::evicting)) == "evicting");
-  CHECK(std::string(vramswap::motion_name(Motion::restoring)) == "restoring");
+  CHECK(std::string(vramswap::store::tier_name(Tier::vram)) == "vram");
+  CHECK(std::string(vramswap::store::tier_name(Tier::spill)) == "spill");
+  CHECK(std::string(vramswap::store::tier_name(Tier::none)) == "none");
+  CHECK(std::string(vramswap::store::motion_name(Motion::resident)) == "resident");
+  CHECK(std::string(vramswap::store::motion_name(Motion::evicting)) == "evicting");
+  CHECK(std::string(vramswap::store::motion_name(Motion::restoring)) == "restoring");
 }

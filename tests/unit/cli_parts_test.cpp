@@ -15,6 +15,7 @@
 #include "config/config.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 using namespace vramswap::cli;
 using Catch::Matchers::Contains;
 

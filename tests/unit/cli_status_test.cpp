@@ -12,6 +12,7 @@
 #include "systemd/unit_name.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 using namespace vramswap::cli;
 using Catch::Matchers::Contains;
 

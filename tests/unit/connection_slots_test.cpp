@@ -26,6 +26,7 @@
 #include "support/nbd_test_client.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using namespace vramswap::engine;
 
 namespace {

@@ -17,6 +17,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using cuda::CUDA_ERROR_INVALID_CONTEXT;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;

@@ -32,6 +32,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 
 namespace {
 

@@ -20,6 +20,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using namespace vramswap::cuda;
 
 namespace {

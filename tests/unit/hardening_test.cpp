@@ -15,6 +15,7 @@
 #include "kernel_test_support.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 using vramswap::test::ChildResult;
 using vramswap::test::count_lines_containing;
 using vramswap::test::run_in_child;

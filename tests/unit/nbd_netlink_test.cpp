@@ -29,6 +29,7 @@
 #include "kernel_test_support.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 using vramswap::test::TempDir;
 
 namespace {

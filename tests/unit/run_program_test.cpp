@@ -9,6 +9,7 @@
 #include "common/unique_fd.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 
 TEST_CASE("run_program reports exit status, signal and the last line of stderr") {
   ProgramResult ok = run_program({"sh", "-c", "echo to-stdout; exit 0"});

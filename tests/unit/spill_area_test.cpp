@@ -16,9 +16,9 @@
 
 #include "common/startup_error.hpp"
 
-using vramswap::SpillArea;
-using vramswap::SpillBuffer;
 using vramswap::StartupError;
+using vramswap::store::SpillArea;
+using vramswap::store::SpillBuffer;
 namespace fs = std::filesystem;
 
 namespace {

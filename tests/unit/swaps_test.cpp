@@ -12,6 +12,7 @@
 #include "kernel_test_support.hpp"
 
 using namespace vramswap;
+using namespace vramswap::kernel;
 using vramswap::test::LoopDevice;
 using vramswap::test::TempDir;
 

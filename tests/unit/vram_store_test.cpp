@@ -16,6 +16,7 @@
 #include "store/vram_store.hpp"
 
 using namespace vramswap;
+using namespace vramswap::store;
 using Catch::Matchers::Contains;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_SUCCESS;
