@@ -36,6 +36,11 @@ struct Reply {
   uint32_t data_sent() const noexcept { return sent > kHeaderBytes ? sent - kHeaderBytes : 0; }
   uint32_t data_left() const noexcept { return error ? 0 : data_length - data_sent(); }
   uint32_t total_bytes() const noexcept { return kHeaderBytes + (error ? 0 : data_length); }
+  // Staged data lives in one round's arena only.
+  void unstage() noexcept {
+    staged = nullptr;
+    staged_length = staged_head = 0;
+  }
 };
 
 enum class Origin : uint8_t { kernel, client };
@@ -65,7 +70,7 @@ struct Connection {
   Reply* payload_reply = nullptr;
   store::BlockChecksums::Partial payload_checksum;  // verify = yes: the block still arriving
   // The next bytes of that payload, received while the last round's copies
-  // ran (Worker::receive_ahead); they lie in the worker's receive arena for
+  // ran (RequestReader::receive_ahead); they lie in the worker's receive arena for
   // the coming round and are taken before anything else of this connection.
   std::byte* ahead = nullptr;
   size_t ahead_length = 0;

@@ -12,10 +12,14 @@
 #include "engine/busy_poll_policy.hpp"
 #include "engine/connection.hpp"
 #include "engine/connection_pool.hpp"
+#include "engine/copy_round.hpp"
 #include "engine/health.hpp"
 #include "engine/limits.hpp"
+#include "engine/reply_sender.hpp"
+#include "engine/request_reader.hpp"
 #include "engine/staging_arena.hpp"
 #include "engine/stats.hpp"
+#include "engine/verify_guard.hpp"
 #include "nbd/handshake.hpp"
 #include "nbd/transmission.hpp"
 #include "store/copy_stream.hpp"
@@ -97,32 +101,22 @@ class Worker {
 
   void serve(Connection& c) noexcept;
   void serve_handshake(Connection& c) noexcept;
-  bool stage_queued_replies(Connection& c) noexcept;
-  void parse_requests(Connection& c) noexcept;
-  void accept_payload(Connection& c, const std::byte* data, size_t length) noexcept;
-  void take_received_ahead(Connection& c) noexcept;
-  void receive_ahead() noexcept;
-  bool stage_read(Connection& c, Reply& r) noexcept;
-  void hold_blocks(Reply& r, uint64_t offset, uint32_t length) noexcept;
-  void release_blocks(Reply& r) noexcept;
-  void settle(Connection& c, bool all_lost) noexcept;
-  bool fail_copy(Connection& c, Reply& r) noexcept;
-  bool check_staged_read(Connection& c, Reply& r) noexcept;
-  bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
-  void send_replies(Connection& c) noexcept;
-  void queued(Reply& r, cuda::Status status) noexcept;
-  void copy_calls_failed(cuda::Status status, unsigned calls) noexcept;
+  void report_failed_copies() noexcept;
 
   unsigned index_;
   const ServingContext& context_;
   store::PinnedBuffer rx_buffer_;
   store::PinnedBuffer tx_buffer_;
-  store::PinnedBuffer
-      recheck_buffer_;  // verify = yes: one block read again (reread_until_consistent)
   std::unique_ptr<store::CopyStream> stream_;
   StagingArena rx_;        // this round's half of rx_buffer_
   StagingArena rx_ahead_;  // the other half: payloads received while this round's copies run
   StagingArena tx_;
+  WorkerStats stats_;
+  // The parts of a round; none calls back into the worker.
+  CopyRound copies_;
+  VerifyGuard verify_;
+  ReplySender replies_;
+  RequestReader requests_;
   UniqueFd epoll_;
   UniqueFd wake_;
   std::thread thread_;
@@ -137,13 +131,7 @@ class Worker {
   std::vector<Connection*> handoffs_;  // capacity reserved for the whole pool
   std::vector<Connection*> owned_;     // every connection this worker serves
   std::vector<Connection*> round_;     // the connections served in this round
-  unsigned copies_this_round_ = 0;
-  // This round's failures, for one log line and the counters at its end.
-  cuda::Status round_error_;  // the first failed copy call
-  unsigned failed_calls_ = 0;
-  unsigned failed_requests_ = 0;
 
-  WorkerStats stats_;
   std::atomic<unsigned> connections_{0};
   SystemLoad machine_load_;
   BusyPollPolicy busy_poll_;  // whether to poll again at once when a round found nothing

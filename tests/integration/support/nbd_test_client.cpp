@@ -9,12 +9,13 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 namespace vramswap::test {
 namespace {
 
-constexpr uint64_t kNbdMagic = 0x4e42444d41474943ULL;   // "NBDMAGIC"
-constexpr uint64_t kIHaveOpt = 0x49484156454f5054ULL;   // "IHAVEOPT"
+constexpr uint64_t kNbdMagic = 0x4e42444d41474943ULL;  // "NBDMAGIC"
+constexpr uint64_t kIHaveOpt = 0x49484156454f5054ULL;  // "IHAVEOPT"
 constexpr uint64_t kOptReplyMagic = 0x0003e889045565a9ULL;
 constexpr uint32_t kRequestMagic = 0x25609513;
 constexpr uint32_t kReplyMagic = 0x67446698;
@@ -26,20 +27,26 @@ void put16(uint8_t* p, uint16_t v) {
   p[1] = static_cast<uint8_t>(v);
 }
 void put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+  for (int i = 0; i < 4; ++i)
+    p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
 }
 void put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+  for (int i = 0; i < 8; ++i)
+    p[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
 }
-uint16_t get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+uint16_t get16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] << 8 | p[1]);
+}
 uint32_t get32(const uint8_t* p) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = v << 8 | p[i];
+  for (int i = 0; i < 4; ++i)
+    v = v << 8 | p[i];
   return v;
 }
 uint64_t get64(const uint8_t* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | p[i];
+  for (int i = 0; i < 8; ++i)
+    v = v << 8 | p[i];
   return v;
 }
 
@@ -53,6 +60,14 @@ NbdTestClient::NbdTestClient(const std::string& socket_path)
   if (connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throw std::runtime_error("connect " + socket_path + ": " + std::strerror(errno));
   }
+  set_timeouts();
+}
+
+NbdTestClient::NbdTestClient(UniqueFd transmission_socket) : fd_(std::move(transmission_socket)) {
+  set_timeouts();
+}
+
+void NbdTestClient::set_timeouts() {
   timeval tv{30, 0};  // a hung server fails the test instead of hanging it
   setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -120,8 +135,8 @@ uint32_t NbdTestClient::negotiate(const std::string& export_name) {
   }
 }
 
-void NbdTestClient::send_request(uint16_t type, uint16_t flags, uint64_t cookie,
-                                 uint64_t offset, uint32_t length) {
+void NbdTestClient::send_request(uint16_t type, uint16_t flags, uint64_t cookie, uint64_t offset,
+                                 uint32_t length) {
   uint8_t header[28];
   put32(header, kRequestMagic);
   put16(header + 4, flags);
@@ -166,7 +181,9 @@ uint32_t NbdTestClient::simple(uint16_t type, uint64_t offset, uint32_t length, 
   return reply.error;
 }
 
-void NbdTestClient::disconnect() { send_request(kDisc, 0, next_cookie_++, 0, 0); }
+void NbdTestClient::disconnect() {
+  send_request(kDisc, 0, next_cookie_++, 0, 0);
+}
 
 std::vector<uint8_t> random_bytes(size_t size, uint64_t seed) {
   std::mt19937_64 generator(seed);
@@ -176,7 +193,8 @@ std::vector<uint8_t> random_bytes(size_t size, uint64_t seed) {
     const uint64_t word = generator();
     std::memcpy(data.data() + i, &word, 8);
   }
-  for (; i < size; ++i) data[i] = static_cast<uint8_t>(generator());
+  for (; i < size; ++i)
+    data[i] = static_cast<uint8_t>(generator());
   return data;
 }
 

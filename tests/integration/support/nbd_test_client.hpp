@@ -15,6 +15,9 @@ class NbdTestClient {
  public:
   // Connects to a Unix socket; does not negotiate yet.
   explicit NbdTestClient(const std::string& socket_path);
+  // Takes a socket already in transmission (the kernel's side of a
+  // connection: no handshake), e.g. one end of a socketpair.
+  explicit NbdTestClient(UniqueFd transmission_socket);
 
   // Fixed-newstyle handshake with NBD_OPT_GO for `export_name`. Returns the
   // option reply type that ended it (1 = ACK on success).
@@ -48,6 +51,8 @@ class NbdTestClient {
   static constexpr uint16_t kFlagFua = 1, kFlagNoHole = 2;
 
  private:
+  void set_timeouts();
+
   UniqueFd fd_;
   uint64_t size_ = 0;
   uint16_t flags_ = 0;

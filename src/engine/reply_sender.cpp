@@ -1,0 +1,139 @@
+#include "engine/reply_sender.hpp"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "engine/limits.hpp"
+#include "engine/nonblocking.hpp"
+#include "nbd/protocol.hpp"
+#include "nbd/transmission.hpp"
+
+namespace vramswap::engine {
+
+bool ReplySender::has_room_for_read(uint32_t length) const noexcept {
+  return length == 0 || tx_.space() >= std::min<size_t>(length, kMinReadChunk);
+}
+
+bool ReplySender::stage(Reply& r) noexcept {
+  const uint32_t left = r.data_left();
+  const uint64_t from = r.offset + r.data_sent();
+  // With verify, the copy starts at a block boundary (a client that took
+  // part of a block leaves the rest mid-block) and a piece ends at one.
+  const uint32_t head = verify_.head_before(from);
+  if (tx_.space() <= head) return false;
+  const size_t piece = verify_.whole_blocks(from, std::min<size_t>(left, tx_.space() - head), left);
+  if (piece == 0 || piece < std::min<size_t>(left, kMinReadChunk)) return false;
+  std::byte* dst = tx_.top();
+  tx_.commit(head + piece);
+  r.staged = dst + head;
+  r.staged_length = static_cast<uint32_t>(piece);
+  r.staged_head = head;
+  copies_.read(r, dst, from - head, head + piece);
+  return true;
+}
+
+bool ReplySender::stage_queued(Connection& c) noexcept {
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (!r.complete) break;
+    if (r.data_left() == 0 || r.staged) continue;
+    if (!stage(r)) return false;
+    if (r.staged_length < r.data_left()) return false;
+  }
+  return true;
+}
+
+void ReplySender::settle(Connection& c, bool all_lost) noexcept {
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (r.complete) verify_.release(r);  // its last copy was queued by this round at the latest
+    if (!r.copy_pending) continue;
+    r.copy_pending = false;
+    if (!std::exchange(r.copy_failed, false) && !all_lost) {
+      // Landed; with verify, read data must also pass its check.
+      if (!r.staged || verify_.staged_read_intact(r)) continue;
+    } else {
+      copies_.request_failed();
+    }
+    if (!fail(c, r)) return;
+  }
+}
+
+// The request's data did not land (or failed its check): it gets EIO, unless
+// its reply header is already out promising data, which cannot be taken back:
+// then the connection must go. False when it went.
+bool ReplySender::fail(Connection& c, Reply& r) noexcept {
+  stats_.add(stats_.io_errors, 1);
+  if (r.data_length > 0 && r.sent > 0 && r.error == 0) {
+    c.close("VRAM data lost after the reply header was sent");
+    return false;
+  }
+  r.error = nbd::error::eio;
+  r.unstage();
+  return true;
+}
+
+bool ReplySender::send(Connection& c) noexcept {
+  iovec iov[2 * kReplySlots];
+  int iov_count = 0;
+  size_t offered = 0;
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    if (!r.complete) break;
+    const bool owes_data = r.data_left() > 0;
+    if (owes_data && !r.staged) break;  // nothing staged: the header waits with its data
+    if (r.sent < Reply::kHeaderBytes) {
+      nbd::encode_simple_reply(r.header.data(), r.error, r.cookie);
+      iov[iov_count++] = {r.header.data() + r.sent, Reply::kHeaderBytes - r.sent};
+      offered += Reply::kHeaderBytes - r.sent;
+    }
+    if (owes_data) {
+      iov[iov_count++] = {r.staged, r.staged_length};
+      offered += r.staged_length;
+      if (r.staged_length < r.data_left()) break;  // the rest is staged next round
+    }
+  }
+  bool slow_reader = false;
+  if (iov_count > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(iov_count);
+    ssize_t n = ::sendmsg(c.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (!would_block(errno)) {
+        c.close("send failed");
+        return false;
+      }
+      n = 0;
+    }
+    // Credit what went out, oldest reply first; retire replies fully sent.
+    size_t credit = static_cast<size_t>(n);
+    while (credit > 0 && c.reply_count > 0) {
+      Reply& r = c.reply_at(0);
+      const size_t owed = r.total_bytes() - r.sent;
+      const size_t take = std::min(owed, credit);
+      r.sent += static_cast<uint32_t>(take);
+      credit -= take;
+      if (r.sent == r.total_bytes()) c.pop_reply();
+    }
+    if (static_cast<size_t>(n) < offered) {
+      c.writable_wanted = true;
+      slow_reader = true;
+    }
+  }
+  bool owes_more = false;
+  for (size_t i = 0; i < c.reply_count; ++i) {
+    Reply& r = c.reply_at(i);
+    r.unstage();
+    if (r.complete && r.data_left() > 0) owes_more = true;
+  }
+  if (owes_more && !c.writable_wanted) c.needs_round = true;
+  if (c.disconnect_requested && c.reply_count == 0) c.close(nullptr);
+  return slow_reader;
+}
+
+}  // namespace vramswap::engine
