@@ -319,11 +319,11 @@ bool map_control(const std::string& path, std::string& error) {
   }
   auto* block = static_cast<Control*>(address);
   block->magic.store(0, std::memory_order_relaxed);
-  for (auto field : {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
-                     &Control::bytes_host_to_device, &Control::bytes_device_to_host,
-                     &Control::bytes_zeroed, &Control::syncs, &Control::bytes_allocated,
-                     &Control::failed_copies, &Control::creates, &Control::fail_create_at,
-                     &Control::other_program_bytes}) {
+  for (auto field :
+       {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
+        &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
+        &Control::syncs, &Control::bytes_allocated, &Control::failed_copies, &Control::creates,
+        &Control::fail_create_at, &Control::other_program_bytes}) {
     (block->*field).store(0, std::memory_order_relaxed);
   }
   block->version.store(control_version, std::memory_order_relaxed);
