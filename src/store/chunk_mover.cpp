@@ -168,7 +168,9 @@ MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline) noexcept 
   MoveResult result = copy_in(chunk, from_spill);
   if (result.outcome == MoveOutcome::failed) {
     // Give the fresh VRAM back: the data is still in the spill area, and
-    // holding VRAM the chunk does not use would defeat the eviction.
+    // holding VRAM the chunk does not use would defeat the eviction. Should
+    // even that fail, the VRAM stays mapped and the next restore reuses it
+    // (committing a committed chunk is a no-op).
     (void)store_->release(chunk);
     map_->abandon_move(chunk);
     return result;

@@ -40,12 +40,6 @@ struct MoveResult {
   }
 };
 
-inline MoveResult moved_result() noexcept {
-  MoveResult result;
-  result.outcome = MoveOutcome::moved;
-  return result;
-}
-
 // What a sweep over many chunks did, for the line its trigger logs.
 struct SweepReport {
   size_t moved = 0;       // chunks copied
@@ -55,7 +49,7 @@ struct SweepReport {
   uint64_t bytes_copied = 0;
   std::chrono::nanoseconds elapsed{0};
   // The failure that stopped the sweep (outcome failed), or moved if none.
-  MoveResult stopped_by = moved_result();
+  MoveResult stopped_by{MoveOutcome::moved, Tier::vram, {}, 0, nullptr};
   bool failed() const noexcept { return stopped_by.outcome == MoveOutcome::failed; }
 };
 
