@@ -13,7 +13,7 @@
 // rereads its environment) initializes the block again.
 //
 // Layout (little-endian, natural alignment; offsets for tests in other
-// languages, e.g. Python's struct "<IIII11Q"):
+// languages, e.g. Python's struct "<IIII12Q"):
 //    0 u32 magic                  0x43465356 ("VSFC" in memory)
 //    4 u32 version                control_version; bumped on any layout change
 //    8 u32 size                   sizeof(Control) as written by the fake
@@ -34,6 +34,13 @@
 //                                 as `creates` counts) fails with
 //                                 CUDA_ERROR_OUT_OF_MEMORY; 0: none. To refuse
 //                                 the next one: store creates + 1.
+//  104 u64 other_program_bytes in VRAM "another program" holds on every device:
+//                                 cuMemGetInfo reports that much less free, and
+//                                 cuMemAlloc and cuMemCreate fail with
+//                                 CUDA_ERROR_OUT_OF_MEMORY when a request would
+//                                 not fit beside it. Store to take VRAM, lower
+//                                 to give it back; memory already allocated is
+//                                 kept (free then reads as 0).
 // "Copy calls" are cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 and
 // cuMemsetD8Async. Counters are updated when a call is accepted (queued),
 // not when the queued work runs at cuStreamSynchronize.
@@ -45,7 +52,7 @@
 namespace vramswap::fake_cuda {
 
 inline constexpr uint32_t control_magic = 0x43465356;
-inline constexpr uint32_t control_version = 2;
+inline constexpr uint32_t control_version = 3;
 
 struct Control {
   std::atomic<uint32_t> magic;
@@ -63,6 +70,7 @@ struct Control {
   std::atomic<uint64_t> failed_copies;
   std::atomic<uint64_t> creates;
   std::atomic<uint64_t> fail_create_at;
+  std::atomic<uint64_t> other_program_bytes;
 };
 
 // Shared between processes: the atomics must not hide a lock, and must have
@@ -70,6 +78,6 @@ struct Control {
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
-static_assert(sizeof(Control) == 104);
+static_assert(sizeof(Control) == 112);
 
 }  // namespace vramswap::fake_cuda

@@ -43,7 +43,10 @@
 //     device lost: from then on every call fails with lost_device_error,
 //     and queued work is dropped;
 //   - the control block (fake_cuda_control.hpp) does the same at run time,
-//     and refuses the Nth cuMemCreate with CUDA_ERROR_OUT_OF_MEMORY;
+//     refuses the Nth cuMemCreate with CUDA_ERROR_OUT_OF_MEMORY, and lets a
+//     test play "another program" taking and giving back VRAM
+//     (other_program_bytes: less free, and allocations that no longer fit
+//     are refused);
 //   - VRAMSWAP_FAKE_COPY_LATENCY_US=N: a slow GPU: a stream's queued work is
 //     done N microseconds after the first of it was queued: cuStreamQuery
 //     reports CUDA_ERROR_NOT_READY until then, cuStreamSynchronize waits
@@ -316,10 +319,11 @@ bool map_control(const std::string& path, std::string& error) {
   }
   auto* block = static_cast<Control*>(address);
   block->magic.store(0, std::memory_order_relaxed);
-  for (auto field : {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
-                     &Control::bytes_host_to_device, &Control::bytes_device_to_host,
-                     &Control::bytes_zeroed, &Control::syncs, &Control::bytes_allocated,
-                     &Control::failed_copies, &Control::creates, &Control::fail_create_at}) {
+  for (auto field :
+       {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
+        &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
+        &Control::syncs, &Control::bytes_allocated, &Control::failed_copies, &Control::creates,
+        &Control::fail_create_at, &Control::other_program_bytes}) {
     (block->*field).store(0, std::memory_order_relaxed);
   }
   block->version.store(control_version, std::memory_order_relaxed);
@@ -361,6 +365,22 @@ CUresult configure_locked() {
   return CUDA_SUCCESS;
 }
 
+// VRAM of the device that is ours to allocate: the total less the driver's
+// own and what "another program" holds now (control block), never below 0.
+uint64_t usable_bytes() {
+  const uint64_t usable = g_config.memory - g_config.reserved;
+  const Control* block = control();
+  const uint64_t other = block ? block->other_program_bytes.load(std::memory_order_relaxed) : 0;
+  return other < usable ? usable - other : 0;
+}
+
+// What cuMemGetInfo reports free on `device`.
+uint64_t free_bytes_locked(int device) {
+  const uint64_t usable = usable_bytes();
+  const uint64_t allocated = g_devices[device].allocated;
+  return allocated < usable ? usable - allocated : 0;
+}
+
 // Drops one reference (a handle or a mapping) to an allocation; the last
 // one gives the device its memory back. The backing itself goes once queued
 // work holding it has run.
@@ -376,8 +396,7 @@ void unreference_locked(Allocation& allocation) {
 CUresult new_allocation_locked(int device_index, uint64_t bytes, bool exportable,
                                std::shared_ptr<Allocation>& made) {
   Device& device = g_devices[device_index];
-  const uint64_t usable = g_config.memory - g_config.reserved;
-  if (bytes > usable - device.allocated) return CUDA_ERROR_OUT_OF_MEMORY;
+  if (bytes > free_bytes_locked(device_index)) return CUDA_ERROR_OUT_OF_MEMORY;
   // The injected race: more is free, but the driver refuses above the limit.
   if (g_config.alloc_fail_above != unlimited &&
       device.allocated + bytes > g_config.alloc_fail_above) {
@@ -884,7 +903,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return CUDA_ERROR_INVALID_VALUE;
   std::shared_lock lock(g_lock);
   *total_bytes = g_config.memory;
-  *free_bytes = g_config.memory - g_config.reserved - g_devices[context->device].allocated;
+  *free_bytes = free_bytes_locked(context->device);
   return CUDA_SUCCESS;
 }
 

@@ -223,6 +223,77 @@ TEST_CASE("fake: cuMemCreate counts against the GPU's memory and its refusal con
   CHECK(control->bytes_allocated.load() == 0);
 }
 
+TEST_CASE("fake: another program taking VRAM lowers free memory and refuses what no longer fits") {
+  test::FakeCuda fake;
+  test::TempDir dir;
+  fake.set("VRAMSWAP_FAKE_MEMORY", "64M");
+  fake.set("VRAMSWAP_FAKE_RESERVED", "16M");
+  fake.set("VRAMSWAP_FAKE_CONTROL", dir.file("control"));
+  const Driver driver = Driver::load();
+  Context context(driver, 0);
+  test::ControlBlock control(dir.file("control"));
+  const CUmemAllocationProp prop = device_memory(false);
+  std::vector<CUmemGenericAllocationHandle> handles(4);
+  for (auto& handle : handles)
+    REQUIRE(driver.cuMemCreate(&handle, page, &prop, 0) == CUDA_SUCCESS);
+  CHECK(context.memory_info().free_bytes == 40 * MiB);
+
+  control->other_program_bytes.store(36 * MiB);  // leaves room for two more pages
+  CHECK(context.memory_info().free_bytes == 4 * MiB);
+  CUmemGenericAllocationHandle more[3] = {};
+  REQUIRE(driver.cuMemCreate(&more[0], page, &prop, 0) == CUDA_SUCCESS);
+  REQUIRE(driver.cuMemCreate(&more[1], page, &prop, 0) == CUDA_SUCCESS);
+  CHECK(driver.cuMemCreate(&more[2], page, &prop, 0) == CUDA_ERROR_OUT_OF_MEMORY);
+  CUdeviceptr plain = 0;
+  CHECK(driver.cuMemAlloc(&plain, 4096) == CUDA_ERROR_OUT_OF_MEMORY);
+  CHECK(context.memory_info().free_bytes == 0);
+
+  // Taking more than is left keeps what we hold; free reads 0, not a wrap.
+  control->other_program_bytes.store(64 * MiB);
+  CHECK(context.memory_info().free_bytes == 0);
+  REQUIRE(driver.cuMemRelease(more[0]) == CUDA_SUCCESS);
+  CHECK(context.memory_info().free_bytes == 0);
+
+  // The other program exits: the memory is ours again.
+  control->other_program_bytes.store(0);
+  CHECK(context.memory_info().free_bytes == 48 * MiB - 10 * MiB);
+  REQUIRE(driver.cuMemCreate(&more[2], page, &prop, 0) == CUDA_SUCCESS);
+  for (const auto handle : {handles[0], handles[1], handles[2], handles[3], more[1], more[2]})
+    REQUIRE(driver.cuMemRelease(handle) == CUDA_SUCCESS);
+  CHECK(control->bytes_allocated.load() == 0);
+}
+
+// A GPU reset or the daemon starting over: the primary context's last
+// release frees everything in it, and retaining it again gives a working
+// context with all the memory free.
+TEST_CASE("fake: a context released and retained again starts with its memory free") {
+  test::FakeCuda fake;
+  test::TempDir dir;
+  fake.set("VRAMSWAP_FAKE_MEMORY", "64M");
+  fake.set("VRAMSWAP_FAKE_RESERVED", "16M");
+  fake.set("VRAMSWAP_FAKE_CONTROL", dir.file("control"));
+  const Driver driver = Driver::load();
+  test::ControlBlock control(dir.file("control"));
+  const CUmemAllocationProp prop = device_memory(false);
+  {
+    Context context(driver, 0);
+    CUmemGenericAllocationHandle handle = 0;
+    REQUIRE(driver.cuMemCreate(&handle, 8 * page, &prop, 0) == CUDA_SUCCESS);
+    CHECK(context.memory_info().free_bytes == 48 * MiB - 16 * MiB);
+    // The handle is left for the context's release to free.
+  }
+  CHECK(control->bytes_allocated.load() == 0);
+  CUmemGenericAllocationHandle stale = 0;
+  CHECK(driver.cuMemCreate(&stale, page, &prop, 0) == CUDA_ERROR_INVALID_CONTEXT);
+
+  Context again(driver, 0);
+  CHECK(again.memory_info().free_bytes == 48 * MiB);
+  CUmemGenericAllocationHandle handle = 0;
+  REQUIRE(driver.cuMemCreate(&handle, 8 * page, &prop, 0) == CUDA_SUCCESS);
+  CHECK(again.memory_info().free_bytes == 48 * MiB - 16 * MiB);
+  REQUIRE(driver.cuMemRelease(handle) == CUDA_SUCCESS);
+}
+
 // What a live restart relies on: the exporter writes and exits, a process
 // that never loads the driver holds the descriptor (systemd's file
 // descriptor store), and a fresh process imports it and finds the bytes.
