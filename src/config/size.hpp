@@ -13,7 +13,7 @@
 namespace vramswap::config {
 
 // Swap sizes are whole chunks (common/geometry.hpp says why).
-inline constexpr uint64_t swap_size_alignment = kChunkBytes;
+inline constexpr uint64_t swap_size_alignment = vram_chunk_bytes;
 
 // size = auto: free VRAM minus `reserve` (nothing when reserve is larger);
 // N%: N percent of free VRAM; bytes: as given. Rounded down to 2 MiB.

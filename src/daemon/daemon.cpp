@@ -35,12 +35,12 @@ namespace {
 
 using std::chrono::steady_clock;
 
-constexpr int kServingTickMs = 5000;   // status refresh while serving
-constexpr int kStoppingTickMs = 1000;  // how often to look for swapoff while stopping
-constexpr auto kSwapoffRetry = std::chrono::seconds(30);
-constexpr auto kKernelCloseWait = std::chrono::seconds(10);
+constexpr int serving_tick_ms = 5000;   // status refresh while serving
+constexpr int stopping_tick_ms = 1000;  // how often to look for swapoff while stopping
+constexpr auto swapoff_retry = std::chrono::seconds(30);
+constexpr auto kernel_close_wait = std::chrono::seconds(10);
 // At most one attempt this often to give the kernel back dropped connections.
-constexpr auto kRestoreInterval = std::chrono::seconds(5);
+constexpr auto restore_interval = std::chrono::seconds(5);
 
 // The device's configuration, and the report it came from, whose file names
 // the startup checks point at.
@@ -155,7 +155,7 @@ int run(const CommandLine& command_line) {
   steady_clock::time_point next_restore = steady_clock::now();
   for (;;) {
     pollfd fds[2] = {{signals.get(), POLLIN, 0}, {server.kernel_connection_closed_fd(), POLLIN, 0}};
-    poll(fds, 2, stopping ? kStoppingTickMs : kServingTickMs);
+    poll(fds, 2, stopping ? stopping_tick_ms : serving_tick_ms);
     if (fds[1].revents) {
       uint64_t closed = 0;
       ssize_t ignored = ::read(fds[1].fd, &closed, sizeof closed);
@@ -191,7 +191,7 @@ int run(const CommandLine& command_line) {
         log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
                   kernel->path().c_str(), live, plan.kernel_connections, e.what());
       }
-      next_restore = steady_clock::now() + kRestoreInterval;
+      next_restore = steady_clock::now() + restore_interval;
     }
     if (kernel && server.live_kernel_connections() == 0) {
       // Disconnected by someone else: there is nothing left to serve.
@@ -210,8 +210,8 @@ int run(const CommandLine& command_line) {
         if (!kernel->disable_swap(why)) {
           log_warning("swapoff %s failed: %s; still serving, retrying in %lld s",
                       kernel->path().c_str(), why.c_str(),
-                      static_cast<long long>(kSwapoffRetry.count()));
-          next_swapoff = steady_clock::now() + kSwapoffRetry;
+                      static_cast<long long>(swapoff_retry.count()));
+          next_swapoff = steady_clock::now() + swapoff_retry;
         }
       }
       std::string holder;
@@ -228,7 +228,7 @@ int run(const CommandLine& command_line) {
   systemd::notify::status(status.publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
-    const auto deadline = steady_clock::now() + kKernelCloseWait;
+    const auto deadline = steady_clock::now() + kernel_close_wait;
     while (server.live_kernel_connections() > 0 && steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

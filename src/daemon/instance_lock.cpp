@@ -18,7 +18,7 @@ namespace {
 // Each retry means another daemon removed the file between our open and our
 // lock, so a handful is plenty; the bound only keeps a pathological race
 // from spinning forever.
-constexpr int kLockAttempts = 100;
+constexpr int lock_attempts = 100;
 
 // The lock file, or why it cannot be had (no runtime directory, or none
 // that takes files).
@@ -78,7 +78,7 @@ InstanceLock::InstanceLock(const std::string& instance, bool attach)
     // could create and lock a new one: only the lock of the file at the path
     // counts, so try again on that one.
     if (same_file(fd_.get(), path_)) break;
-    if (attempt + 1 >= kLockAttempts) {
+    if (attempt + 1 >= lock_attempts) {
       fd_.reset();
       throw StartupError(exit_code::os_error, "cannot lock " + path_ + ": it keeps being replaced");
     }

@@ -97,7 +97,7 @@ bool BusyPollPolicy::spin(int64_t now_ns) noexcept {
     if (spinning_) {
       // A whole window of polling found nothing: spin less.
       spinning_ = false;
-      backoff_ns_ = std::clamp(backoff_ns_ * 2, kMinBackoffNs, kMaxBackoffNs);
+      backoff_ns_ = std::clamp(backoff_ns_ * 2, min_backoff_ns, max_backoff_ns);
       backoff_until_ns_ = now_ns + backoff_ns_;
     }
     return false;
@@ -111,11 +111,11 @@ bool BusyPollPolicy::spin(int64_t now_ns) noexcept {
 }
 
 bool BusyPollPolicy::machine_has_spare_cpu(int64_t now_ns) noexcept {
-  if (now_ns - battery_checked_ns_ >= kBatteryRecheckNs) {
+  if (now_ns - battery_checked_ns_ >= battery_recheck_ns) {
     battery_checked_ns_ = now_ns;
     on_battery_ = load_.on_battery();
   }
-  if (now_ns - load_checked_ns_ >= kLoadRecheckNs) {
+  if (now_ns - load_checked_ns_ >= load_recheck_ns) {
     load_checked_ns_ = now_ns;
     const std::optional<unsigned> runnable = load_.runnable_threads();
     oversubscribed_ = runnable && *runnable > load_.cpus();

@@ -61,10 +61,10 @@ class SystemLoad final : public MachineLoad {
 // per worker thread; not thread-safe; allocates nothing after construction.
 class BusyPollPolicy {
  public:
-  static constexpr int64_t kMinBackoffNs = 1'000'000;
-  static constexpr int64_t kMaxBackoffNs = 1'000'000'000;
-  static constexpr int64_t kLoadRecheckNs = 20'000'000;
-  static constexpr int64_t kBatteryRecheckNs = 10'000'000'000;
+  static constexpr int64_t min_backoff_ns = 1'000'000;
+  static constexpr int64_t max_backoff_ns = 1'000'000'000;
+  static constexpr int64_t load_recheck_ns = 20'000'000;
+  static constexpr int64_t battery_recheck_ns = 10'000'000'000;
 
   BusyPollPolicy(BusyPollMode mode, unsigned window_us, MachineLoad& load) noexcept;
 

@@ -32,10 +32,10 @@ struct Reply {
   bool copy_failed = false;   // one of this round's copies for it did not land
   std::array<std::byte, 16> header{};
 
-  static constexpr uint32_t kHeaderBytes = 16;
-  uint32_t data_sent() const noexcept { return sent > kHeaderBytes ? sent - kHeaderBytes : 0; }
+  static constexpr uint32_t header_bytes = 16;
+  uint32_t data_sent() const noexcept { return sent > header_bytes ? sent - header_bytes : 0; }
   uint32_t data_left() const noexcept { return error ? 0 : data_length - data_sent(); }
-  uint32_t total_bytes() const noexcept { return kHeaderBytes + (error ? 0 : data_length); }
+  uint32_t total_bytes() const noexcept { return header_bytes + (error ? 0 : data_length); }
   // Staged data lives in one round's arena only.
   void unstage() noexcept {
     staged = nullptr;
@@ -60,7 +60,7 @@ struct Connection {
   int64_t handshake_deadline_ns = 0;
 
   // Input not parsed yet (always a prefix of a request stream).
-  std::array<std::byte, kCarryBytes> carry{};
+  std::array<std::byte, carry_bytes> carry{};
   size_t carry_length = 0;
 
   // A write payload (or a refused one being discarded) still arriving.
@@ -75,8 +75,8 @@ struct Connection {
   std::byte* ahead = nullptr;
   size_t ahead_length = 0;
 
-  // Replies in request order: a ring of kReplySlots.
-  std::array<Reply, kReplySlots> replies{};
+  // Replies in request order: a ring of reply_slots.
+  std::array<Reply, reply_slots> replies{};
   size_t reply_head = 0;
   size_t reply_count = 0;
 
@@ -86,16 +86,16 @@ struct Connection {
   bool in_round = false;
   bool disconnect_requested = false;
 
-  Reply& reply_at(size_t i) noexcept { return replies[(reply_head + i) % kReplySlots]; }
-  bool replies_full() const noexcept { return reply_count == kReplySlots; }
+  Reply& reply_at(size_t i) noexcept { return replies[(reply_head + i) % reply_slots]; }
+  bool replies_full() const noexcept { return reply_count == reply_slots; }
   Reply& push_reply(uint64_t cookie) noexcept {
-    Reply& r = replies[(reply_head + reply_count++) % kReplySlots];
+    Reply& r = replies[(reply_head + reply_count++) % reply_slots];
     r = Reply{};
     r.cookie = cookie;
     return r;
   }
   void pop_reply() noexcept {
-    reply_head = (reply_head + 1) % kReplySlots;
+    reply_head = (reply_head + 1) % reply_slots;
     --reply_count;
   }
   void close(const char* reason) noexcept {

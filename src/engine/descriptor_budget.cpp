@@ -24,12 +24,12 @@ size_t open_descriptors() noexcept {
 }
 
 size_t descriptors_needed(unsigned workers, unsigned kernel_connections, bool listen) noexcept {
-  constexpr size_t kPerWorker = 2;            // epoll + wake-up eventfd
-  constexpr size_t kServer = 1;               // the kernel-connection-closed eventfd
-  constexpr size_t kPerKernelConnection = 2;  // both ends of its socket pair, while handed over
-  constexpr size_t kListen = 3;               // socket, stop eventfd, one client
-  return kDaemonDescriptorReserve + kServer + kPerWorker * workers +
-         kPerKernelConnection * kernel_connections + (listen ? kListen : 0);
+  constexpr size_t per_worker = 2;             // epoll + wake-up eventfd
+  constexpr size_t server_descriptors = 1;     // the kernel-connection-closed eventfd
+  constexpr size_t per_kernel_connection = 2;  // both ends of its socket pair, while handed over
+  constexpr size_t listen_descriptors = 3;     // socket, stop eventfd, one client
+  return daemon_descriptor_reserve + server_descriptors + per_worker * workers +
+         per_kernel_connection * kernel_connections + (listen ? listen_descriptors : 0);
 }
 
 size_t descriptor_limit() noexcept {

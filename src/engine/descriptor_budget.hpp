@@ -7,7 +7,7 @@ namespace vramswap::engine {
 // Descriptors the daemon keeps for itself whatever the listen clients do: the
 // status file and its temporary, /proc and /sys reads, the notify socket,
 // netlink, a log line's pipe... Well above what any of them holds at once.
-inline constexpr size_t kDaemonDescriptorReserve = 32;
+inline constexpr size_t daemon_descriptor_reserve = 32;
 
 // How many listen clients the file descriptor limit (RLIMIT_NOFILE) leaves
 // room for: the limit, less the descriptors open now, less `reserve`. A client

@@ -11,29 +11,29 @@ namespace vramswap::engine {
 // header phase never asks for more than this, so whatever is left over when a
 // round stops parsing (out of reply slots or staging) always fits here: no
 // client can make the daemon buffer more than this for it.
-inline constexpr size_t kCarryBytes = 32 * KiB;
+inline constexpr size_t carry_bytes = 32 * KiB;
 
 // Replies a connection may have in flight (parsed, not yet fully sent). A
 // client that pipelines more simply waits: its requests stay in its socket.
-inline constexpr size_t kReplySlots = 128;
+inline constexpr size_t reply_slots = 128;
 
 // Send and receive buffer of every served socket (kernel and client): with
 // the kernel's doubling for bookkeeping, room for a whole send arena.
-inline constexpr size_t kSocketBufferBytes = 4 * MiB;
+inline constexpr size_t socket_buffer_bytes = 4 * MiB;
 
 // The smallest piece of a large read worth staging in a round: below this a
 // read waits for the next round's empty arena rather than trickling out.
-inline constexpr size_t kMinReadChunk = 256 * KiB;
+inline constexpr size_t min_read_chunk = 256 * KiB;
 
 // A client has this long to finish the handshake; slow or silent handshakes
 // would otherwise hold connection slots forever.
-inline constexpr int kHandshakeTimeoutSeconds = 30;
+inline constexpr int handshake_timeout_seconds = 30;
 
 // How long a stop waits for connections to drain: requests already read get
 // their real replies, later ones ESHUTDOWN, then each connection closes. A
 // client that does not read its replies, or keeps sending, holds the stop no
 // longer than this.
-inline constexpr unsigned kStopDrainMs = 5000;
+inline constexpr unsigned default_stop_drain_ms = 5000;
 
 // How `busy_poll` was configured (see BusyPollPolicy).
 enum class BusyPollMode : uint8_t {
@@ -51,7 +51,7 @@ struct EngineOptions {
   unsigned busy_poll_us = 0;        // after a round with work, poll this long before sleeping
   BusyPollMode busy_poll_mode = BusyPollMode::fixed;  // adaptive: BusyPollPolicy decides
   bool verify = false;                                // checksum every 4 KiB block (BlockChecksums)
-  unsigned stop_drain_ms = kStopDrainMs;              // bound of Server::stop's drain
+  unsigned stop_drain_ms = default_stop_drain_ms;     // bound of Server::stop's drain
 };
 
 }  // namespace vramswap::engine

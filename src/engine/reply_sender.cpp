@@ -15,7 +15,7 @@
 namespace vramswap::engine {
 
 bool ReplySender::has_room_for_read(uint32_t length) const noexcept {
-  return length == 0 || tx_.space() >= std::min<size_t>(length, kMinReadChunk);
+  return length == 0 || tx_.space() >= std::min<size_t>(length, min_read_chunk);
 }
 
 bool ReplySender::stage(Reply& r) noexcept {
@@ -26,7 +26,7 @@ bool ReplySender::stage(Reply& r) noexcept {
   const uint32_t head = verify_.head_before(from);
   if (tx_.space() <= head) return false;
   const size_t piece = verify_.whole_blocks(from, std::min<size_t>(left, tx_.space() - head), left);
-  if (piece == 0 || piece < std::min<size_t>(left, kMinReadChunk)) return false;
+  if (piece == 0 || piece < std::min<size_t>(left, min_read_chunk)) return false;
   std::byte* dst = tx_.top();
   tx_.commit(head + piece);
   r.staged = dst + head;
@@ -78,7 +78,7 @@ bool ReplySender::fail(Connection& c, Reply& r) noexcept {
 }
 
 bool ReplySender::send(Connection& c) noexcept {
-  iovec iov[2 * kReplySlots];
+  iovec iov[2 * reply_slots];
   int iov_count = 0;
   size_t offered = 0;
   for (size_t i = 0; i < c.reply_count; ++i) {
@@ -86,10 +86,10 @@ bool ReplySender::send(Connection& c) noexcept {
     if (!r.complete) break;
     const bool owes_data = r.data_left() > 0;
     if (owes_data && !r.staged) break;  // nothing staged: the header waits with its data
-    if (r.sent < Reply::kHeaderBytes) {
+    if (r.sent < Reply::header_bytes) {
       nbd::encode_simple_reply(r.header.data(), r.error, r.cookie);
-      iov[iov_count++] = {r.header.data() + r.sent, Reply::kHeaderBytes - r.sent};
-      offered += Reply::kHeaderBytes - r.sent;
+      iov[iov_count++] = {r.header.data() + r.sent, Reply::header_bytes - r.sent};
+      offered += Reply::header_bytes - r.sent;
     }
     if (owes_data) {
       iov[iov_count++] = {r.staged, r.staged_length};

@@ -78,7 +78,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
     }
 
     if (avail < nbd::request_header_size) {
-      const size_t room = std::min(kCarryBytes, rx_.space());
+      const size_t room = std::min(carry_bytes, rx_.space());
       if (room <= avail) {
         c.needs_round = true;
         break;
@@ -192,7 +192,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
   }
 stop_parsing:
   if (avail > 0 && !c.closed()) {
-    // Leftover input stays with the connection (it is at most kCarryBytes:
+    // Leftover input stays with the connection (it is at most carry_bytes:
     // only header-phase receives can over-read, and they are that small).
     std::memcpy(c.carry.data(), rx_.top(), avail);
     c.carry_length = avail;

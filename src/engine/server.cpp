@@ -21,7 +21,7 @@ namespace vramswap::engine {
 namespace {
 
 // With verify = yes every request covers whole checksummed blocks.
-constexpr uint32_t kVerifiedMinBlock = store::BlockChecksums::kBlockBytes;
+constexpr uint32_t verified_min_block = store::BlockChecksums::block_bytes;
 int fcntl_nonblock(int fd) {
   const int flags = fcntl(fd, F_GETFL);
   return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -69,7 +69,7 @@ Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions optio
                              options_.export_description,
                              store.size(),
                              nbd::served_transmission_flags,
-                             checksums_ ? kVerifiedMinBlock : nbd::default_min_block,
+                             checksums_ ? verified_min_block : nbd::default_min_block,
                              nbd::default_preferred_block,
                              nbd::default_max_payload};
   if (const char* problem = nbd::export_description_problem(context_.description)) {
@@ -114,7 +114,7 @@ Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions optio
 // pairs (two descriptors each while they are handed over), is the clients'.
 void Server::limit_clients_to_descriptors() {
   const size_t wanted = pool_.client_slots();
-  const size_t reserve = kDaemonDescriptorReserve + 2 * size_t{options_.kernel_connections};
+  const size_t reserve = daemon_descriptor_reserve + 2 * size_t{options_.kernel_connections};
   const size_t allowed = clients_within_descriptor_limit(wanted, reserve);
   if (allowed >= wanted) return;
   pool_.limit_client_slots(allowed);

@@ -15,7 +15,7 @@
 namespace vramswap::engine {
 namespace {
 
-constexpr const char* kNoSuchGroup = "no such group; create it or fix the name";
+constexpr const char* no_such_group = "no such group; create it or fix the name";
 
 [[noreturn]] void fail(const std::string& path, const std::string& why) {
   throw StartupError(exit_code::config, "listen = " + path + ": " + why);
@@ -89,7 +89,7 @@ std::optional<std::string> listen_path_problem(const std::string& path) {
 
 std::optional<std::string> socket_group_problem(const std::string& group) {
   if (group.empty() || getgrnam(group.c_str())) return std::nullopt;
-  return kNoSuchGroup;
+  return no_such_group;
 }
 
 UniqueFd open_unix_listener(const std::string& path, const std::string& group) {
@@ -100,7 +100,7 @@ UniqueFd open_unix_listener(const std::string& path, const std::string& group) {
   if (!group.empty()) {
     const struct group* entry = getgrnam(group.c_str());
     if (!entry) {
-      throw StartupError(exit_code::config, "socket_group = " + group + ": " + kNoSuchGroup);
+      throw StartupError(exit_code::config, "socket_group = " + group + ": " + no_such_group);
     }
     gid = entry->gr_gid;
   }

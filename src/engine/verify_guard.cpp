@@ -13,8 +13,8 @@ namespace {
 
 // How long a block that fails its check is read again before it counts as
 // corrupt (see reread_until_consistent), and how often.
-constexpr int64_t kRecheckWindowNs = 250'000'000;
-constexpr int64_t kRecheckIntervalNs = 500'000;
+constexpr int64_t recheck_window_ns = 250'000'000;
+constexpr int64_t recheck_interval_ns = 500'000;
 
 }  // namespace
 
@@ -23,7 +23,7 @@ VerifyGuard::VerifyGuard(store::BlockChecksums* checksums, cuda::Context& cuda,
     : checksums_(checksums),
       stream_(stream),
       health_(health),
-      recheck_buffer_(checksums ? store::PinnedBuffer(cuda, kBlockBytes) : store::PinnedBuffer()) {}
+      recheck_buffer_(checksums ? store::PinnedBuffer(cuda, block_bytes) : store::PinnedBuffer()) {}
 
 void VerifyGuard::hold(Reply& reply, uint64_t offset, uint32_t length) noexcept {
   if (!checksums_ || length == 0) return;
@@ -47,12 +47,12 @@ void VerifyGuard::record_zeroes(uint64_t offset, uint64_t length) noexcept {
 }
 
 uint32_t VerifyGuard::head_before(uint64_t from) const noexcept {
-  return checksums_ ? static_cast<uint32_t>(from % kBlockBytes) : 0;
+  return checksums_ ? static_cast<uint32_t>(from % block_bytes) : 0;
 }
 
 size_t VerifyGuard::whole_blocks(uint64_t from, size_t piece, size_t left) const noexcept {
   if (!checksums_ || piece >= left) return piece;
-  return piece - (from + piece) % kBlockBytes;
+  return piece - (from + piece) % block_bytes;
 }
 
 bool VerifyGuard::staged_read_intact(Reply& r) noexcept {
@@ -62,12 +62,12 @@ bool VerifyGuard::staged_read_intact(Reply& r) noexcept {
   size_t length = r.staged_head + r.staged_length;
   for (;;) {
     const uint64_t bad = checksums_->first_mismatch(offset, data, length);
-    if (bad == store::BlockChecksums::kNoMismatch) return true;
+    if (bad == store::BlockChecksums::no_mismatch) return true;
     if (!reread_until_consistent(bad, data + (bad - offset))) {
       health_.checksum_mismatch(bad);
       return false;
     }
-    const uint64_t checked = bad + kBlockBytes - offset;
+    const uint64_t checked = bad + block_bytes - offset;
     offset += checked;
     data += checked;
     length -= checked;
@@ -85,19 +85,19 @@ bool VerifyGuard::staged_read_intact(Reply& r) noexcept {
 // here, holding up the worker's other connections, costs nothing in
 // practice.
 bool VerifyGuard::reread_until_consistent(uint64_t offset, std::byte* block) noexcept {
-  const int64_t deadline = monotonic_ns() + kRecheckWindowNs;
+  const int64_t deadline = monotonic_ns() + recheck_window_ns;
   do {
-    const timespec pause{0, kRecheckIntervalNs};
+    const timespec pause{0, recheck_interval_ns};
     nanosleep(&pause, nullptr);
     const std::optional<uint32_t> raced = checksums_->raced_checksum(offset);
-    cuda::Status status = stream_.read(recheck_buffer_.data(), offset, kBlockBytes);
+    cuda::Status status = stream_.read(recheck_buffer_.data(), offset, block_bytes);
     const cuda::Status synchronized = stream_.synchronize();
     if (status.ok()) status = synchronized;
     if (!status.ok()) return false;
-    if (checksums_->first_mismatch(offset, recheck_buffer_.data(), kBlockBytes) ==
-            store::BlockChecksums::kNoMismatch ||
+    if (checksums_->first_mismatch(offset, recheck_buffer_.data(), block_bytes) ==
+            store::BlockChecksums::no_mismatch ||
         (raced && checksums_->adopt(offset, *raced, recheck_buffer_.data()))) {
-      std::memcpy(block, recheck_buffer_.data(), kBlockBytes);
+      std::memcpy(block, recheck_buffer_.data(), block_bytes);
       return true;
     }
   } while (monotonic_ns() < deadline);

@@ -21,7 +21,7 @@ namespace vramswap::engine {
 // off (no checksums) every call is a no-op and staging keeps no block rule.
 class VerifyGuard {
  public:
-  static constexpr uint32_t kBlockBytes = store::BlockChecksums::kBlockBytes;
+  static constexpr uint32_t block_bytes = store::BlockChecksums::block_bytes;
 
   // `checksums` null: verify = no. The stream is the worker's, used only for
   // the rare re-read of a block that failed its check (between rounds).

@@ -20,9 +20,9 @@
 namespace vramswap::engine {
 namespace {
 
-constexpr int kMaxEvents = 64;
-constexpr int kIdleWaitMs = 1000;  // wakes at least this often to expire handshakes
-constexpr int kDrainWaitMs = 10;   // while stopping: how often the drain's deadline is looked at
+constexpr int max_events = 64;
+constexpr int max_idle_wait_ms = 1000;  // wakes at least this often to expire handshakes
+constexpr int drain_wait_ms = 10;  // while stopping: how often the drain's deadline is looked at
 
 }  // namespace
 
@@ -126,7 +126,7 @@ void Worker::register_connection(Connection& c) noexcept {
   if (c.origin == Origin::client) {
     c.phase = Phase::handshake;
     c.handshake.emplace(context_.description);
-    c.handshake_deadline_ns = monotonic_ns() + int64_t{kHandshakeTimeoutSeconds} * 1'000'000'000;
+    c.handshake_deadline_ns = monotonic_ns() + int64_t{handshake_timeout_seconds} * 1'000'000'000;
   } else {
     c.phase = Phase::transmission;
   }
@@ -191,7 +191,7 @@ void Worker::run() noexcept {
   }
   if (context_.on_thread_start) context_.on_thread_start();
 
-  epoll_event events[kMaxEvents];
+  epoll_event events[max_events];
   int64_t next_expiry_check = 0;
   size_t rotate = 0;
   for (;;) {
@@ -214,9 +214,9 @@ void Worker::run() noexcept {
       }
     }
     const bool polling = round_.empty() && busy_poll_.spin(monotonic_ns());
-    const int idle_wait_ms = draining_ ? kDrainWaitMs : kIdleWaitMs;
+    const int idle_wait_ms = draining_ ? drain_wait_ms : max_idle_wait_ms;
     const int n =
-        epoll_wait(epoll_.get(), events, kMaxEvents, round_.empty() && !polling ? idle_wait_ms : 0);
+        epoll_wait(epoll_.get(), events, max_events, round_.empty() && !polling ? idle_wait_ms : 0);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {

@@ -56,7 +56,7 @@ bool limit_thread_stacks(size_t bytes) {
 }
 
 bool lock_memory() {
-  if (kSanitizerDisablesMemoryLock) {
+  if (sanitizer_disables_memory_lock) {
     log_warning(
         "cannot lock the daemon in memory (an AddressSanitizer or ThreadSanitizer build, where "
         "mlockall does nothing): the daemon can be paged out while the kernel waits on it to "
@@ -96,9 +96,9 @@ bool become_io_flusher() {
 
 bool protect_from_oom() {
   UniqueFd fd(::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC));
-  static constexpr char kNever[] = "-1000";
-  bool written =
-      fd && ::write(fd.get(), kNever, sizeof kNever - 1) == static_cast<ssize_t>(sizeof kNever - 1);
+  static constexpr char never_kill_score[] = "-1000";
+  bool written = fd && ::write(fd.get(), never_kill_score, sizeof never_kill_score - 1) ==
+                           static_cast<ssize_t>(sizeof never_kill_score - 1);
   if (written) {
     g_oom_protected.store(true, std::memory_order_relaxed);
     return true;

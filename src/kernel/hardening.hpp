@@ -23,15 +23,15 @@ struct HardeningState {
 // reports success (locking their terabytes of shadow mappings is impossible):
 // in such builds lock_memory() says so instead of pretending.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-inline constexpr bool kSanitizerDisablesMemoryLock = true;
+inline constexpr bool sanitizer_disables_memory_lock = true;
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-inline constexpr bool kSanitizerDisablesMemoryLock = true;
+inline constexpr bool sanitizer_disables_memory_lock = true;
 #else
-inline constexpr bool kSanitizerDisablesMemoryLock = false;
+inline constexpr bool sanitizer_disables_memory_lock = false;
 #endif
 #else
-inline constexpr bool kSanitizerDisablesMemoryLock = false;
+inline constexpr bool sanitizer_disables_memory_lock = false;
 #endif
 
 // The stack size of every thread created from now on in this process (ours
@@ -40,8 +40,8 @@ inline constexpr bool kSanitizerDisablesMemoryLock = false;
 // RLIMIT_STACK (usually 8 MiB): 16 workers would pin 128 MiB for stacks that
 // use a few KiB. Call it first in main, before any thread exists. Returns
 // false (and logs) only if glibc refuses the size.
-inline constexpr size_t kThreadStackBytes = size_t{1} << 20;
-bool limit_thread_stacks(size_t bytes = kThreadStackBytes);
+inline constexpr size_t thread_stack_bytes = size_t{1} << 20;
+bool limit_thread_stacks(size_t bytes = thread_stack_bytes);
 
 // mlockall(MCL_CURRENT | MCL_FUTURE): every page of the daemon, present and
 // future, stays in RAM, so the kernel never has to page the daemon in while

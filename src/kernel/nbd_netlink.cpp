@@ -400,8 +400,9 @@ void trigger_change_uevent(std::string_view block_device_name) {
     throw StartupError(exit_code::os_error, "cannot open " + path + ": " + std::strerror(errno) +
                                                 "; is the device still there?");
   }
-  static constexpr char kChange[] = "change";
-  if (::write(fd.get(), kChange, sizeof kChange - 1) != static_cast<ssize_t>(sizeof kChange - 1)) {
+  static constexpr char change_word[] = "change";
+  if (::write(fd.get(), change_word, sizeof change_word - 1) !=
+      static_cast<ssize_t>(sizeof change_word - 1)) {
     throw StartupError(exit_code::os_error,
                        "cannot ask udev to refresh " + path + ": " + std::strerror(errno));
   }

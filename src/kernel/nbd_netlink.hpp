@@ -83,7 +83,7 @@ struct NbdConnectParams {
   // on these sockets would obey them.
   std::vector<int> socket_fds;
   uint64_t size_bytes = 0;  // a multiple of block_size
-  uint64_t block_size = kExportBlockBytes;
+  uint64_t block_size = export_block_bytes;
   // The transmission flags our server announces (NBD_FLAG_HAS_FLAGS,
   // NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_TRIM, NBD_FLAG_CAN_MULTI_CONN, ...):
   // the kernel enables discard and write cache handling from them, and needs

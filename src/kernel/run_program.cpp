@@ -17,7 +17,7 @@ extern char** environ;
 namespace vramswap::kernel {
 namespace {
 
-constexpr size_t kKeptOutput = 4096;
+constexpr size_t kept_output = 4096;
 
 bool is_executable_file(const std::string& path) {
   struct stat st {};
@@ -42,9 +42,9 @@ std::string drain(int fd) {
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;
     kept.append(buffer, static_cast<size_t>(got));
-    if (kept.size() > 2 * kKeptOutput) kept.erase(0, kept.size() - kKeptOutput);
+    if (kept.size() > 2 * kept_output) kept.erase(0, kept.size() - kept_output);
   }
-  if (kept.size() > kKeptOutput) kept.erase(0, kept.size() - kKeptOutput);
+  if (kept.size() > kept_output) kept.erase(0, kept.size() - kept_output);
   return kept;
 }
 

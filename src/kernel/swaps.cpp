@@ -116,7 +116,7 @@ std::optional<SwapEntry> active_swap_for_device(const std::string& device_path) 
 }
 
 void make_swap(const std::string& path, std::string_view label) {
-  std::string cut_label(label.substr(0, kSwapLabelMax));
+  std::string cut_label(label.substr(0, swap_label_max));
   ProgramResult result = run_program({"mkswap", "-L", cut_label, path});
   if (result.succeeded()) return;
   if (!result.started) {

@@ -44,7 +44,7 @@ std::optional<SwapEntry> active_swap_for_device(const std::string& device_path);
 
 // The longest label mkswap stores whole: the header has 16 bytes for it,
 // and mkswap keeps one for the terminating NUL (and warns when it cuts).
-inline constexpr size_t kSwapLabelMax = 15;
+inline constexpr size_t swap_label_max = 15;
 
 // Runs util-linux's `mkswap -L LABEL PATH` (the label cut to 15 bytes). Throws
 // StartupError with mkswap's own last line of error output when it fails.

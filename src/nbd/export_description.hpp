@@ -23,7 +23,7 @@ inline constexpr uint16_t served_transmission_flags =
 // 512 matches the kernel's sector; 32 MiB is the payload every client may
 // assume without asking.
 inline constexpr uint32_t default_min_block = 512;
-inline constexpr uint32_t default_preferred_block = kExportBlockBytes;
+inline constexpr uint32_t default_preferred_block = export_block_bytes;
 inline constexpr uint32_t default_max_payload = 32u << 20;
 
 // Longest name and description an export may be configured with. The spec

@@ -16,9 +16,9 @@ namespace vramswap::status {
 // files; their format is versioned so an older CLI can tell a newer daemon.
 // The I/O counters (common/io_counters.hpp) are its own fields, by name.
 struct InstanceStatus : IoCounters {
-  static constexpr int kFormatVersion = 1;
+  static constexpr int format_version = 1;
 
-  int format = kFormatVersion;
+  int format = format_version;
   std::string instance;
   int64_t pid = 0;
   // "serving", "stopping"; "crashed": the daemon died, and systemd's

@@ -32,8 +32,8 @@ namespace vramswap::store {
 // The hot-path calls allocate nothing and take no lock.
 class BlockChecksums {
  public:
-  static constexpr uint32_t kBlockBytes = kExportBlockBytes;
-  static constexpr uint64_t kNoMismatch = std::numeric_limits<uint64_t>::max();
+  static constexpr uint32_t block_bytes = export_block_bytes;
+  static constexpr uint64_t no_mismatch = std::numeric_limits<uint64_t>::max();
 
   // A block whose bytes arrive in pieces (a write payload spread over
   // receives and rounds): the checksum so far and how many bytes it covers.
@@ -44,7 +44,7 @@ class BlockChecksums {
 
   // Every entry starts as the checksum of a zero block: the VRAM behind the
   // export must be zeroed before it is served. `export_bytes` must be a
-  // multiple of kBlockBytes.
+  // multiple of block_bytes.
   explicit BlockChecksums(uint64_t export_bytes);
 
   // Records the checksums of export bytes [offset, offset + len) = data,
@@ -70,7 +70,7 @@ class BlockChecksums {
   bool adopt(uint64_t offset, uint32_t recorded, const std::byte* block) noexcept;
   // Checks whole blocks: data holds export bytes [offset, offset + len).
   // Returns the export offset of the first block that does not match, or
-  // kNoMismatch.
+  // no_mismatch.
   uint64_t first_mismatch(uint64_t offset, const std::byte* data, size_t len) const noexcept;
 
   uint64_t table_bytes() const noexcept {
@@ -82,8 +82,8 @@ class BlockChecksums {
 
  private:
   // A block's writers in flight (low bits) and whether two overlapped.
-  static constexpr uint16_t kRaced = 0x8000;
-  static constexpr uint16_t kWritersMask = 0x7fff;  // saturates: then never adopted
+  static constexpr uint16_t raced_mark = 0x8000;
+  static constexpr uint16_t writers_mask = 0x7fff;  // saturates: then never adopted
 
   uint64_t blocks_;
   uint32_t zero_block_;

@@ -90,9 +90,9 @@ class ChunkPins {
 // itself waiting for a mover.
 class ChunkMap {
  public:
-  static constexpr uint64_t default_chunk_bytes = kChunkBytes;
+  static constexpr uint64_t default_chunk_bytes = vram_chunk_bytes;
   // Live data is tracked per export block.
-  static constexpr uint64_t block_bytes = kExportBlockBytes;
+  static constexpr uint64_t block_bytes = export_block_bytes;
 
   // export_bytes: whole blocks, at least one. chunk_bytes: whole blocks, at
   // least one. Throws std::invalid_argument otherwise. Every chunk starts

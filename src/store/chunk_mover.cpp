@@ -9,7 +9,7 @@ namespace {
 
 // The stream records no more than this many tagged parts per round: the
 // mover queues one copy per round and tags none.
-constexpr size_t kStreamParts = 4;
+constexpr size_t stream_parts = 4;
 
 MoveResult failure(Tier tier, const char* cause, cuda::Status status,
                    int error_number = 0) noexcept {
@@ -69,7 +69,7 @@ ChunkMover::ChunkMover(ChunkMap& map, VramStore& store, SpillArea& spill)
       store_(&matching_store(map, store, spill)),
       spill_(&spill),
       staging_(store.context(), map.chunk_bytes()),
-      stream_(store, nullptr, 0, kStreamParts) {}
+      stream_(store, nullptr, 0, stream_parts) {}
 
 MoveResult ChunkMover::refused(ChunkMap::MoveStart start, Tier tier) noexcept {
   MoveResult result = success(MoveOutcome::busy, tier);

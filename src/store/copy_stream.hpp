@@ -55,7 +55,7 @@ namespace vramswap::store {
 // returns CUDA_ERROR_INVALID_VALUE and touches nothing: callers validate
 // requests first, this is defence in depth.
 //
-// With a copy kernel, copies smaller than kDmaCopyBytes between VRAM and
+// With a copy kernel, copies smaller than dma_copy_bytes between VRAM and
 // buffers given to map() are not queued at once but collected, and
 // synchronize() sends them as one kernel launch (or, if only one, as one DMA
 // copy): many small copies then cost one driver call instead of one each.

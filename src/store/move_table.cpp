@@ -43,12 +43,12 @@ bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
       break;
     }
   }
-  const size_t pieces = (bytes + kMaxBlockMoveBytes - 1) / kMaxBlockMoveBytes;
-  if (!region || bytes >= kDmaCopyBytes || count_ + pieces > capacity_) return false;
+  const size_t pieces = (bytes + max_block_move_bytes - 1) / max_block_move_bytes;
+  if (!region || bytes >= dma_copy_bytes || count_ + pieces > capacity_) return false;
   auto* table = reinterpret_cast<BlockMove*>(table_.data());
-  for (uint64_t done = 0; done < bytes; done += kMaxBlockMoveBytes) {
+  for (uint64_t done = 0; done < bytes; done += max_block_move_bytes) {
     const uint32_t piece =
-        static_cast<uint32_t>(std::min<uint64_t>(bytes - done, kMaxBlockMoveBytes));
+        static_cast<uint32_t>(std::min<uint64_t>(bytes - done, max_block_move_bytes));
     host_of_[count_] = host + done;
     table[count_++] = BlockMove{region->device + static_cast<uint64_t>(host + done - region->host),
                                 device + done, piece, to_device ? 1u : 0u};

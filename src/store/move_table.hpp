@@ -26,7 +26,7 @@ class MoveTable {
   bool map(const PinnedBuffer& buffer);
 
   // Adds a move of one VRAM extent; false when `host` is not in a mapped
-  // buffer, the copy is large enough for DMA (kDmaCopyBytes) or the table is
+  // buffer, the copy is large enough for DMA (dma_copy_bytes) or the table is
   // full: the caller copies it by DMA then.
   bool add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes, bool to_device) noexcept;
   size_t size() const noexcept { return count_; }

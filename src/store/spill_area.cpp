@@ -25,10 +25,10 @@ namespace vramswap::store {
 
 namespace {
 
-constexpr char kMagic[16] = "vramswap-spill\n";
-constexpr size_t kInstanceBytes = 64;
+constexpr char spill_magic[16] = "vramswap-spill\n";
+constexpr size_t instance_bytes = 64;
 // How much is written per call while a new file is filled with zeros.
-constexpr size_t kFillBytes = 4 * 1024 * 1024;
+constexpr size_t fill_bytes = 4 * 1024 * 1024;
 
 // The first 4 KiB of the file (the rest of that block is zero).
 struct Header {
@@ -36,7 +36,7 @@ struct Header {
   uint32_t version;
   uint32_t header_bytes;
   uint64_t export_bytes;
-  char instance[kInstanceBytes];
+  char instance[instance_bytes];
 };
 static_assert(sizeof(Header) <= SpillArea::header_bytes);
 
@@ -83,7 +83,7 @@ UniqueFd open_direct(const std::string& path, int flags, const std::string& dire
 bool read_header(int fd, SpillBuffer& block, Header& header) {
   if (transfer(fd, false, 0, block.data(), SpillArea::header_bytes) != 0) return false;
   std::memcpy(&header, block.data(), sizeof header);
-  return std::memcmp(header.magic, kMagic, sizeof kMagic) == 0;
+  return std::memcmp(header.magic, spill_magic, sizeof spill_magic) == 0;
 }
 
 void check_filesystem(const std::string& directory) {
@@ -133,20 +133,20 @@ void create(const std::string& path, const std::string& directory, uint64_t expo
   ::unlink(temporary.c_str());
   UniqueFd fd = open_direct(temporary, O_CREAT | O_EXCL, directory);
   disable_copy_on_write(fd.get(), temporary);
-  SpillBuffer zeros(kFillBytes);
+  SpillBuffer zeros(fill_bytes);
   const uint64_t total = SpillArea::header_bytes + export_bytes;
   int error = 0;
   for (uint64_t position = SpillArea::header_bytes; error == 0 && position < total;
-       position += kFillBytes)
+       position += fill_bytes)
     error = transfer(fd.get(), true, position, zeros.data(),
-                     std::min<uint64_t>(kFillBytes, total - position));
+                     std::min<uint64_t>(fill_bytes, total - position));
   if (error == 0) {
     Header header{};
-    std::memcpy(header.magic, kMagic, sizeof kMagic);
+    std::memcpy(header.magic, spill_magic, sizeof spill_magic);
     header.version = SpillArea::format_version;
     header.header_bytes = SpillArea::header_bytes;
     header.export_bytes = export_bytes;
-    instance.copy(header.instance, kInstanceBytes - 1);
+    instance.copy(header.instance, instance_bytes - 1);
     std::memcpy(zeros.data(), &header, sizeof header);
     error = transfer(fd.get(), true, 0, zeros.data(), SpillArea::header_bytes);
   }
@@ -181,7 +181,7 @@ SpillArea SpillArea::open(const std::string& path, uint64_t export_bytes,
                           std::string_view instance) {
   if (export_bytes == 0 || export_bytes % alignment != 0)
     throw std::invalid_argument("spill area: the export must be a whole number of 4 KiB blocks");
-  if (instance.size() >= kInstanceBytes)
+  if (instance.size() >= instance_bytes)
     refuse(exit_code::config, "instance name longer than 63 bytes: " + std::string(instance));
   const std::string directory = std::filesystem::path(path).parent_path().empty()
                                     ? std::string(".")
@@ -208,7 +208,7 @@ SpillArea SpillArea::open(const std::string& path, uint64_t export_bytes,
       refuse(
           exit_code::config,
           path + " is not a vramswap spill file; remove it or name another file with spill = PATH");
-    header.instance[kInstanceBytes - 1] = '\0';
+    header.instance[instance_bytes - 1] = '\0';
     if (instance != header.instance)
       refuse(exit_code::config, path + " belongs to instance '" + header.instance +
                                     "'; give instance '" + std::string(instance) +

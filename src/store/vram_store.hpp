@@ -41,13 +41,13 @@ class VramStore {
   // that the chunk mover frees exactly the VRAM of the chunk it evicted. On
   // the fake driver a 16 GiB export in 2 MiB chunks (8192 cuMemCreate +
   // cuMemMap) starts in well under a second (src/store/ELASTIC.md).
-  static constexpr uint64_t default_chunk_bytes = kChunkBytes;
+  static constexpr uint64_t default_chunk_bytes = vram_chunk_bytes;
   // Chunk sizes are whole multiples of this: the driver's page for large
   // allocations, which is its allocation granularity on every GPU so far
   // (allocate() checks the driver's own answer).
   static constexpr uint64_t granularity = 2 * MiB;
   // Exports are whole export blocks.
-  static constexpr uint64_t block_bytes = kExportBlockBytes;
+  static constexpr uint64_t block_bytes = export_block_bytes;
 
   // chunk_bytes: a multiple of `granularity`, at least `granularity`; throws
   // std::invalid_argument otherwise. Allocates nothing.

@@ -648,7 +648,7 @@ CUresult run_block_moves(const Operation& operation) {
   const PiecesCleared cleared{pieces};
   for (size_t i = 0; i < operation.length; ++i) {
     const vramswap::store::BlockMove move = moves[i];
-    if (move.bytes > vramswap::store::kMaxBlockMoveBytes ||
+    if (move.bytes > vramswap::store::max_block_move_bytes ||
         !resolve_locked(move.device, move.bytes, /*device=*/-1, pieces) ||
         !mapped_host_range_locked(move.host, move.bytes)) {
       report("copy kernel: move " + std::to_string(i) + " touches memory it may not (host " +
@@ -1290,7 +1290,7 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   if (g_config.no_kernel) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
   const std::string ptx(static_cast<const char*>(image));
   if (ptx.find(".version") == std::string::npos ||
-      ptx.find(std::string(".entry ") + vramswap::store::kBlockMoveKernelName + "(") ==
+      ptx.find(std::string(".entry ") + vramswap::store::block_move_kernel_name + "(") ==
           std::string::npos) {
     return CUDA_ERROR_INVALID_PTX;
   }
@@ -1305,7 +1305,8 @@ CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* 
   if (!function || !name) return CUDA_ERROR_INVALID_VALUE;
   std::shared_lock lock(g_lock);
   if (!g_modules.contains(module)) return CUDA_ERROR_INVALID_HANDLE;
-  if (std::string_view(name) != vramswap::store::kBlockMoveKernelName) return CUDA_ERROR_NOT_FOUND;
+  if (std::string_view(name) != vramswap::store::block_move_kernel_name)
+    return CUDA_ERROR_NOT_FOUND;
   *function = &g_copy_kernel;
   return CUDA_SUCCESS;
 }

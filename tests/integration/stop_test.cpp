@@ -27,7 +27,7 @@ namespace {
 
 constexpr uint32_t kBlock = 4096;
 constexpr uint32_t kESHUTDOWN = 108;
-constexpr auto kDrainBound = std::chrono::seconds(5);  // engine::kStopDrainMs
+constexpr auto kDrainBound = std::chrono::seconds(5);  // engine::default_stop_drain_ms
 
 // An NBD request header, for requests sent back to back in one write.
 std::vector<uint8_t> request(uint16_t type, uint64_t cookie, uint64_t offset, uint32_t length) {

@@ -12,7 +12,7 @@ using vramswap::test::random_bytes;
 
 namespace {
 
-constexpr uint32_t kBlock = BlockChecksums::kBlockBytes;
+constexpr uint32_t kBlock = BlockChecksums::block_bytes;
 
 }  // namespace
 
@@ -28,7 +28,7 @@ TEST_CASE("a fresh table vouches for zeroed VRAM and nothing else") {
   BlockChecksums sums(16 * kBlock);
   CHECK(sums.table_bytes() == 16 * (sizeof(uint32_t) + sizeof(uint16_t)));
   const std::vector<std::byte> zeros(4 * kBlock);
-  CHECK(sums.first_mismatch(0, zeros.data(), zeros.size()) == BlockChecksums::kNoMismatch);
+  CHECK(sums.first_mismatch(0, zeros.data(), zeros.size()) == BlockChecksums::no_mismatch);
   auto data = random_bytes(kBlock, 1);
   CHECK(sums.first_mismatch(3 * kBlock, data.data(), kBlock) == 3 * kBlock);
 }
@@ -46,13 +46,13 @@ TEST_CASE("blocks written in odd pieces are recorded whole, and a flipped bit is
   }
   sums.absorb(partial, offset + done, data.data() + done, data.size() - done);
   CHECK(partial.filled == 0);
-  CHECK(sums.first_mismatch(offset, data.data(), data.size()) == BlockChecksums::kNoMismatch);
+  CHECK(sums.first_mismatch(offset, data.data(), data.size()) == BlockChecksums::no_mismatch);
 
   auto flipped = data;
   flipped[5 * kBlock + 17] ^= std::byte{0x04};
   CHECK(sums.first_mismatch(offset, flipped.data(), flipped.size()) == offset + 5 * kBlock);
   // Blocks before the damaged one still check out on their own.
-  CHECK(sums.first_mismatch(offset, flipped.data(), 5 * kBlock) == BlockChecksums::kNoMismatch);
+  CHECK(sums.first_mismatch(offset, flipped.data(), 5 * kBlock) == BlockChecksums::no_mismatch);
 }
 
 TEST_CASE("zeroed ranges check out as zeros again") {
@@ -62,10 +62,10 @@ TEST_CASE("zeroed ranges check out as zeros again") {
   sums.absorb(partial, 0, data.data(), data.size());
   sums.record_zeroes(2 * kBlock, 3 * kBlock);
   const std::vector<std::byte> zeros(3 * kBlock);
-  CHECK(sums.first_mismatch(2 * kBlock, zeros.data(), zeros.size()) == BlockChecksums::kNoMismatch);
-  CHECK(sums.first_mismatch(0, data.data(), 2 * kBlock) == BlockChecksums::kNoMismatch);
+  CHECK(sums.first_mismatch(2 * kBlock, zeros.data(), zeros.size()) == BlockChecksums::no_mismatch);
+  CHECK(sums.first_mismatch(0, data.data(), 2 * kBlock) == BlockChecksums::no_mismatch);
   CHECK(sums.first_mismatch(5 * kBlock, data.data() + 5 * kBlock, 3 * kBlock) ==
-        BlockChecksums::kNoMismatch);
+        BlockChecksums::no_mismatch);
   CHECK(sums.first_mismatch(2 * kBlock, data.data() + 2 * kBlock, kBlock) == 2 * kBlock);
 }
 
@@ -104,7 +104,7 @@ TEST_CASE("a block two writes raced for takes what landed, once neither is in fl
     const auto recorded = sums.raced_checksum(at);
     REQUIRE(recorded);
     CHECK(sums.adopt(at, *recorded, first.data()));
-    CHECK(sums.first_mismatch(at, first.data(), kBlock) == BlockChecksums::kNoMismatch);
+    CHECK(sums.first_mismatch(at, first.data(), kBlock) == BlockChecksums::no_mismatch);
     CHECK_FALSE(sums.raced_checksum(at));  // checked as usual again
     CHECK(sums.first_mismatch(at, second.data(), kBlock) == at);
   }
@@ -119,7 +119,7 @@ TEST_CASE("a block two writes raced for takes what landed, once neither is in fl
     sums.writes_begin(at, kBlock);
     record(sums, at, second);
     CHECK_FALSE(sums.adopt(at, *recorded, first.data()));
-    CHECK(sums.first_mismatch(at, second.data(), kBlock) == BlockChecksums::kNoMismatch);
+    CHECK(sums.first_mismatch(at, second.data(), kBlock) == BlockChecksums::no_mismatch);
   }
   SECTION("a lone write after a race clears the mark") {
     sums.writes_begin(at, kBlock);

@@ -70,7 +70,7 @@ TEST_CASE(
   burst(policy, now);
   REQUIRE(policy.spin(now + 1 * us));
   CHECK_FALSE(policy.spin(now + 60 * us));  // nothing came: 1 ms back-off
-  CHECK(policy.backoff_ns() == BusyPollPolicy::kMinBackoffNs);
+  CHECK(policy.backoff_ns() == BusyPollPolicy::min_backoff_ns);
 
   now += 100 * us;
   burst(policy, now);  // a new burst within the back-off: no spinning
@@ -80,7 +80,7 @@ TEST_CASE(
   burst(policy, now);
   REQUIRE(policy.spin(now + 1 * us));
   CHECK_FALSE(policy.spin(now + 60 * us));
-  CHECK(policy.backoff_ns() == 2 * BusyPollPolicy::kMinBackoffNs);
+  CHECK(policy.backoff_ns() == 2 * BusyPollPolicy::min_backoff_ns);
 
   now += 3 * ms;
   burst(policy, now);
@@ -91,12 +91,12 @@ TEST_CASE(
   CHECK(policy.spin(now + 1 * us));
 
   for (int i = 0; i < 40; ++i) {  // bounded: never more than a second
-    now += 2 * BusyPollPolicy::kMaxBackoffNs;
+    now += 2 * BusyPollPolicy::max_backoff_ns;
     burst(policy, now);
     REQUIRE(policy.spin(now + 1 * us));
     CHECK_FALSE(policy.spin(now + 60 * us));
   }
-  CHECK(policy.backoff_ns() == BusyPollPolicy::kMaxBackoffNs);
+  CHECK(policy.backoff_ns() == BusyPollPolicy::max_backoff_ns);
 }
 
 TEST_CASE("oversubscribed: more runnable threads than CPUs, never spin") {
@@ -114,14 +114,14 @@ TEST_CASE("oversubscribed: more runnable threads than CPUs, never spin") {
     CHECK_FALSE(policy.spin(now + 1 * us));
     CHECK(load.reads == reads);
     load.runnable = 2;  // as many as CPUs: spare enough
-    now += BusyPollPolicy::kLoadRecheckNs;
+    now += BusyPollPolicy::load_recheck_ns;
     burst(policy, now);
     CHECK(policy.spin(now + 1 * us));
     CHECK(load.reads == reads + 1);
   }
   SECTION("an unknown load does not stop spinning") {
     load.runnable.reset();
-    now += BusyPollPolicy::kLoadRecheckNs;
+    now += BusyPollPolicy::load_recheck_ns;
     burst(policy, now);
     CHECK(policy.spin(now + 1 * us));
   }
@@ -135,7 +135,7 @@ TEST_CASE("on battery: never spin, and back on mains, spinning resumes") {
   burst(policy, now);
   CHECK_FALSE(policy.spin(now + 1 * us));
   load.battery = false;
-  now += BusyPollPolicy::kBatteryRecheckNs;
+  now += BusyPollPolicy::battery_recheck_ns;
   burst(policy, now);
   CHECK(policy.spin(now + 1 * us));
 }

@@ -122,7 +122,7 @@ TEST_CASE("lock_memory locks the process's pages (VmLck grows)") {
   int locked = 0, recorded = 0;
   long before = 0, after = 0;
   std::istringstream(child.report) >> locked >> before >> after >> recorded;
-  if (kSanitizerDisablesMemoryLock) {
+  if (sanitizer_disables_memory_lock) {
     WARN("sanitizer build: lock_memory() must refuse and say why");
     CHECK(locked == 0);
     CHECK_THAT(child.stderr_text, Catch::Contains("AddressSanitizer"));
@@ -152,7 +152,8 @@ TEST_CASE("lock_memory without the privilege warns once, naming the risk and the
   CHECK(count_lines_containing(child.stderr_text, "warning: cannot lock the daemon in memory") ==
         1);
   CHECK_THAT(child.stderr_text, Catch::Contains("the machine can deadlock"));
-  if (!kSanitizerDisablesMemoryLock) CHECK_THAT(child.stderr_text, Catch::Contains("LimitMEMLOCK"));
+  if (!sanitizer_disables_memory_lock)
+    CHECK_THAT(child.stderr_text, Catch::Contains("LimitMEMLOCK"));
 }
 
 TEST_CASE("become_io_flusher is per thread, recorded, and warns at most once for 16 workers") {
@@ -249,7 +250,7 @@ TEST_CASE("threads of a locked daemon get small stacks, so locking them costs li
           pthread_attr_getstacksize(&attr, &size);
           pthread_attr_destroy(&attr);
         }
-        if (size == kThreadStackBytes) small_stacks.fetch_add(1);
+        if (size == thread_stack_bytes) small_stacks.fetch_add(1);
         while (!release.load())
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
       });
