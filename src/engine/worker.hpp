@@ -30,7 +30,9 @@ class Context;
 }
 namespace vramswap::store {
 class BlockChecksums;
+class ChunkMap;
 class CopyKernel;
+class SpillArea;
 class VramStore;
 }  // namespace vramswap::store
 
@@ -47,6 +49,18 @@ struct ServingContext {
   nbd::ExportGeometry geometry{};
   nbd::ExportDescription description{};
   EngineOptions options{};
+  // Elastic VRAM (src/store/ELASTIC.md); both null: every block is always in
+  // VRAM. Every request pins the chunks it touches, and each piece goes to
+  // the tier its chunk is in: VRAM through the round's copies, the spill
+  // area by synchronous O_DIRECT I/O, a chunk with no storage (`none`) reads
+  // as zeros.
+  store::ChunkMap* chunks = nullptr;
+  store::SpillArea* spill = nullptr;
+  // A write met a chunk with no storage: asks the elastic tier's mover to
+  // give it some (VRAM, or its place in the spill area); the write waits
+  // until the chunk is resident again. Called on the I/O path: it must not
+  // block, allocate or log.
+  std::function<void(size_t chunk)> want_storage;
   // Run first on every worker thread (e.g. PR_SET_IO_FLUSHER, which is per thread).
   std::function<void()> on_thread_start;
   // A kernel connection ended (the kernel disconnected, or a socket died).
