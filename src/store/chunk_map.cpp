@@ -193,8 +193,12 @@ ChunkMap::MoveStart ChunkMap::begin_move(size_t chunk, Motion direction,
 
 bool ChunkMap::complete_move(size_t chunk, Tier destination) noexcept {
   const Motion moving = motion(chunk);
-  const bool allowed = (moving == Motion::evicting && destination != Tier::vram) ||
-                       (moving == Motion::restoring && destination == Tier::vram);
+  // A restore lands in VRAM; one of a chunk with no storage (`none`) may
+  // land in the spill area instead, when there was no VRAM to give it.
+  const bool allowed =
+      (moving == Motion::evicting && destination != Tier::vram) ||
+      (moving == Motion::restoring &&
+       (destination == Tier::vram || (destination == Tier::spill && tier(chunk) == Tier::none)));
   if (!allowed) return false;
   end_move(chunk, destination);
   return true;

@@ -141,8 +141,9 @@ class ChunkMap {
   // requests wait from the moment it is marked.
   MoveStart begin_move(size_t chunk, Motion direction, const Deadline& deadline) noexcept;
   // The move worked: the chunk is resident in `destination` (evicting: spill,
-  // or none when it held no live data; restoring: vram). Waiting requests go
-  // on and see the new tier.
+  // or none when it held no live data; restoring: vram, or spill for a chunk
+  // that was `none`: storage given to it in the spill area when no VRAM was
+  // to be had). Waiting requests go on and see the new tier.
   // False (and nothing changes) when the chunk is not in motion or
   // `destination` does not fit its direction: the mover must abandon it then.
   bool complete_move(size_t chunk, Tier destination) noexcept;

@@ -1,6 +1,7 @@
 #include "store/chunk_mover.hpp"
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 namespace vramswap::store {
@@ -154,12 +155,35 @@ MoveResult ChunkMover::copy_in(size_t chunk, bool from_spill) noexcept {
   return success(from_spill ? MoveOutcome::moved : MoveOutcome::moved_free, Tier::vram);
 }
 
-MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline) noexcept {
+MoveResult ChunkMover::zero_spill(size_t chunk) noexcept {
+  const uint64_t offset = map_->chunk_offset(chunk);
+  const uint64_t length = map_->chunk_length(chunk);
+  std::memset(staging_.data(), 0, length);
+  if (const int error = spill_->write(offset, staging_.data(), length); error != 0) {
+    return failure(Tier::none, "zero the chunk's place in the spill area", cuda::Status{}, error);
+  }
+  return success(MoveOutcome::moved_free, Tier::spill);
+}
+
+MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline, NoVram no_vram) noexcept {
   const ChunkMap::MoveStart start = map_->begin_move(chunk, Motion::restoring, deadline);
   if (start != ChunkMap::MoveStart::started) return refused(start, map_->tier(chunk));
   const Tier source = map_->tier(chunk);
   if (const cuda::Status status = store_->commit(chunk); !status.ok()) {
-    map_->abandon_move(chunk);  // commit holds nothing on failure
+    // commit holds nothing on failure. A chunk with no storage that a write
+    // waits for may live in the spill area instead: swap goes on, slower.
+    if (source == Tier::none && no_vram == NoVram::spill &&
+        status.code() == cuda::CUDA_ERROR_OUT_OF_MEMORY) {
+      const MoveResult zeroed = zero_spill(chunk);
+      if (zeroed.outcome == MoveOutcome::failed || !map_->complete_move(chunk, Tier::spill)) {
+        map_->abandon_move(chunk);
+        return zeroed.outcome == MoveOutcome::failed
+                   ? zeroed
+                   : failure(Tier::none, "place the chunk in the spill area", status);
+      }
+      return zeroed;
+    }
+    map_->abandon_move(chunk);
     return failure(source, "take VRAM for the chunk", status);
   }
   // A chunk with no live block (never written, or trimmed since it left)

@@ -64,7 +64,10 @@ struct SweepReport {
 // restore(chunk): begin_move(restoring); fresh VRAM is committed, then
 // filled from the spill file through the staging buffer, or zero-filled for
 // a chunk with no live data; the chunk is marked `vram`. A failure releases
-// the fresh VRAM again and leaves the chunk in the spill area.
+// the fresh VRAM again and leaves the chunk in the spill area. A `none`
+// chunk restored with NoVram::spill when the GPU has no VRAM for it lands in
+// the spill area instead (its region zeroed), so that a write waiting for
+// storage can go on.
 //
 // Threads: one thread calls every method, bound to the store's context
 // (Context::bind_current_thread(); the constructor's thread is bound by
@@ -90,9 +93,18 @@ class ChunkMover {
   ChunkMover(const ChunkMover&) = delete;
   ChunkMover& operator=(const ChunkMover&) = delete;
 
+  // What a restore of a chunk with no storage (`none`) does when the driver
+  // has no VRAM for it (CUDA_ERROR_OUT_OF_MEMORY).
+  enum class NoVram : uint8_t {
+    fail,   // the restore fails; the chunk stays `none` (sweeps, the admin's restore)
+    spill,  // the chunk gets its place in the spill area instead, zeroed: a
+            // write that waits for storage (want_storage) goes on there
+  };
+
   // `deadline` bounds the wait for requests already holding the chunk.
   MoveResult evict(size_t chunk, const Deadline& deadline) noexcept;
-  MoveResult restore(size_t chunk, const Deadline& deadline) noexcept;
+  MoveResult restore(size_t chunk, const Deadline& deadline,
+                     NoVram no_vram = NoVram::fail) noexcept;
 
   // Every chunk (evict_all from the last down, restore_all from the first
   // up); each may wait `drain_wait` for its requests. A
@@ -110,6 +122,9 @@ class ChunkMover {
   MoveResult copy_out(size_t chunk) noexcept;
   // Fills the chunk's (committed) VRAM from the spill file, or with zeros.
   MoveResult copy_in(size_t chunk, bool from_spill) noexcept;
+  // Zeroes the chunk's region of the spill file (a `none` chunk given its
+  // place there): stale bytes of an older eviction must not show through.
+  MoveResult zero_spill(size_t chunk) noexcept;
   static MoveResult refused(ChunkMap::MoveStart start, Tier tier) noexcept;
   void count(SweepReport& report, const MoveResult& result, size_t chunk) const noexcept;
 

@@ -147,6 +147,28 @@ TEST_CASE("evict and restore: the chunk's tier changes only when the move comple
   CHECK(map.census().vram_bytes == 2 * kChunk);
 }
 
+TEST_CASE("a chunk with no storage may be restored into the spill area, no other chunk may") {
+  ChunkMap map(2 * kChunk, kChunk, Tier::none);
+  // `none` -> spill: the chunk is given its place in the spill area (no VRAM
+  // was to be had), and requests see it there.
+  REQUIRE(map.begin_move(0, Motion::restoring, soon()) == Start::started);
+  CHECK_FALSE(map.complete_move(0, Tier::none));
+  REQUIRE(map.complete_move(0, Tier::spill));
+  CHECK(map.tier(0) == Tier::spill);
+  CHECK(map.motion(0) == Motion::resident);
+  ChunkPins pins = map.pin(0, kBlock, soon());
+  REQUIRE(pins.ok());
+  CHECK(pins.tier(0) == Tier::spill);
+  pins.release();
+
+  // A chunk already in the spill area is restored to VRAM only.
+  REQUIRE(map.begin_move(0, Motion::restoring, soon()) == Start::started);
+  CHECK_FALSE(map.complete_move(0, Tier::spill));
+  CHECK(map.motion(0) == Motion::restoring);
+  REQUIRE(map.complete_move(0, Tier::vram));
+  CHECK(map.tier(0) == Tier::vram);
+}
+
 TEST_CASE("a move the chunk's state does not allow is refused and changes nothing") {
   ChunkMap map(2 * kChunk, kChunk);
   CHECK(map.begin_move(0, Motion::restoring, soon()) == Start::wrong_tier);  // already in VRAM

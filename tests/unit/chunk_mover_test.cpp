@@ -473,3 +473,45 @@ TEST_CASE("mover: a map, store and spill area of different exports are refused")
   ChunkMap other_chunk(2 * kChunk, kChunk / 2);
   CHECK_THROWS_AS(ChunkMover(other_chunk, rig.store, rig.spill), std::invalid_argument);
 }
+
+TEST_CASE("mover: a chunk with no storage gets its place in the spill area when VRAM is gone") {
+  Rig rig(2 * kChunk);
+  rig.write(0, 2 * kChunk, 25);
+  // Chunk 1 goes to the spill area with data, then loses its live data and
+  // leaves for `none`: its region of the spill file still holds the pattern.
+  REQUIRE(rig.mover.evict(1, soon()).outcome == MoveOutcome::moved);
+  REQUIRE(rig.spill_holds(1, 25));
+  REQUIRE(rig.mover.restore(1, soon()).outcome == MoveOutcome::moved);
+  rig.map.mark_unused(kChunk, kChunk);
+  REQUIRE(rig.mover.evict(1, soon()).outcome == MoveOutcome::moved_free);
+  REQUIRE(rig.map.tier(1) == Tier::none);
+
+  rig.control->other_program_bytes.store(kGpuFree);
+  REQUIRE(rig.free_bytes() == 0);
+  // Without the fallback the restore fails, and the chunk stays `none`.
+  const MoveResult refused = rig.mover.restore(1, soon());
+  CHECK(refused.outcome == MoveOutcome::failed);
+  CHECK(refused.cuda_status.code() == cuda::CUDA_ERROR_OUT_OF_MEMORY);
+  CHECK(rig.map.tier(1) == Tier::none);
+
+  // With it, the chunk lands in the spill area, its region zeroed.
+  const MoveResult placed = rig.mover.restore(1, soon(), ChunkMover::NoVram::spill);
+  CHECK(placed.outcome == MoveOutcome::moved_free);
+  CHECK(placed.tier == Tier::spill);
+  CHECK(rig.map.tier(1) == Tier::spill);
+  CHECK(rig.map.motion(1) == Motion::resident);
+  CHECK_FALSE(rig.store.committed(1));
+  CHECK(rig.spill_holds(1, -1));
+
+  // Only a chunk with no storage falls back: one in the spill area with data
+  // waits for VRAM (its data is safe where it is).
+  rig.map.mark_written(kChunk, 4096);
+  const MoveResult spilled = rig.mover.restore(1, soon(), ChunkMover::NoVram::spill);
+  CHECK(spilled.outcome == MoveOutcome::failed);
+  CHECK(rig.map.tier(1) == Tier::spill);
+
+  rig.control->other_program_bytes.store(0);
+  CHECK(rig.mover.restore(1, soon()).outcome == MoveOutcome::moved);
+  CHECK(rig.map.tier(1) == Tier::vram);
+  CHECK(rig.vram_holds(0, 25));
+}
