@@ -8,6 +8,7 @@
 #include "engine/limits.hpp"
 #include "nbd/handshake.hpp"
 #include "store/block_checksums.hpp"
+#include "store/chunk_map.hpp"
 
 namespace vramswap::engine {
 
@@ -30,6 +31,12 @@ struct Reply {
   bool complete = false;      // false while a write's payload is still arriving
   bool copy_pending = false;  // a copy for it is queued this round: the sync decides its fate
   bool copy_failed = false;   // one of this round's copies for it did not land
+  // Elastic VRAM: this round's staged data came (partly) from the spill area
+  // or is zeros of a chunk with no storage, not from VRAM.
+  bool staged_elsewhere = false;
+  // Elastic VRAM: the chunks of the request's range, pinned from the moment
+  // its header is decided until storage is done with it (ChunkGate).
+  store::ChunkPins pins;
   std::array<std::byte, 16> header{};
 
   static constexpr uint32_t header_bytes = 16;
@@ -85,6 +92,11 @@ struct Connection {
   bool needs_round = false;      // stopped for want of arena space or slots: come back
   bool in_round = false;
   bool disconnect_requested = false;
+  // Elastic VRAM: since when the next request waits for a chunk in motion
+  // (or a write for a chunk to be given storage); 0: not waiting. When the
+  // mover was last asked for storage (ChunkGate::admit).
+  int64_t chunk_wait_since_ns = 0;
+  int64_t storage_asked_ns = 0;
 
   Reply& reply_at(size_t i) noexcept { return replies[(reply_head + i) % reply_slots]; }
   bool replies_full() const noexcept { return reply_count == reply_slots; }
@@ -95,6 +107,7 @@ struct Connection {
     return r;
   }
   void pop_reply() noexcept {
+    replies[reply_head].pins.release();
     reply_head = (reply_head + 1) % reply_slots;
     --reply_count;
   }

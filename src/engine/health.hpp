@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 
 #include "common/log.hpp"
 
@@ -56,6 +57,40 @@ class Health {
     }
   }
 
+  // Elastic VRAM: a read or write of the spill area failed (errno `error`);
+  // the request it served is answered EIO.
+  void spill_failed(int error, uint64_t offset) noexcept {
+    spill_failures_.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (spill_limit_.allow(suppressed)) {
+      log_error("spill area I/O failed at offset %llu (%s): the request gets EIO; check the "
+                "spill file's disk (dmesg) (%llu similar not logged)",
+                static_cast<unsigned long long>(offset), std::strerror(error),
+                static_cast<unsigned long long>(suppressed));
+    }
+  }
+
+  // Elastic VRAM: a request waited `seconds` for a chunk that stayed in
+  // motion (or without storage) and is answered EIO.
+  void chunk_wait_failed(uint64_t offset, int64_t seconds) noexcept {
+    chunk_wait_failures_.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (chunk_wait_limit_.allow(suppressed)) {
+      log_error("a request at offset %llu waited %llds for its chunk to finish moving (or to "
+                "be given storage) and gets EIO: the chunk mover is stuck or failing "
+                "(%llu similar not logged)",
+                static_cast<unsigned long long>(offset), static_cast<long long>(seconds),
+                static_cast<unsigned long long>(suppressed));
+    }
+  }
+
+  uint64_t spill_failures() const noexcept {
+    return spill_failures_.load(std::memory_order_relaxed);
+  }
+  uint64_t chunk_wait_failures() const noexcept {
+    return chunk_wait_failures_.load(std::memory_order_relaxed);
+  }
+
   bool device_lost() const noexcept { return device_lost_.load(std::memory_order_relaxed); }
   uint64_t copy_failures() const noexcept { return copy_failures_.load(std::memory_order_relaxed); }
   uint64_t checksum_failures() const noexcept {
@@ -63,7 +98,8 @@ class Health {
   }
   bool degraded() const noexcept {
     return device_lost() || copy_failures() != 0 ||
-           failed_copy_calls_.load(std::memory_order_relaxed) != 0 || checksum_failures() != 0;
+           failed_copy_calls_.load(std::memory_order_relaxed) != 0 || checksum_failures() != 0 ||
+           spill_failures() != 0 || chunk_wait_failures() != 0;
   }
 
  private:
@@ -71,9 +107,13 @@ class Health {
   std::atomic<uint64_t> copy_failures_{0};      // requests
   std::atomic<uint64_t> failed_copy_calls_{0};  // calls (counted for users in WorkerStats)
   std::atomic<uint64_t> checksum_failures_{0};
+  std::atomic<uint64_t> spill_failures_{0};
+  std::atomic<uint64_t> chunk_wait_failures_{0};
   LogRateLimit copy_limit_;
   LogRateLimit lost_limit_;
   LogRateLimit checksum_limit_;
+  LogRateLimit spill_limit_;
+  LogRateLimit chunk_wait_limit_;
 };
 
 }  // namespace vramswap::engine

@@ -32,7 +32,7 @@ bool ReplySender::stage(Reply& r) noexcept {
   r.staged = dst + head;
   r.staged_length = static_cast<uint32_t>(piece);
   r.staged_head = head;
-  copies_.read(r, dst, from - head, head + piece);
+  gate_.read(r, dst, from - head, head + piece);
   return true;
 }
 
@@ -50,7 +50,10 @@ bool ReplySender::stage_queued(Connection& c) noexcept {
 void ReplySender::settle(Connection& c, bool all_lost) noexcept {
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
-    if (r.complete) verify_.release(r);  // its last copy was queued by this round at the latest
+    if (r.complete) {
+      verify_.release(r);  // its last copy was queued by this round at the latest
+      if (r.data_length == 0) r.pins.release();
+    }
     if (!r.copy_pending) continue;
     r.copy_pending = false;
     if (!std::exchange(r.copy_failed, false) && !all_lost) {
@@ -74,6 +77,7 @@ bool ReplySender::fail(Connection& c, Reply& r) noexcept {
   }
   r.error = nbd::error::eio;
   r.unstage();
+  r.pins.release();  // no data owed any more
   return true;
 }
 

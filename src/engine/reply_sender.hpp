@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "engine/chunk_gate.hpp"
 #include "engine/connection.hpp"
 #include "engine/copy_round.hpp"
 #include "engine/staging_arena.hpp"
@@ -17,8 +18,9 @@ namespace vramswap::engine {
 // sendmsg per connection. Replies leave in request order.
 class ReplySender {
  public:
-  ReplySender(StagingArena& tx, CopyRound& copies, VerifyGuard& verify, WorkerStats& stats) noexcept
-      : tx_(tx), copies_(copies), verify_(verify), stats_(stats) {}
+  ReplySender(StagingArena& tx, CopyRound& copies, VerifyGuard& verify, ChunkGate& gate,
+              WorkerStats& stats) noexcept
+      : tx_(tx), copies_(copies), verify_(verify), gate_(gate), stats_(stats) {}
 
   // Whether the send arena can take a read of `length` now (at least its
   // first piece); otherwise its header waits for the next round.
@@ -34,7 +36,10 @@ class ReplySender {
 
   // After the round's sync: every copy queued this round either landed or
   // not (all_lost: the sync could not say which, so none counts as landed).
-  // Releases the blocks of writes that are complete.
+  // Releases the blocks of writes that are complete, and the chunks of
+  // complete requests other than reads (a read keeps its chunks until its
+  // last byte is sent: data the client did not take is staged again from
+  // where it lies).
   void settle(Connection& connection, bool all_lost) noexcept;
   // Sends what is ready. True when the socket took less than offered: the
   // client is slow to read, wait until it is writable (writable_wanted set).
@@ -46,6 +51,7 @@ class ReplySender {
   StagingArena& tx_;
   CopyRound& copies_;
   VerifyGuard& verify_;
+  ChunkGate& gate_;
   WorkerStats& stats_;
 };
 

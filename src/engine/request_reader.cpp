@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "common/clock.hpp"
 #include "engine/limits.hpp"
 #include "engine/nonblocking.hpp"
 #include "nbd/protocol.hpp"
@@ -29,6 +30,12 @@ nbd::Decision refused_while_stopping(nbd::Decision decision) noexcept {
     default:
       return {nbd::Action::reply_error, nbd::error::eshutdown};
   }
+}
+
+// Requests that reach storage: with elastic VRAM they pin their chunks.
+bool touches_storage(nbd::Action action) noexcept {
+  return action == nbd::Action::read || action == nbd::Action::write ||
+         action == nbd::Action::write_zeroes || action == nbd::Action::trim;
 }
 
 // A receive that ended the connection's input: names why, or nothing when
@@ -109,6 +116,29 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
       c.needs_round = true;  // leave the header unparsed until the send arena has room
       break;
     }
+    // Elastic VRAM: pin the chunks, never sleeping on one (other requests'
+    // pins are held by this worker). A chunk in motion, or a write's chunk
+    // with no storage yet: the header stays unparsed until a later round,
+    // for at most ChunkGate::wait_bound_ns, then the request gets EIO.
+    store::ChunkPins pins;
+    bool waited_too_long = false;
+    if (gate_.enabled() && request.length > 0 && touches_storage(decision.action) &&
+        gate_.admit(c, pins, request.offset, request.length,
+                    decision.action == nbd::Action::write) == ChunkGate::Admission::wait) {
+      if (!ChunkGate::waited_too_long(c, monotonic_ns())) {
+        c.needs_round = true;
+        break;
+      }
+      c.chunk_wait_since_ns = c.storage_asked_ns = 0;
+      gate_.wait_failed(request.offset);
+      stats_.add(stats_.io_errors, 1);
+      waited_too_long = true;
+      decision = decision.action == nbd::Action::write
+                     ? nbd::Decision{nbd::Action::discard_payload_then_reply_error, nbd::error::eio}
+                     : nbd::Decision{nbd::Action::reply_error, nbd::error::eio};
+    }
+    // Refusals that are no client's fault: ESHUTDOWN, a chunk that never came.
+    const bool protocol_error = !draining && !waited_too_long;
     rx_.commit(nbd::request_header_size);
     avail -= nbd::request_header_size;
 
@@ -118,6 +148,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         r.offset = request.offset;
         r.data_length = request.length;
         r.complete = true;
+        r.pins = std::move(pins);
         stats_.add(stats_.reads, 1);
         stats_.add(stats_.bytes_read, request.length);
         if (request.length > 0) {
@@ -135,6 +166,8 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         c.payload_left = request.length;
         c.payload_discard = false;
         r.complete = request.length == 0;
+        r.pins = std::move(pins);
+        gate_.written(request.offset, request.length);
         verify_.hold(r, request.offset, request.length);
         break;
       }
@@ -143,9 +176,11 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         r.complete = true;
         stats_.add(stats_.zeroes, 1);
         if (request.length > 0) {
+          r.pins = std::move(pins);
+          gate_.unused(request.offset, request.length);
           verify_.hold(r, request.offset, request.length);
           verify_.record_zeroes(request.offset, request.length);
-          copies_.zero(r, request.offset, request.length);
+          gate_.zero(r, request.offset, request.length);
         }
         break;
       }
@@ -154,7 +189,10 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         break;
       case nbd::Action::trim:
         // Swapped pages that are discarded are never read back, and VRAM is
-        // already allocated: nothing to do but say yes.
+        // already allocated: nothing to do but say yes (and, with elastic
+        // VRAM, note the blocks as free, so that their chunk moves for
+        // free; its pins go when this iteration ends).
+        gate_.unused(request.offset, request.length);
         c.push_reply(request.cookie).complete = true;
         stats_.add(stats_.trims, 1);
         break;
@@ -171,7 +209,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         Reply& r = c.push_reply(request.cookie);
         r.error = decision.error;
         r.complete = true;
-        if (!draining) stats_.add(stats_.protocol_errors, 1);  // ESHUTDOWN is no client's fault
+        if (protocol_error) stats_.add(stats_.protocol_errors, 1);
         break;
       }
       case nbd::Action::discard_payload_then_reply_error: {
@@ -181,7 +219,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         c.payload_left = request.length;
         c.payload_discard = true;
         r.complete = request.length == 0;
-        if (!draining) stats_.add(stats_.protocol_errors, 1);
+        if (protocol_error) stats_.add(stats_.protocol_errors, 1);
         break;
       }
       case nbd::Action::drop_connection:
@@ -205,7 +243,7 @@ void RequestReader::accept_payload(Connection& c, const std::byte* data, size_t 
   Reply& r = *c.payload_reply;
   if (!c.payload_discard) {
     verify_.absorb(c, data, length);
-    if (r.error == 0 && !r.copy_failed) copies_.write(r, c.payload_offset, data, length);
+    if (r.error == 0 && !r.copy_failed) gate_.write(r, c.payload_offset, data, length);
   }
   c.payload_offset += length;
   c.payload_left -= length;

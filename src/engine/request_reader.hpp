@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <span>
 
+#include "engine/chunk_gate.hpp"
 #include "engine/connection.hpp"
 #include "engine/copy_round.hpp"
 #include "engine/reply_sender.hpp"
@@ -17,7 +18,9 @@ namespace vramswap::engine {
 // receive arena (pinned, so write payloads are copied to VRAM straight from
 // where they arrived), decodes each, lets the NBD rules decide it, and starts
 // it: a read staged by the ReplySender, a write or zero-fill queued on the
-// round, everything else answered at once. It stops where a round cannot go
+// round, everything else answered at once. With elastic VRAM a request that
+// touches storage first pins its chunks (ChunkGate); one that must wait for a
+// chunk stays unparsed, like one waiting for arena room. It stops where a round cannot go
 // on (no arena room, no reply slot, nothing more to read) and keeps what is
 // left of the input with the connection.
 class RequestReader {
@@ -25,13 +28,14 @@ class RequestReader {
   // `rx` is this round's half of the receive buffer, `rx_ahead` the other
   // (the worker swaps their contents every round).
   RequestReader(StagingArena& rx, StagingArena& rx_ahead, const nbd::ExportGeometry& geometry,
-                CopyRound& copies, VerifyGuard& verify, ReplySender& replies,
+                CopyRound& copies, VerifyGuard& verify, ChunkGate& gate, ReplySender& replies,
                 WorkerStats& stats) noexcept
       : rx_(rx),
         rx_ahead_(rx_ahead),
         geometry_(geometry),
         copies_(copies),
         verify_(verify),
+        gate_(gate),
         replies_(replies),
         stats_(stats) {}
 
@@ -54,6 +58,7 @@ class RequestReader {
   const nbd::ExportGeometry& geometry_;
   CopyRound& copies_;
   VerifyGuard& verify_;
+  ChunkGate& gate_;
   ReplySender& replies_;
   WorkerStats& stats_;
 };

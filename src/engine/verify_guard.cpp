@@ -63,7 +63,9 @@ bool VerifyGuard::staged_read_intact(Reply& r) noexcept {
   for (;;) {
     const uint64_t bad = checksums_->first_mismatch(offset, data, length);
     if (bad == store::BlockChecksums::no_mismatch) return true;
-    if (!reread_until_consistent(bad, data + (bad - offset))) {
+    // Data from the spill area or zeros of a chunk with no storage cannot be
+    // read again from VRAM (the chunk may have none): it fails at once.
+    if (r.staged_elsewhere || !reread_until_consistent(bad, data + (bad - offset))) {
       health_.checksum_mismatch(bad);
       return false;
     }

@@ -23,6 +23,7 @@ namespace {
 constexpr int max_events = 64;
 constexpr int max_idle_wait_ms = 1000;  // wakes at least this often to expire handshakes
 constexpr int drain_wait_ms = 10;  // while stopping: how often the drain's deadline is looked at
+constexpr int chunk_wait_ms = 1;   // how often a request waiting for a chunk in motion looks again
 
 }  // namespace
 
@@ -39,8 +40,9 @@ Worker::Worker(unsigned index, const ServingContext& context)
       tx_(tx_buffer_.data(), tx_buffer_.size()),
       copies_(*stream_),
       verify_(context.checksums, *context.cuda, *stream_, *context.health),
-      replies_(tx_, copies_, verify_, stats_),
-      requests_(rx_, rx_ahead_, context.geometry, copies_, verify_, replies_, stats_),
+      gate_(context.chunks, context.spill, context.want_storage, copies_, *context.health),
+      replies_(tx_, copies_, verify_, gate_, stats_),
+      requests_(rx_, rx_ahead_, context.geometry, copies_, verify_, gate_, replies_, stats_),
       epoll_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       busy_poll_(context.options.busy_poll_mode, context.options.busy_poll_us, machine_load_) {
@@ -122,6 +124,7 @@ void Worker::register_connection(Connection& c) noexcept {
   c.ahead_length = 0;
   c.reply_head = c.reply_count = 0;
   c.writable_wanted = c.needs_round = c.in_round = c.disconnect_requested = false;
+  c.chunk_wait_since_ns = c.storage_asked_ns = 0;
   c.close_reason = nullptr;
   if (c.origin == Origin::client) {
     c.phase = Phase::handshake;
@@ -155,8 +158,10 @@ void Worker::update_interest(Connection& c) noexcept {
 void Worker::retire(Connection& c) noexcept {
   if (c.close_reason) log_debug("worker %u: connection closed: %s", index_, c.close_reason);
   // After the round's sync: whatever its writes queued has landed or failed.
-  for (size_t i = 0; i < c.reply_count; ++i)
+  for (size_t i = 0; i < c.reply_count; ++i) {
     verify_.release(c.reply_at(i));
+    c.reply_at(i).pins.release();
+  }
   epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd, nullptr);
   ::close(c.fd);
   const bool kernel = c.origin == Origin::kernel;
@@ -205,18 +210,24 @@ void Worker::run() noexcept {
     // busy-poll window, if its policy says spinning pays (the next request
     // of a burst is then picked up without a wake-up); otherwise sleep until
     // a socket wants us.
+    // Connections that only wait for a chunk in motion (elastic VRAM) come
+    // back after a short sleep instead: a move takes milliseconds, and the
+    // worker must not spin a CPU for it.
     round_.clear();
+    bool only_chunk_waits = true;
     for (Connection* c : owned_) {
       if (c->needs_round) {
         c->needs_round = false;
         c->in_round = true;
         round_.push_back(c);
+        if (c->chunk_wait_since_ns == 0) only_chunk_waits = false;
       }
     }
     const bool polling = round_.empty() && busy_poll_.spin(monotonic_ns());
     const int idle_wait_ms = draining_ ? drain_wait_ms : max_idle_wait_ms;
-    const int n =
-        epoll_wait(epoll_.get(), events, max_events, round_.empty() && !polling ? idle_wait_ms : 0);
+    const int wait_ms =
+        round_.empty() ? (polling ? 0 : idle_wait_ms) : (only_chunk_waits ? chunk_wait_ms : 0);
+    const int n = epoll_wait(epoll_.get(), events, max_events, wait_ms);
     for (int i = 0; i < n; ++i) {
       auto* c = static_cast<Connection*>(events[i].data.ptr);
       if (!c) {

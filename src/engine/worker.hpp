@@ -10,6 +10,7 @@
 #include "common/unique_fd.hpp"
 #include "cuda/error.hpp"
 #include "engine/busy_poll_policy.hpp"
+#include "engine/chunk_gate.hpp"
 #include "engine/connection.hpp"
 #include "engine/connection_pool.hpp"
 #include "engine/copy_round.hpp"
@@ -129,6 +130,7 @@ class Worker {
   // The parts of a round; none calls back into the worker.
   CopyRound copies_;
   VerifyGuard verify_;
+  ChunkGate gate_;
   ReplySender replies_;
   RequestReader requests_;
   UniqueFd epoll_;

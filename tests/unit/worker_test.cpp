@@ -8,146 +8,20 @@
 
 #include <catch2/catch.hpp>
 
-#include <sys/socket.h>
-
-#include <atomic>
-#include <chrono>
-#include <cstring>
-#include <memory>
-#include <thread>
 #include <vector>
 
-#include "common/byte_size.hpp"
-#include "cuda/context.hpp"
-#include "cuda/driver.hpp"
-#include "engine/connection_pool.hpp"
-#include "engine/health.hpp"
-#include "engine/worker.hpp"
-#include "fake_cuda_support.hpp"
-#include "nbd/protocol.hpp"
-#include "store/block_checksums.hpp"
-#include "store/copy_kernel.hpp"
-#include "store/copy_stream.hpp"
-#include "store/pinned_buffer.hpp"
-#include "store/vram_store.hpp"
-#include "support/nbd_test_client.hpp"
+#include "served_worker.hpp"
 
 using namespace vramswap;
 using namespace vramswap::engine;
+using test::eventually;
+using test::kEinval;
+using test::kEio;
+using test::kEnospc;
+using test::kExportBytes;
 using test::NbdTestClient;
-
-namespace {
-
-constexpr uint64_t kExportBytes = 16 * MiB;
-constexpr uint32_t kEio = 5, kEinval = 22, kEnospc = 28;
-
-struct WorkerOptions {
-  bool copy_kernel = false;
-  bool verify = false;
-};
-
-// A 16 MiB export on the fake GPU served by one worker whose arenas are
-// small (256 KiB, halves of 128 KiB for receiving), so that a 1 MiB request
-// takes several rounds each way.
-class ServedWorker {
- public:
-  explicit ServedWorker(WorkerOptions options = {}) {
-    fake.set("VRAMSWAP_FAKE_MEMORY", "64M");
-    fake.set("VRAMSWAP_FAKE_RESERVED", "0");
-    fake.set("VRAMSWAP_FAKE_CONTROL", dir.file("control"));
-    driver = std::make_unique<cuda::Driver>(cuda::Driver::load());
-    context = std::make_unique<cuda::Context>(*driver, 0);
-    store = std::make_unique<store::VramStore>(*context, 2 * MiB);
-    store->allocate(kExportBytes, kExportBytes);
-    REQUIRE(context->bind_current_thread().ok());
-    write_vram(0, std::vector<uint8_t>(kExportBytes, 0));  // what verify's checksums start from
-    if (options.copy_kernel) copy_kernel = store::CopyKernel::load(*context);
-    if (options.verify) checksums = std::make_unique<store::BlockChecksums>(kExportBytes);
-
-    serving.store = store.get();
-    serving.copy_kernel = copy_kernel.get();
-    serving.checksums = checksums.get();
-    serving.cuda = context.get();
-    serving.pool = &pool;
-    serving.health = &health;
-    serving.description =
-        nbd::ExportDescription{"worker",
-                               "",
-                               kExportBytes,
-                               nbd::served_transmission_flags,
-                               options.verify ? uint32_t{4096} : nbd::default_min_block,
-                               nbd::default_preferred_block,
-                               nbd::default_max_payload};
-    serving.geometry = nbd::geometry_of(serving.description);
-    serving.options.rx_arena_bytes = serving.options.tx_arena_bytes = 256 * KiB;
-    serving.options.copy_kernel = options.copy_kernel;
-    serving.options.verify = options.verify;
-    serving.on_kernel_connection_closed = [this] { kernel_closed.fetch_add(1); };
-    worker = std::make_unique<Worker>(0, serving);
-    worker->start();
-  }
-  ~ServedWorker() { worker->stop_and_join(); }
-
-  // A new kernel connection; the test holds the other end.
-  NbdTestClient connect() {
-    int ends[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) == 0);
-    Connection* c = pool.acquire(Origin::kernel);
-    REQUIRE(c != nullptr);
-    c->fd = ends[0];
-    c->origin = Origin::kernel;
-    worker->adopt(c);
-    return NbdTestClient(UniqueFd(ends[1]));
-  }
-
-  test::ControlBlock control() const { return test::ControlBlock(dir.file("control")); }
-
-  // Straight to and from VRAM, around the worker (same store, own stream).
-  void write_vram(uint64_t offset, const std::vector<uint8_t>& bytes) {
-    store::CopyStream stream(*store);
-    store::PinnedBuffer buffer(*context, bytes.size());
-    std::memcpy(buffer.data(), bytes.data(), bytes.size());
-    REQUIRE(stream.write(offset, buffer.data(), bytes.size()).ok());
-    REQUIRE(stream.synchronize().ok());
-  }
-  std::vector<uint8_t> read_vram(uint64_t offset, uint32_t length) {
-    store::CopyStream stream(*store);
-    store::PinnedBuffer buffer(*context, length);
-    REQUIRE(stream.read(buffer.data(), offset, length).ok());
-    REQUIRE(stream.synchronize().ok());
-    auto* bytes = reinterpret_cast<const uint8_t*>(buffer.data());
-    return std::vector<uint8_t>(bytes, bytes + length);
-  }
-
-  uint64_t stat(const std::atomic<uint64_t> WorkerStats::*counter) const {
-    return (worker->stats().*counter).load();
-  }
-
-  test::FakeCuda fake;
-  test::TempDir dir;
-  std::unique_ptr<cuda::Driver> driver;
-  std::unique_ptr<cuda::Context> context;
-  std::unique_ptr<store::VramStore> store;
-  std::unique_ptr<store::CopyKernel> copy_kernel;
-  std::unique_ptr<store::BlockChecksums> checksums;
-  ConnectionPool pool{4, 0};
-  Health health;
-  ServingContext serving;
-  std::atomic<int> kernel_closed{0};
-  std::unique_ptr<Worker> worker;
-};
-
-template <typename Predicate>
-bool eventually(Predicate done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
-}  // namespace
+using test::ServedWorker;
+using test::WorkerOptions;
 
 TEST_CASE("a worker returns every byte written, whatever its arenas cut the requests into") {
   const bool copy_kernel = GENERATE(false, true);
