@@ -58,9 +58,12 @@ struct ServingContext {
   store::ChunkMap* chunks = nullptr;
   store::SpillArea* spill = nullptr;
   // A write met a chunk with no storage: asks the elastic tier's mover to
-  // give it some (VRAM, or its place in the spill area); the write waits
+  // give it some (VRAM, or its place in the spill area:
+  // ChunkMover::restore(chunk, deadline, NoVram::spill)); the write waits
   // until the chunk is resident again. Called on the I/O path: it must not
-  // block, allocate or log.
+  // block, allocate or log. Asked again every ChunkGate::storage_ask_interval_ns
+  // while the write waits, so it may drop a request it cannot queue, and
+  // must take a repeated one in stride.
   std::function<void(size_t chunk)> want_storage;
   // Run first on every worker thread (e.g. PR_SET_IO_FLUSHER, which is per thread).
   std::function<void()> on_thread_start;
