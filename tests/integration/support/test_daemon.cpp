@@ -41,6 +41,7 @@ TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
   config += "connections = " + std::to_string(spec_.connections) + "\n";
   config += std::string("attach = ") + (spec_.attach ? "yes" : "no") + "\n";
   config += "listen = " + (spec_.listen.empty() ? socket_path() : spec_.listen) + "\n";
+  config += "spill = " + spec_.spill + "\n";
   config += spec_.extra_config;
   write_file(config_path(), config, 0644);
 
