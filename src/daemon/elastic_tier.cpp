@@ -116,6 +116,10 @@ ElasticTier::~ElasticTier() {
 
 void ElasticTier::start() {
   if (thread_.joinable()) return;
+  {
+    std::lock_guard lock(mutex_);
+    running_ = true;
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -123,10 +127,15 @@ void ElasticTier::stop() noexcept {
   stopping_.store(true, std::memory_order_release);
   wake();
   if (thread_.joinable()) thread_.join();
-  // A caller still waiting gets its answer.
+  finish("the daemon is stopping");
+}
+
+void ElasticTier::finish(const char* why) noexcept {
+  // No more commands; a caller still waiting gets its answer.
   std::lock_guard lock(mutex_);
+  running_ = false;
   if (command_ != Command::none && !command_done_) {
-    answer_ = {false, "the daemon is stopping"};
+    answer_ = {false, why};
     command_done_ = true;
     done_.notify_all();
   }
@@ -160,8 +169,7 @@ ElasticControl::Answer ElasticTier::restore() {
 ElasticControl::Answer ElasticTier::ask(Command command, uint64_t bytes) {
   std::lock_guard caller(caller_mutex_);
   std::unique_lock lock(mutex_);
-  if (stopping_.load(std::memory_order_acquire) || !thread_.joinable())
-    return {false, "the daemon is stopping"};
+  if (!running_) return {false, "the daemon is stopping, or its mover's thread has ended"};
   command_ = command;
   command_bytes_ = bytes;
   command_done_ = false;
@@ -187,6 +195,7 @@ void ElasticTier::run() noexcept {
   const cuda::Status bound = context_.bind_current_thread();
   if (!bound.ok()) {
     log_error("elastic VRAM is off: the mover's thread cannot use the GPU (%s)", bound.name());
+    finish("the mover's thread cannot use the GPU");
     return;
   }
   const int64_t tick_ns = options_.tick.count();

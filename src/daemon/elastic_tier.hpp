@@ -104,6 +104,7 @@ class ElasticTier final : public ElasticControl {
   Answer bring_back(uint64_t budget, const char* reason) noexcept;
   std::optional<uint64_t> gpu_free() noexcept;
   void wake() noexcept;
+  void finish(const char* why) noexcept;
   void record(const char* line, const char* reason) noexcept;
 
   cuda::Context& context_;
@@ -124,6 +125,7 @@ class ElasticTier final : public ElasticControl {
   std::mutex caller_mutex_;   // one admin command at a time
   mutable std::mutex mutex_;  // guards what follows
   std::condition_variable done_;
+  bool running_ = false;  // commands are taken
   Command command_ = Command::none;
   uint64_t command_bytes_ = 0;
   bool command_done_ = false;

@@ -76,10 +76,12 @@ TEST_CASE(
   // Another program takes all but 896 MiB: the reserve (1 GiB) lacks 128 MiB.
   FakeControl control(daemon.control_path());
   control->other_program_bytes.store(before->gpu_free_bytes - GiB + 128 * MiB);
-  const auto spilled = wait_for(daemon, [](const auto& s) { return s.spill_bytes > 0; });
+  const auto spilled = wait_for(daemon, [](const auto& s) { return s.vram_bytes <= 128 * MiB; });
   INFO(daemon.log());
   REQUIRE(spilled);
-  CHECK(spilled->vram_bytes <= 128 * MiB);
+  // The written chunk at the end held live data (the gateway marks every
+  // write): it is in the spill area, not dropped as unused.
+  CHECK(spilled->spill_bytes >= 2 * MiB);
   CHECK(spilled->vram_bytes + spilled->spill_bytes + spilled->none_bytes == 256 * MiB);
   CHECK(spilled->last_move_reason == "another program needed VRAM");
   CHECK_THAT(spilled->last_move, Contains("released"));
@@ -88,7 +90,7 @@ TEST_CASE(
   std::vector<uint8_t> back;
   REQUIRE(client.read(0, 64 << 10, back) == 0);
   CHECK(back == head_data);
-  REQUIRE(client.read(tail, 1 << 20, back) == 0);  // from the spill area
+  CHECK(client.read(tail, 1 << 20, back) == 0);  // from the spill area
   CHECK(back == tail_data);
 
   // The program gives its VRAM back: after the wait, everything returns.
