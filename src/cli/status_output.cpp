@@ -50,6 +50,19 @@ std::string format_instance_text(const InstanceView& view) {
                         plural(s.kernel_connections, "kernel connection", "kernel connections"));
     }
     if (!s.listen.empty()) out += format_field("listen", s.listen);
+    if (s.elastic) {
+      std::string where = format_byte_size(s.vram_bytes) + " in VRAM, " +
+                          format_byte_size(s.spill_bytes) + " in " + s.spill_path;
+      if (s.none_bytes) where += ", " + format_byte_size(s.none_bytes) + " with no storage";
+      out += format_field("elastic",
+                          where + "; " + format_byte_size(s.gpu_free_bytes) + " of the GPU free");
+      if (!s.last_move.empty()) {
+        const int64_t age = s.updated_unix - s.last_move_unix;
+        out += format_field("last move", s.last_move + (age >= 0 ? " (" + std::to_string(age) +
+                                                                       " s before this status)"
+                                                                 : std::string()));
+      }
+    }
   }
   if (view.swap.source != "none") {
     std::string swap = "not active";
@@ -90,6 +103,16 @@ Json io_json(const IoCounters& counters) {
   VRAMSWAP_IO_COUNTERS(VRAMSWAP_IO_COUNTER)
 #undef VRAMSWAP_IO_COUNTER
   return io;
+}
+
+Json elastic_json(const status::InstanceStatus& s) {
+  Json last = nullptr;
+  if (!s.last_move.empty()) {
+    last = {{"line", s.last_move}, {"reason", s.last_move_reason}, {"unix", s.last_move_unix}};
+  }
+  return {{"vram_bytes", s.vram_bytes}, {"spill_bytes", s.spill_bytes},
+          {"none_bytes", s.none_bytes}, {"gpu_free_bytes", s.gpu_free_bytes},
+          {"spill_path", s.spill_path}, {"last_move", last}};
 }
 
 Json unit_json(const systemd::UnitState& unit) {
@@ -148,6 +171,7 @@ Json instance_json(const InstanceView& view) {
                          {"copy_failures", s->copy_failures},
                          {"checksum_failures", s->checksum_failures}}
                   : Json(nullptr);
+  j["elastic"] = s && s->elastic ? elastic_json(*s) : Json(nullptr);
   j["previous_crash"] =
       s && s->previous_crash ? previous_crash_json(*s->previous_crash) : Json(nullptr);
   j["hardening"] = s ? Json{{"memory_locked", s->memory_locked},

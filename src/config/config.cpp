@@ -404,6 +404,8 @@ DeviceConfig default_device_config(const ParseOptions& options) {
   config.verify = false;
   config.copy_kernel = true;
   config.busy_poll_us = default_busy_poll_us;
+  config.spill = SpillSpec{};
+  config.release_on_battery = false;
   return config;
 }
 

@@ -102,6 +102,14 @@ const KeySpec key_specs[] = {
                      parse_integer(v, 0, max_busy_poll_us, {"microseconds", " (0: off)"}));
      },
      {}},
+    {"spill",
+     [](DeviceConfig& c, std::string_view v) { return assign(c.spill, parse_spill_spec(v)); },
+     {}},
+    {"on_battery",
+     [](DeviceConfig& c, std::string_view v) {
+       return assign(c.release_on_battery, parse_on_battery(v));
+     },
+     {}},
 };
 
 size_t edit_distance(std::string_view a, std::string_view b) {

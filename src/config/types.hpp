@@ -39,6 +39,20 @@ struct SizeSpec {
   bool operator==(const SizeSpec&) const = default;
 };
 
+// Where a device keeps the chunks it moves out of VRAM (elastic VRAM,
+// src/store/ELASTIC.md).
+enum class SpillKind {
+  automatic,  // /var/lib/vramswap/NAME.spill, where that disk has room
+  off,        // no spill area: the device keeps its VRAM whatever happens
+  path,       // the file the administrator named
+};
+
+struct SpillSpec {
+  SpillKind kind = SpillKind::automatic;
+  std::string path;  // kind == path: an absolute file name
+  bool operator==(const SpillSpec&) const = default;
+};
+
 enum class GpuKind { index, uuid, pci_bus_id };
 
 struct PciAddress {
@@ -95,6 +109,8 @@ struct DeviceConfig {
   bool copy_kernel = true;            // batch a round's small copies into one kernel launch
   unsigned busy_poll_us = 0;          // after work, poll the sockets this long before sleeping
   std::string socket_group;           // group allowed on `listen`; empty: none (mode 0600)
+  SpillSpec spill;                    // the elastic tier's spill file
+  bool release_on_battery = false;    // on_battery = release: give the VRAM back on battery
 
   // Keys set in the file (in the device section or [global]); keys left at
   // their built-in default are absent.

@@ -265,4 +265,27 @@ Parsed<std::string> parse_group_name(std::string_view text) {
   return Parsed<std::string>::ok(std::string(text));
 }
 
+Parsed<SpillSpec> parse_spill_spec(std::string_view text) {
+  if (text == "auto") return Parsed<SpillSpec>::ok({SpillKind::automatic, {}});
+  if (const auto off = parse_bool(text); off.value && !*off.value)
+    return Parsed<SpillSpec>::ok({SpillKind::off, {}});
+  if (text.empty() || text.front() != '/') {
+    return Parsed<SpillSpec>::fail(
+        "not auto, no or an absolute path; use auto (/var/lib/vramswap/NAME.spill), no, or a "
+        "file such as /var/lib/vramswap/NAME.spill");
+  }
+  if (text.back() == '/') {
+    return Parsed<SpillSpec>::fail(
+        "names a directory; name the spill file (/var/lib/vramswap/NAME.spill)");
+  }
+  return Parsed<SpillSpec>::ok({SpillKind::path, std::string(text)});
+}
+
+Parsed<bool> parse_on_battery(std::string_view text) {
+  if (text == "release") return Parsed<bool>::ok(true);
+  if (text == "keep") return Parsed<bool>::ok(false);
+  return Parsed<bool>::fail(
+      "not release or keep; use release (give the VRAM back while on battery) or keep");
+}
+
 }  // namespace vramswap::config

@@ -65,4 +65,11 @@ Parsed<std::string> parse_socket_path(std::string_view text);
 // after the configuration is read); "" means none.
 Parsed<std::string> parse_group_name(std::string_view text);
 
+// "auto", "no" (any spelling parse_bool takes for no) or an absolute file
+// name for the spill area.
+Parsed<SpillSpec> parse_spill_spec(std::string_view text);
+
+// "release" (true) or "keep" (false).
+Parsed<bool> parse_on_battery(std::string_view text);
+
 }  // namespace vramswap::config

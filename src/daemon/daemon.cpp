@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include <chrono>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <thread>
 
@@ -19,6 +21,7 @@
 #include "cuda/device.hpp"
 #include "cuda/driver.hpp"
 #include "daemon/connection_plan.hpp"
+#include "daemon/elastic_tier.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/preflight.hpp"
@@ -89,6 +92,27 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, const C
   return options;
 }
 
+// The spill file of spill = auto.
+constexpr const char* automatic_spill_directory = "/var/lib/vramswap";
+
+// Test knobs (vramswapd(8), ENVIRONMENT): where the batteries are, and how
+// long free VRAM must stay free before chunks come back.
+ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
+  ElasticTierOptions options;
+  options.instance = device.name;
+  options.spill_automatic = device.spill.kind == config::SpillKind::automatic;
+  options.spill_path = options.spill_automatic
+                           ? std::string(automatic_spill_directory) + "/" + device.name + ".spill"
+                           : device.spill.path;
+  options.reserve = device.reserve;
+  options.release_on_battery = device.release_on_battery;
+  if (const char* dir = std::getenv("VRAMSWAP_POWER_SUPPLY_DIR"); dir && *dir)
+    options.power_supply_dir = dir;
+  if (const char* after = std::getenv("VRAMSWAP_RESTORE_AFTER_MS"); after && *after)
+    options.restore_after = std::chrono::milliseconds(std::strtoul(after, nullptr, 10));
+  return options;
+}
+
 KernelDeviceOptions kernel_device_options(const config::DeviceConfig& device,
                                           const ConnectionPlan& plan) {
   return {device.name,    device.nbd_index, plan.kernel_connections,
@@ -134,8 +158,20 @@ int run(const CommandLine& command_line) {
            gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
            format_byte_size(memory.total_bytes).c_str());
 
-  engine::Server server(store, context, server_options(device, plan, "vramswap on " + gpu_label));
+  // Elastic VRAM: after the store it moves, before the Server that serves
+  // its map; destroyed after the Server, before the store.
+  std::unique_ptr<ElasticTier> tier;
+  if (device.spill.kind != config::SpillKind::off)
+    tier = ElasticTier::create(context, store, elastic_options(device));
+  engine::ServerOptions options = server_options(device, plan, "vramswap on " + gpu_label);
+  if (tier) {
+    options.chunks = tier->chunks();
+    options.spill = tier->spill();
+    options.want_storage = tier->want_storage();
+  }
+  engine::Server server(store, context, std::move(options));
   server.start();
+  if (tier) tier->start();
 
   std::optional<KernelDevice> kernel;
   if (device.attach)
@@ -143,7 +179,8 @@ int run(const CommandLine& command_line) {
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
-  StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash);
+  StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash,
+                         tier.get());
   const std::string ready_line = status.publish({});
   systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
@@ -200,6 +237,7 @@ int run(const CommandLine& command_line) {
           "program?); anything swapped to it is lost",
           kernel->path().c_str());
       status.publish("the kernel dropped the device");
+      if (tier) tier->stop();
       server.stop();
       return 1;
     }
@@ -234,6 +272,8 @@ int run(const CommandLine& command_line) {
     }
     kernel.reset();
   }
+  // No move may start while the workers stop: the tier's thread ends first.
+  if (tier) tier->stop();
   server.stop();
   status::remove_status_file(device.name);
   log_info("stopped");

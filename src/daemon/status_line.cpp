@@ -34,6 +34,12 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
             (s.kernel_connections == 1 ? " connection" : " connections");
   }
   if (!s.listen.empty()) line += (s.device.empty() ? " on " : ", listening on ") + s.listen;
+  if (s.elastic && (s.spill_bytes || s.none_bytes)) {
+    line += "; " + format_byte_size(s.vram_bytes) + " in VRAM, " + format_byte_size(s.spill_bytes) +
+            " in " + s.spill_path;
+    if (s.none_bytes) line += ", " + format_byte_size(s.none_bytes) + " with no storage";
+    if (!s.last_move_reason.empty()) line += " (" + s.last_move_reason + ")";
+  }
   return line;
 }
 

@@ -15,8 +15,9 @@ namespace vramswap::daemon {
 StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda::DeviceInfo& gpu,
                                  uint64_t gpu_total_bytes, const engine::Server& server,
                                  const std::optional<KernelDevice>& nbd_device,
-                                 std::optional<status::PreviousCrash> previous_crash)
-    : server_(server), nbd_device_(nbd_device) {
+                                 std::optional<status::PreviousCrash> previous_crash,
+                                 const ElasticTier* tier)
+    : server_(server), nbd_device_(nbd_device), tier_(tier) {
   status::InstanceStatus& s = published_;
   s.instance = device.name;
   s.pid = getpid();
@@ -55,6 +56,18 @@ std::string StatusPublisher::publish(const std::string& stopping) {
   s.memory_locked = hardening.memory_locked;
   s.oom_protected = hardening.oom_protected;
   s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
+  if (tier_) {
+    const ElasticSnapshot elastic = tier_->snapshot();
+    s.elastic = true;
+    s.vram_bytes = elastic.census.vram_bytes;
+    s.spill_bytes = elastic.census.spill_bytes;
+    s.none_bytes = elastic.census.none_bytes;
+    s.gpu_free_bytes = elastic.gpu_free_bytes;
+    s.spill_path = elastic.spill_path;
+    s.last_move = elastic.last_move;
+    s.last_move_reason = elastic.last_move_reason;
+    s.last_move_unix = elastic.last_move_unix;
+  }
   s.updated_unix = time(nullptr);
   s.status_line = compose_status_line(s, stopping);
   file_.write(s);

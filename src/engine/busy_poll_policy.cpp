@@ -32,8 +32,8 @@ unsigned usable_cpus() noexcept {
 
 }  // namespace
 
-SystemLoad::SystemLoad() : cpus_(usable_cpus()) {
-  const std::string root = "/sys/class/power_supply/";
+SystemLoad::SystemLoad(const std::string& power_supply_dir) : cpus_(usable_cpus()) {
+  const std::string root = power_supply_dir + "/";
   DIR* dir = opendir(root.c_str());
   if (!dir) return;
   while (const dirent* entry = readdir(dir)) {

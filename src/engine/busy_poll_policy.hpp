@@ -25,10 +25,11 @@ class MachineLoad {
 
 // /proc/loadavg's runnable count, the affinity mask, and the batteries under
 // /sys/class/power_supply (found once, at construction: the reads on the way
-// allocate nothing).
+// allocate nothing). Tests name another directory laid out the same way.
 class SystemLoad final : public MachineLoad {
  public:
-  SystemLoad();
+  static constexpr const char* default_power_supply_dir = "/sys/class/power_supply";
+  explicit SystemLoad(const std::string& power_supply_dir = default_power_supply_dir);
   std::optional<unsigned> runnable_threads() noexcept override;
   unsigned cpus() noexcept override { return cpus_; }
   bool on_battery() noexcept override;

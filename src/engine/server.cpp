@@ -78,6 +78,9 @@ Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions optio
   context_.geometry = nbd::geometry_of(context_.description);
   context_.options = options_.engine;
   context_.on_thread_start = options_.on_thread_start;
+  context_.chunks = options_.chunks;
+  context_.spill = options_.spill;
+  context_.want_storage = options_.want_storage;
   context_.on_kernel_connection_closed = [this] {
     live_kernel_connections_.fetch_sub(1, std::memory_order_relaxed);
     const uint64_t one = 1;

@@ -26,6 +26,11 @@ struct ServerOptions {
   unsigned kernel_connections = 0;  // slots reserved for the kernel nbd device's sockets
   EngineOptions engine{};
   std::function<void()> on_thread_start;
+  // Elastic VRAM (ServingContext's fields of the same names): the daemon's
+  // elastic tier owns them and outlives the Server; null without a spill area.
+  store::ChunkMap* chunks = nullptr;
+  store::SpillArea* spill = nullptr;
+  std::function<void(size_t chunk)> want_storage;
 };
 
 // The NBD server over one VRAM store: workers, the optional listen socket,

@@ -44,6 +44,16 @@ struct InstanceStatus : IoCounters {
   bool device_lost = false;
   uint64_t copy_failures = 0, checksum_failures = 0;
 
+  // Elastic VRAM (added within format 1: an older file reads as elastic off).
+  // Where the export's bytes are: in VRAM, in the spill area, or nowhere (no
+  // live data, no storage); the GPU's free VRAM; the last sweep's log line,
+  // its reason and when.
+  bool elastic = false;
+  uint64_t vram_bytes = 0, spill_bytes = 0, none_bytes = 0, gpu_free_bytes = 0;
+  std::string spill_path;
+  std::string last_move, last_move_reason;
+  int64_t last_move_unix = 0;
+
   bool memory_locked = false, oom_protected = false, io_flusher = false;
   int64_t updated_unix = 0;
 

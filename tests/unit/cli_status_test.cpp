@@ -638,12 +638,14 @@ TEST_CASE("the JSON document has the documented fields") {
   CHECK(serving_json["updated_unix"] == kNow - 2);
   CHECK(serving_json["status_age_s"] == 2);
   CHECK(serving_json["unit"].is_null());
+  CHECK(serving_json["elastic"].is_null());
   CHECK(serving_json["messages"].empty());
 
   const auto& failed_json = j["instances"][1];
   CHECK(failed_json["state"] == "failed");
-  for (const char* key : {"health", "pid", "gpu", "size_bytes", "device", "link", "io", "faults",
-                          "hardening", "status_line", "status_age_s", "kernel_connections"}) {
+  for (const char* key :
+       {"health", "pid", "gpu", "size_bytes", "device", "link", "io", "faults", "hardening",
+        "status_line", "status_age_s", "kernel_connections", "elastic"}) {
     INFO(key);
     CHECK(failed_json[key].is_null());
   }
@@ -692,6 +694,43 @@ TEST_CASE("the text fits 80 columns and shows what the table promises") {
   CHECK_THAT(text, Contains("warning: vramswapd's memory is not locked"));
   CHECK_THAT(text, Contains("1: failed"));
   CHECK_THAT(text, Contains("error: vramswap@1.service failed"));
+}
+
+TEST_CASE("the elastic tier shows where the export is and the last move, in text and JSON") {
+  StatusInputs inputs = base_inputs();
+  status::InstanceStatus file = serving("0");
+  file.elastic = true;
+  file.vram_bytes = 5 * GiB;
+  file.spill_bytes = 2 * GiB;
+  file.none_bytes = GiB;
+  file.gpu_free_bytes = 3 * GiB;
+  file.spill_path = "/var/lib/vramswap/0.spill";
+  file.last_move =
+      "released 3.0 GiB to /var/lib/vramswap/0.spill in 3.1 s: another program needed VRAM";
+  file.last_move_reason = "another program needed VRAM";
+  file.last_move_unix = kNow - 62;
+  inputs.daemons.push_back(live(file, swap_entry(8 * GiB, 300 * MiB, 1000)));
+  const StatusReport report = build_status_report(inputs);
+  const std::string text = format_status_text(report);
+  INFO(text);
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line))
+    CHECK(line.size() <= 80);
+  CHECK_THAT(text, Contains("5.0 GiB in VRAM, 2.0 GiB in /var/lib/vramswap/0.spill, 1.0 GiB"));
+  CHECK_THAT(text, Contains("3.0 GiB of the GPU free"));
+  CHECK_THAT(text, Contains("released 3.0 GiB to /var/lib/vramswap/0.spill in 3.1 s"));
+  CHECK_THAT(text, Contains("(60 s before this status)"));
+  const auto j = nlohmann::json::parse(format_status_json(report));
+  const auto& elastic = j["instances"][0]["elastic"];
+  CHECK(elastic["vram_bytes"] == 5 * GiB);
+  CHECK(elastic["spill_bytes"] == 2 * GiB);
+  CHECK(elastic["none_bytes"] == GiB);
+  CHECK(elastic["gpu_free_bytes"] == 3 * GiB);
+  CHECK(elastic["spill_path"] == "/var/lib/vramswap/0.spill");
+  CHECK(elastic["last_move"]["reason"] == "another program needed VRAM");
+  CHECK(elastic["last_move"]["unix"] == kNow - 62);
+  CHECK(elastic["last_move"]["line"] == file.last_move);
 }
 
 TEST_CASE("a daemon whose predecessor died says when and what was lost, and needs attention") {

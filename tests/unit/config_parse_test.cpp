@@ -62,6 +62,8 @@ TEST_CASE("an empty device section gets the built-in defaults") {
   CHECK(device.socket_group.empty());
   CHECK(device.copy_kernel);
   CHECK(device.busy_poll_us == 50);
+  CHECK(device.spill == SpillSpec{SpillKind::automatic, {}});
+  CHECK_FALSE(device.release_on_battery);
   CHECK(device.origins.empty());
   CHECK(device.line_of("size") == 0);
 }
@@ -97,7 +99,9 @@ TEST_CASE("every key is read from a device section") {
       "verify = on\n"
       "socket_group = vramswap\n"
       "copy_kernel = no\n"
-      "busy_poll = 0\n");
+      "busy_poll = 0\n"
+      "spill = /srv/big-1.spill\n"
+      "on_battery = release\n");
   CHECK(device.name == "big-1");
   CHECK(device.gpu.kind == GpuKind::uuid);
   CHECK(device.gpu.text == "GPU-8c9b2f8e-1d2a-4b3c-9d8e-7f6a5b4c3d2e");
@@ -118,7 +122,9 @@ TEST_CASE("every key is read from a device section") {
   CHECK(device.socket_group == "vramswap");
   CHECK_FALSE(device.copy_kernel);
   CHECK(device.busy_poll_us == 0);
-  CHECK(device.origins.size() == 16);
+  CHECK(device.spill == SpillSpec{SpillKind::path, "/srv/big-1.spill"});
+  CHECK(device.release_on_battery);
+  CHECK(device.origins.size() == 18);
   CHECK(device.line_of("gpu") == 2);
   CHECK(device.line_of("socket_group") == 15);
 }
@@ -297,6 +303,27 @@ TEST_CASE("devices keep the order of the file") {
   CHECK(&find_device(config, "a") == &config.devices[1]);
 }
 
+TEST_CASE("spill and on_battery take their spellings and refuse the rest") {
+  CHECK(parse_one("[device.0]\nspill = auto\n").spill.kind == SpillKind::automatic);
+  CHECK(parse_one("[device.0]\nspill = no\n").spill.kind == SpillKind::off);
+  CHECK(parse_one("[device.0]\nspill = off\n").spill.kind == SpillKind::off);
+  CHECK(parse_one("[global]\nspill = no\n[device.0]\n").spill.kind == SpillKind::off);
+  CHECK(parse_one("[device.0]\nspill = /var/tmp/0.spill\n").spill.path == "/var/tmp/0.spill");
+  CHECK(refusal("[device.0]\nspill = yes\n") ==
+        "/etc/vramswap.conf:2: spill = \"yes\": not auto, no or an absolute path; use auto "
+        "(/var/lib/vramswap/NAME.spill), no, or a file such as /var/lib/vramswap/NAME.spill");
+  CHECK(refusal("[device.0]\nspill = spill/0\n").find("not auto, no or an absolute path") !=
+        std::string::npos);
+  CHECK(refusal("[device.0]\nspill = /var/lib/vramswap/\n") ==
+        "/etc/vramswap.conf:2: spill = \"/var/lib/vramswap/\": names a directory; name the "
+        "spill file (/var/lib/vramswap/NAME.spill)");
+  CHECK(parse_one("[device.0]\non_battery = release\n").release_on_battery);
+  CHECK_FALSE(parse_one("[device.0]\non_battery = keep\n").release_on_battery);
+  CHECK(refusal("[device.0]\non_battery = yes\n") ==
+        "/etc/vramswap.conf:2: on_battery = \"yes\": not release or keep; use release (give "
+        "the VRAM back while on battery) or keep");
+}
+
 // --- what a broken file is told ---------------------------------------------
 
 TEST_CASE("unknown keys, with a suggestion for near misses") {
@@ -307,7 +334,7 @@ TEST_CASE("unknown keys, with a suggestion for near misses") {
   CHECK(refusal("[global]\nfoo = 1\n") ==
         "/etc/vramswap.conf:2: unknown key \"foo\" in [global]; the keys are gpu, size, reserve, "
         "min_size, connections, listen, attach, priority, discard, swap, nbd_index, timeout, "
-        "verify, socket_group, copy_kernel, busy_poll");
+        "verify, socket_group, copy_kernel, busy_poll, spill, on_battery");
   // Keys are lower case.
   CHECK(refusal("[device.0]\nSize = 4G\n") ==
         "/etc/vramswap.conf:2: unknown key \"Size\" in [device.0]; did you mean size?");

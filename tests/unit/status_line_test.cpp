@@ -63,3 +63,20 @@ TEST_CASE("the status line of a daemon whose predecessor died says so first") {
   CHECK(line.find("(killed by SIGKILL), 160.0 MiB of swap lost; 6.0 GiB of GPU 0") !=
         std::string::npos);
 }
+
+TEST_CASE("the status line says where the elastic tier keeps the export once any of it left VRAM") {
+  InstanceStatus s = serving_swap(4);
+  s.elastic = true;
+  s.vram_bytes = 6 * GiB;
+  s.spill_path = "/var/lib/vramswap/0.spill";
+  const std::string plain = compose_status_line(s, "");
+  CHECK(plain.find("spill") == std::string::npos);
+  s.vram_bytes = 2 * GiB;
+  s.spill_bytes = 3 * GiB;
+  s.none_bytes = GiB;
+  s.last_move_reason = "another program needed VRAM";
+  CHECK(compose_status_line(s, "") ==
+        plain +
+            "; 2.0 GiB in VRAM, 3.0 GiB in /var/lib/vramswap/0.spill, 1.0 GiB with no storage "
+            "(another program needed VRAM)");
+}

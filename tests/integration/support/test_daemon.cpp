@@ -42,6 +42,8 @@ TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
   config += std::string("attach = ") + (spec_.attach ? "yes" : "no") + "\n";
   config += "listen = " + (spec_.listen.empty() ? socket_path() : spec_.listen) + "\n";
   config += spec_.extra_config;
+  // Last, so that the lines of extra_config keep their numbers.
+  config += "spill = " + spec_.spill + "\n";
   write_file(config_path(), config, 0644);
 
   notify_.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));

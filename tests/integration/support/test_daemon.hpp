@@ -23,9 +23,12 @@ struct DaemonSpec {
   std::string size = "1G";
   unsigned connections = 4;
   std::string extra_config;  // more lines for the device section
-  std::string listen;        // the socket; empty: socket_path() in the private directory
-  bool attach = false;       // a kernel nbd device too (needs the nbd module and root)
-  Environment environment;   // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
+  // The spill key: off unless a test asks, so that no test writes a spill
+  // file under /var/lib/vramswap.
+  std::string spill = "no";
+  std::string listen;       // the socket; empty: socket_path() in the private directory
+  bool attach = false;      // a kernel nbd device too (needs the nbd module and root)
+  Environment environment;  // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
 };
 
 // vramswapd on the fake CUDA driver, serving NBD on a Unix socket in a

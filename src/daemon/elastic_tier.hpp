@@ -1,0 +1,138 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "common/unique_fd.hpp"
+#include "cuda/context.hpp"
+#include "daemon/elastic_control.hpp"
+#include "daemon/tier_policy.hpp"
+#include "engine/busy_poll_policy.hpp"
+#include "store/chunk_map.hpp"
+#include "store/chunk_mover.hpp"
+#include "store/spill_area.hpp"
+#include "store/vram_store.hpp"
+
+namespace vramswap::daemon {
+
+struct ElasticTierOptions {
+  std::string instance;
+  std::string spill_path;        // the file to open or create
+  bool spill_automatic = false;  // spill = auto: only where the disk has room to spare
+  uint64_t reserve = 0;          // the live floor of free VRAM
+  bool release_on_battery = false;
+  std::chrono::nanoseconds tick = std::chrono::seconds(1);
+  std::chrono::nanoseconds restore_after = TierPolicy::default_restore_after;
+  // Where the batteries are (tests point it at a fake tree).
+  std::string power_supply_dir = "/sys/class/power_supply";
+};
+
+// What status shows of the tier.
+struct ElasticSnapshot {
+  store::ChunkMap::Census census;
+  uint64_t gpu_free_bytes = 0;
+  std::string spill_path;
+  std::string last_move;  // the log line of the last sweep, empty before the first
+  std::string last_move_reason;
+  int64_t last_move_unix = 0;
+};
+
+// The daemon's elastic VRAM (src/store/ELASTIC.md): the spill area, the chunk
+// map and the mover of one device, and the one thread that moves chunks.
+//
+// The thread is bound to the CUDA context and does every move: the admin's
+// release/restore (ElasticControl: the caller blocks until the sweep is done
+// and gets its line), the chunks workers ask storage for (want_storage(): an
+// atomic bit per chunk and an eventfd, so the worker never blocks, allocates
+// or logs), and the triggers of TierPolicy, looked at once a tick: free VRAM
+// against `reserve` and the power source. Each sweep logs one line
+// ("released 6.0 GiB to /var/lib/vramswap/0.spill in 3.1 s: another program
+// needed VRAM"). Sweeps go chunk by chunk and answer waiting writes and stop()
+// between chunks.
+//
+// Lifetime: made after the VRAM store, before the Server (which gets chunks(),
+// spill() and want_storage()); stop() before the Server stops; destroyed
+// after the Server and before the store.
+class ElasticTier final : public ElasticControl {
+ public:
+  // Opens or creates the spill area and makes the map and the mover. Nothing
+  // (after one warning line naming the cause and the fix) when the spill area
+  // cannot be had: the device then serves from VRAM alone.
+  static std::unique_ptr<ElasticTier> create(cuda::Context& context, store::VramStore& store,
+                                             const ElasticTierOptions& options);
+  ~ElasticTier() override;
+  ElasticTier(const ElasticTier&) = delete;
+  ElasticTier& operator=(const ElasticTier&) = delete;
+
+  void start();
+  // Ends the thread (a sweep under way stops after its current chunk);
+  // release() and restore() answer that the daemon is stopping from then on.
+  void stop() noexcept;
+
+  store::ChunkMap* chunks() noexcept { return &map_; }
+  store::SpillArea* spill() noexcept { return &spill_; }
+  // For ServingContext::want_storage: lock-free, allocates nothing.
+  std::function<void(size_t)> want_storage();
+  void want_storage(size_t chunk) noexcept;
+
+  Answer release(uint64_t bytes) override;
+  Answer restore() override;
+
+  ElasticSnapshot snapshot() const;
+
+ private:
+  enum class Command : uint8_t { none, release, restore };
+
+  ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
+              const ElasticTierOptions& options);
+  Answer ask(Command command, uint64_t bytes);
+  void run() noexcept;
+  void tick() noexcept;
+  void serve_wants() noexcept;
+  void take_command() noexcept;
+  // Sweeps; the answer line, and whether every chunk asked for moved.
+  Answer evict(uint64_t bytes, bool everything, const char* reason) noexcept;
+  Answer bring_back(uint64_t budget, const char* reason) noexcept;
+  std::optional<uint64_t> gpu_free() noexcept;
+  void wake() noexcept;
+  void finish(const char* why) noexcept;
+  void record(const char* line, const char* reason) noexcept;
+
+  cuda::Context& context_;
+  store::VramStore& store_;
+  store::SpillArea spill_;
+  store::ChunkMap map_;
+  store::ChunkMover mover_;
+  ElasticTierOptions options_;
+  TierPolicy policy_;
+  engine::SystemLoad power_;
+  std::unique_ptr<std::atomic<uint64_t>[]> wanted_;  // one bit per chunk
+  size_t wanted_words_;
+  UniqueFd wake_fd_;  // eventfd: wants and commands
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> gpu_free_bytes_{0};
+  std::thread thread_;
+
+  std::mutex caller_mutex_;   // one admin command at a time
+  mutable std::mutex mutex_;  // guards what follows
+  std::condition_variable done_;
+  bool running_ = false;  // commands are taken
+  Command command_ = Command::none;
+  uint64_t command_bytes_ = 0;
+  bool command_done_ = false;
+  Answer answer_;
+  char last_move_[320] = {};
+  char last_reason_[64] = {};
+  int64_t last_move_unix_ = 0;
+};
+
+}  // namespace vramswap::daemon
