@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <thread>
 
@@ -19,6 +20,8 @@
 #include "cuda/device.hpp"
 #include "cuda/driver.hpp"
 #include "daemon/connection_plan.hpp"
+#include "daemon/control_socket.hpp"
+#include "daemon/elastic_control.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/preflight.hpp"
@@ -145,6 +148,15 @@ int run(const CommandLine& command_line) {
   UniqueFd signals = open_signalfd();
   StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash);
   const std::string ready_line = status.publish({});
+  // ---- the admin's control socket (vramswap release / restore) ------------
+  // After the status file, next to which it lives. `elastic` is the device's
+  // elastic tier (ElasticControl); null while the device has none, and the
+  // socket then answers that there is no spill area. The tier must outlive
+  // the socket: declare it above, and stop its moves before control.reset()
+  // below, where a release in progress is waited for.
+  ElasticControl* elastic = nullptr;
+  std::unique_ptr<ControlSocket> control = open_control_socket(device.name, elastic);
+  // ---- end of the control socket's wiring --------------------------------
   systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
 
@@ -225,6 +237,8 @@ int run(const CommandLine& command_line) {
     systemd::notify::status(status.publish(stopping ? waiting_for : std::string()));
   }
 
+  // No admin request from here on (the control socket's wiring, above).
+  control.reset();
   systemd::notify::status(status.publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
