@@ -86,7 +86,10 @@ CommandLine parse_command_line(int argc, char** argv, const std::string& default
                                    {nullptr, 0, nullptr, 0}};
   bool help = false, version = false;
   opterr = 0;
-  optind = 1;
+  // 0, not 1: glibc then forgets everything of an earlier parse (the
+  // permutation of non-options included), which the unit tests, parsing
+  // many command lines in one process, depend on.
+  optind = 0;
   for (;;) {
     const int c = getopt_long(argc, argv, "jc:r:hV", options, nullptr);
     if (c == -1) break;
