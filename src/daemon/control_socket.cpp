@@ -83,6 +83,11 @@ void send_reply(int client, int wake, const std::string& reply) {
   }
 }
 
+std::string duration_text(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 != 0) return std::to_string(duration.count()) + " ms";
+  return std::to_string(duration.count() / 1000) + " s";
+}
+
 }  // namespace
 
 ControlSocket::ControlSocket(Options options) : options_(std::move(options)) {
@@ -195,11 +200,8 @@ void ControlSocket::serve_client(int client) {
       if (stopping_.load()) return;
       send_reply(client, wake_.get(),
                  status::format_control_reply(
-                     {false, "no request within " +
-                                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                    options_.request_timeout)
-                                                    .count()) +
-                                 " s; send one line: release all, release BYTES or restore"}));
+                     {false, "no request within " + duration_text(options_.request_timeout) +
+                                 "; send one line: release all, release BYTES or restore"}));
       return;
     }
     char buffer[status::control_line_max];
