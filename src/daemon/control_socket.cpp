@@ -261,8 +261,8 @@ std::unique_ptr<ControlSocket> open_control_socket(const std::string& instance,
     return std::make_unique<ControlSocket>(std::move(options));
   } catch (const std::exception& e) {
     log_warning(
-        "no control socket: %s; the device is served all the same, but vramswap release and "
-        "restore cannot reach it",
+        "%s; the device is served all the same, but vramswap release and restore cannot "
+        "reach it",
         e.what());
     return nullptr;
   }
