@@ -2,15 +2,20 @@
 
 #include <string>
 
+#include "status/control_protocol.hpp"
+
 namespace vramswap::cli {
 
-enum class Command { status, probe, help, version };
+enum class Command { status, probe, release, restore, help, version };
 
 struct CommandLine {
   Command command = Command::status;  // `vramswap` alone is `vramswap status`
   bool json = false;
   std::string config_path;  // --config, else $VRAMSWAP_CONFIG, else the built-in default
   std::string runtime_dir;  // --runtime-dir; empty: $VRAMSWAP_RUNTIME_DIR or /run/vramswap
+  // release and restore: the instance, and what to ask its daemon.
+  std::string instance;
+  status::ControlRequest request;
 };
 
 // Options may come before or after the command. Throws

@@ -1,10 +1,12 @@
 // vramswap: shows the VRAM swap devices (status) and the GPUs that could
-// hold them (probe). Changes nothing; see vramswap(8).
+// hold them (probe); as root, asks a daemon to release its VRAM to the spill
+// area or restore it (release, restore). See vramswap(8).
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 
 #include "cli/command_line.hpp"
+#include "cli/elastic_command.hpp"
 #include "cli/probe_command.hpp"
 #include "cli/status_command.hpp"
 #include "common/startup_error.hpp"
@@ -30,6 +32,9 @@ int main(int argc, char** argv) {
         return cli::run_status(command_line.config_path, command_line.json);
       case cli::Command::probe:
         return cli::run_probe(command_line.config_path, command_line.json);
+      case cli::Command::release:
+      case cli::Command::restore:
+        return cli::run_control(command_line.instance, command_line.request);
     }
     return exit_code::software;
   } catch (const StartupError& e) {

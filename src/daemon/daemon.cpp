@@ -21,6 +21,7 @@
 #include "cuda/device.hpp"
 #include "cuda/driver.hpp"
 #include "daemon/connection_plan.hpp"
+#include "daemon/control_socket.hpp"
 #include "daemon/elastic_tier.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
@@ -182,6 +183,11 @@ int run(const CommandLine& command_line) {
   StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash,
                          tier.get());
   const std::string ready_line = status.publish({});
+  // The admin's control socket (vramswap release / restore), after the status
+  // file, next to which it lives. Without an elastic tier it answers that the
+  // device has no spill area. The tier outlives it (declared above), and its
+  // moves stop before the socket does (below).
+  std::unique_ptr<ControlSocket> control = open_control_socket(device.name, tier.get());
   systemd::notify::ready(ready_line);
   log_info("ready: %s", ready_line.c_str());
 
@@ -263,6 +269,11 @@ int run(const CommandLine& command_line) {
     systemd::notify::status(status.publish(stopping ? waiting_for : std::string()));
   }
 
+  // No move from here on: a sweep in progress ends between chunks and its
+  // caller gets its answer, so closing the control socket waits for nothing;
+  // nor may a move start while the workers stop.
+  if (tier) tier->stop();
+  control.reset();
   systemd::notify::status(status.publish("releasing the device"));
   if (kernel) {
     kernel->disconnect();
@@ -272,8 +283,6 @@ int run(const CommandLine& command_line) {
     }
     kernel.reset();
   }
-  // No move may start while the workers stop: the tier's thread ends first.
-  if (tier) tier->stop();
   server.stop();
   status::remove_status_file(device.name);
   log_info("stopped");

@@ -82,6 +82,32 @@ TEST_CASE("command line: anything else is one line and exit status 64") {
   }
 }
 
+TEST_CASE("command line: release NAME SIZE|all, restore NAME") {
+  using Verb = status::ControlRequest::Verb;
+  CommandLine line = parse({"release", "gpu0"});
+  CHECK(line.command == Command::release);
+  CHECK(line.instance == "gpu0");
+  CHECK(line.request == status::ControlRequest{Verb::release, status::ControlRequest::all_bytes});
+  CHECK(parse({"release", "gpu0", "all"}).request == line.request);
+  CHECK(parse({"release", "gpu0", "2G"}).request ==
+        status::ControlRequest{Verb::release, uint64_t{2} << 30});
+  CHECK(parse({"release", "gpu0", "512M", "--runtime-dir", "/tmp/r"}).runtime_dir == "/tmp/r");
+  line = parse({"--runtime-dir", "/tmp/r", "restore", "gpu0"});
+  CHECK(line.command == Command::restore);
+  CHECK(line.instance == "gpu0");
+  CHECK(line.request.verb == Verb::restore);
+
+  CHECK_THAT(usage_error({"release"}), Contains("release needs the instance's name"));
+  CHECK_THAT(usage_error({"restore"}), Contains("vramswap restore NAME"));
+  CHECK_THAT(usage_error({"release", "gpu0", "lots"}),
+             Contains("\"lots\" is not a size to release; write it like 2G"));
+  CHECK_THAT(usage_error({"release", "gpu0", "0"}), Contains("\"0\" is not a size"));
+  CHECK_THAT(usage_error({"release", "gpu0", "2G", "more"}),
+             Contains("unexpected argument \"more\""));
+  CHECK_THAT(usage_error({"restore", "gpu0", "2G"}), Contains("unexpected argument \"2G\""));
+  CHECK_THAT(usage_error({"release", "gpu0", "--json"}), Contains("--json is for status"));
+}
+
 TEST_CASE("the help fits 80 columns") {
   std::string text = usage_text();
   size_t start = 0;
