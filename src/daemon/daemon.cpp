@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -96,8 +97,9 @@ engine::ServerOptions server_options(const config::DeviceConfig& device, const C
 // The spill file of spill = auto.
 constexpr const char* automatic_spill_directory = "/var/lib/vramswap";
 
-// Test knobs (vramswapd(8), ENVIRONMENT): where the batteries are, and how
-// long free VRAM must stay free before chunks come back.
+// Test knobs (vramswapd(8), ENVIRONMENT): where the batteries are, how long
+// free VRAM must stay free before chunks come back, and how often the
+// triggers are looked at.
 ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
   ElasticTierOptions options;
   options.instance = device.name;
@@ -111,6 +113,8 @@ ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
     options.power_supply_dir = dir;
   if (const char* after = std::getenv("VRAMSWAP_RESTORE_AFTER_MS"); after && *after)
     options.restore_after = std::chrono::milliseconds(std::strtoul(after, nullptr, 10));
+  if (const char* tick = std::getenv("VRAMSWAP_TIER_TICK_MS"); tick && *tick)
+    options.tick = std::chrono::milliseconds(std::max(1ul, std::strtoul(tick, nullptr, 10)));
   return options;
 }
 

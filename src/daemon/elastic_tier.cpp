@@ -235,6 +235,7 @@ std::optional<uint64_t> ElasticTier::gpu_free() noexcept {
 void ElasticTier::tick() noexcept {
   const std::optional<uint64_t> free = gpu_free();
   if (!free) return;
+  last_gpu_free_ = *free;
   const store::ChunkMap::Census census = map_.census();
   TierInputs in;
   in.now_ns = monotonic_ns();
@@ -276,6 +277,16 @@ void ElasticTier::take_command() noexcept {
 }
 
 void ElasticTier::serve_wants() noexcept {
+  // A write to a chunk with no storage must go on. While the VRAM is held
+  // back (the admin released it, the laptop is on battery, another program
+  // needs it) the chunk takes its place in the spill area, or every write
+  // would undo the release; otherwise VRAM, or the spill area if the GPU has
+  // none left.
+  const bool holding_back = policy_.held() || policy_.battery_released() ||
+                            last_gpu_free_ < options_.reserve + map_.chunk_bytes();
+  const store::ChunkMover::Placement placement =
+      holding_back ? store::ChunkMover::Placement::spill_only
+                   : store::ChunkMover::Placement::vram_or_spill;
   size_t failed = 0;
   store::MoveResult failure;
   for (size_t word = 0; word < wanted_words_; ++word) {
@@ -284,7 +295,8 @@ void ElasticTier::serve_wants() noexcept {
       const size_t chunk = word * 64 + static_cast<size_t>(__builtin_ctzll(bits));
       bits &= bits - 1;
       if (map_.tier(chunk) == store::Tier::vram) continue;
-      const store::MoveResult result = mover_.restore(chunk, store::Deadline::after(drain_wait));
+      const store::MoveResult result =
+          mover_.restore(chunk, store::Deadline::after(drain_wait), placement);
       if (result.outcome == store::MoveOutcome::failed) {
         ++failed;
         failure = result;

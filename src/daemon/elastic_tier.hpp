@@ -114,6 +114,7 @@ class ElasticTier final : public ElasticControl {
   store::ChunkMover mover_;
   ElasticTierOptions options_;
   TierPolicy policy_;
+  uint64_t last_gpu_free_ = UINT64_MAX;  // at the last tick (the tier's thread only)
   engine::SystemLoad power_;
   std::unique_ptr<std::atomic<uint64_t>[]> wanted_;  // one bit per chunk
   size_t wanted_words_;

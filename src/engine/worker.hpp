@@ -59,7 +59,7 @@ struct ServingContext {
   store::SpillArea* spill = nullptr;
   // A write met a chunk with no storage: asks the elastic tier's mover to
   // give it some (VRAM, or its place in the spill area:
-  // ChunkMover::restore(chunk, deadline, NoVram::spill)); the write waits
+  // ChunkMover::restore(chunk, deadline, Placement::vram_or_spill)); the write waits
   // until the chunk is resident again. Called on the I/O path: it must not
   // block, allocate or log. Asked again every ChunkGate::storage_ask_interval_ns
   // while the write waits, so it may drop a request it cannot queue, and

@@ -165,23 +165,19 @@ MoveResult ChunkMover::zero_spill(size_t chunk) noexcept {
   return success(MoveOutcome::moved_free, Tier::spill);
 }
 
-MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline, NoVram no_vram) noexcept {
+MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline, Placement placement) noexcept {
   const ChunkMap::MoveStart start = map_->begin_move(chunk, Motion::restoring, deadline);
   if (start != ChunkMap::MoveStart::started) return refused(start, map_->tier(chunk));
   const Tier source = map_->tier(chunk);
+  if (source == Tier::none && placement == Placement::spill_only) {
+    return place_in_spill(chunk, cuda::Status{});
+  }
   if (const cuda::Status status = store_->commit(chunk); !status.ok()) {
     // commit holds nothing on failure. A chunk with no storage that a write
     // waits for may live in the spill area instead: swap goes on, slower.
-    if (source == Tier::none && no_vram == NoVram::spill &&
+    if (source == Tier::none && placement == Placement::vram_or_spill &&
         status.code() == cuda::CUDA_ERROR_OUT_OF_MEMORY) {
-      const MoveResult zeroed = zero_spill(chunk);
-      if (zeroed.outcome == MoveOutcome::failed || !map_->complete_move(chunk, Tier::spill)) {
-        map_->abandon_move(chunk);
-        return zeroed.outcome == MoveOutcome::failed
-                   ? zeroed
-                   : failure(Tier::none, "place the chunk in the spill area", status);
-      }
-      return zeroed;
+      return place_in_spill(chunk, status);
     }
     map_->abandon_move(chunk);
     return failure(source, "take VRAM for the chunk", status);
@@ -201,6 +197,19 @@ MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline, NoVram no
   }
   map_->complete_move(chunk, Tier::vram);
   return result;
+}
+
+// A `none` chunk in motion gets its zeroed place in the spill area; on
+// failure it stays `none`. `why` is the VRAM refusal that led here, if any.
+MoveResult ChunkMover::place_in_spill(size_t chunk, cuda::Status why) noexcept {
+  const MoveResult zeroed = zero_spill(chunk);
+  if (zeroed.outcome == MoveOutcome::failed || !map_->complete_move(chunk, Tier::spill)) {
+    map_->abandon_move(chunk);
+    return zeroed.outcome == MoveOutcome::failed
+               ? zeroed
+               : failure(Tier::none, "place the chunk in the spill area", why);
+  }
+  return zeroed;
 }
 
 void ChunkMover::count(SweepReport& report, const MoveResult& result, size_t chunk) const noexcept {

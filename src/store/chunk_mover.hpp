@@ -65,9 +65,9 @@ struct SweepReport {
 // filled from the spill file through the staging buffer, or zero-filled for
 // a chunk with no live data; the chunk is marked `vram`. A failure releases
 // the fresh VRAM again and leaves the chunk in the spill area. A `none`
-// chunk restored with NoVram::spill when the GPU has no VRAM for it lands in
-// the spill area instead (its region zeroed), so that a write waiting for
-// storage can go on.
+// chunk restored with Placement::vram_or_spill when the GPU has no VRAM for
+// it, or with Placement::spill_only, lands in the spill area instead (its
+// region zeroed), so that a write waiting for storage can go on.
 //
 // Threads: one thread calls every method, bound to the store's context
 // (Context::bind_current_thread(); the constructor's thread is bound by
@@ -93,18 +93,22 @@ class ChunkMover {
   ChunkMover(const ChunkMover&) = delete;
   ChunkMover& operator=(const ChunkMover&) = delete;
 
-  // What a restore of a chunk with no storage (`none`) does when the driver
-  // has no VRAM for it (CUDA_ERROR_OUT_OF_MEMORY).
-  enum class NoVram : uint8_t {
-    fail,   // the restore fails; the chunk stays `none` (sweeps, the admin's restore)
-    spill,  // the chunk gets its place in the spill area instead, zeroed: a
-            // write that waits for storage (want_storage) goes on there
+  // Where a restore of a chunk with no storage (`none`) may put it.
+  enum class Placement : uint8_t {
+    vram_only,      // VRAM, or the restore fails and the chunk stays `none`
+                    // (sweeps, the admin's restore)
+    vram_or_spill,  // VRAM, or its zeroed place in the spill area when the
+                    // driver has none (CUDA_ERROR_OUT_OF_MEMORY): a write that
+                    // waits for storage (want_storage) goes on there
+    spill_only,     // its zeroed place in the spill area, taking no VRAM: the
+                    // VRAM is being held back (released by the admin, on
+                    // battery, needed by another program)
   };
 
   // `deadline` bounds the wait for requests already holding the chunk.
   MoveResult evict(size_t chunk, const Deadline& deadline) noexcept;
   MoveResult restore(size_t chunk, const Deadline& deadline,
-                     NoVram no_vram = NoVram::fail) noexcept;
+                     Placement placement = Placement::vram_only) noexcept;
 
   // Every chunk (evict_all from the last down, restore_all from the first
   // up); each may wait `drain_wait` for its requests. A
@@ -122,6 +126,7 @@ class ChunkMover {
   MoveResult copy_out(size_t chunk) noexcept;
   // Fills the chunk's (committed) VRAM from the spill file, or with zeros.
   MoveResult copy_in(size_t chunk, bool from_spill) noexcept;
+  MoveResult place_in_spill(size_t chunk, cuda::Status why) noexcept;
   // Zeroes the chunk's region of the spill file (a `none` chunk given its
   // place there): stale bytes of an older eviction must not show through.
   MoveResult zero_spill(size_t chunk) noexcept;

@@ -495,7 +495,7 @@ TEST_CASE("mover: a chunk with no storage gets its place in the spill area when 
   CHECK(rig.map.tier(1) == Tier::none);
 
   // With it, the chunk lands in the spill area, its region zeroed.
-  const MoveResult placed = rig.mover.restore(1, soon(), ChunkMover::NoVram::spill);
+  const MoveResult placed = rig.mover.restore(1, soon(), ChunkMover::Placement::vram_or_spill);
   CHECK(placed.outcome == MoveOutcome::moved_free);
   CHECK(placed.tier == Tier::spill);
   CHECK(rig.map.tier(1) == Tier::spill);
@@ -506,7 +506,7 @@ TEST_CASE("mover: a chunk with no storage gets its place in the spill area when 
   // Only a chunk with no storage falls back: one in the spill area with data
   // waits for VRAM (its data is safe where it is).
   rig.map.mark_written(kChunk, 4096);
-  const MoveResult spilled = rig.mover.restore(1, soon(), ChunkMover::NoVram::spill);
+  const MoveResult spilled = rig.mover.restore(1, soon(), ChunkMover::Placement::vram_or_spill);
   CHECK(spilled.outcome == MoveOutcome::failed);
   CHECK(rig.map.tier(1) == Tier::spill);
 
@@ -514,4 +514,29 @@ TEST_CASE("mover: a chunk with no storage gets its place in the spill area when 
   CHECK(rig.mover.restore(1, soon()).outcome == MoveOutcome::moved);
   CHECK(rig.map.tier(1) == Tier::vram);
   CHECK(rig.vram_holds(0, 25));
+}
+
+TEST_CASE("mover: while VRAM is held back, a chunk with no storage goes to the spill area") {
+  Rig rig(2 * kChunk);
+  rig.write(0, 2 * kChunk, 26);
+  REQUIRE(rig.mover.evict(1, soon()).outcome == MoveOutcome::moved);
+  REQUIRE(rig.mover.restore(1, soon()).outcome == MoveOutcome::moved);
+  rig.map.mark_unused(kChunk, kChunk);
+  REQUIRE(rig.mover.evict(1, soon()).outcome == MoveOutcome::moved_free);
+  const uint64_t free_before = rig.free_bytes();
+  REQUIRE(free_before > kChunk);  // VRAM is there to take, and must not be taken
+
+  const MoveResult placed = rig.mover.restore(1, soon(), ChunkMover::Placement::spill_only);
+  CHECK(placed.outcome == MoveOutcome::moved_free);
+  CHECK(rig.map.tier(1) == Tier::spill);
+  CHECK_FALSE(rig.store.committed(1));
+  CHECK(rig.free_bytes() == free_before);
+  CHECK(rig.spill_holds(1, -1));  // zeroed, not the old pattern
+
+  // A chunk that holds data in the spill area is not `none`: it comes back
+  // to VRAM only through a real restore.
+  rig.map.mark_written(kChunk, 4096);
+  CHECK(rig.mover.restore(1, soon(), ChunkMover::Placement::spill_only).outcome ==
+        MoveOutcome::moved);
+  CHECK(rig.map.tier(1) == Tier::vram);
 }

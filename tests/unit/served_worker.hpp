@@ -106,7 +106,7 @@ class MoverThread {
             result = mover_.restore(task.chunk, deadline);
             break;
           case Move::give_storage:
-            result = mover_.restore(task.chunk, deadline, store::ChunkMover::NoVram::spill);
+            result = mover_.restore(task.chunk, deadline, store::ChunkMover::Placement::vram_or_spill);
             break;
         }
       }
