@@ -54,8 +54,11 @@ std::string format_instance_text(const InstanceView& view) {
       std::string where = format_byte_size(s.vram_bytes) + " in VRAM, " +
                           format_byte_size(s.spill_bytes) + " in " + s.spill_path;
       if (s.none_bytes) where += ", " + format_byte_size(s.none_bytes) + " with no storage";
-      out += format_field("elastic",
-                          where + "; " + format_byte_size(s.gpu_free_bytes) + " of the GPU free");
+      out += format_field(
+          "elastic",
+          where + "; " +
+              (s.gpu_released ? std::string("the GPU is released (no CUDA context held)")
+                              : format_byte_size(s.gpu_free_bytes) + " of the GPU free"));
       if (!s.last_move.empty()) {
         const int64_t age = s.updated_unix - s.last_move_unix;
         out += format_field("last move", s.last_move + (age >= 0 ? " (" + std::to_string(age) +
@@ -110,9 +113,10 @@ Json elastic_json(const status::InstanceStatus& s) {
   if (!s.last_move.empty()) {
     last = {{"line", s.last_move}, {"reason", s.last_move_reason}, {"unix", s.last_move_unix}};
   }
-  return {{"vram_bytes", s.vram_bytes}, {"spill_bytes", s.spill_bytes},
-          {"none_bytes", s.none_bytes}, {"gpu_free_bytes", s.gpu_free_bytes},
-          {"spill_path", s.spill_path}, {"last_move", last}};
+  return {{"vram_bytes", s.vram_bytes},    {"spill_bytes", s.spill_bytes},
+          {"none_bytes", s.none_bytes},    {"gpu_free_bytes", s.gpu_free_bytes},
+          {"spill_path", s.spill_path},    {"last_move", last},
+          {"gpu_released", s.gpu_released}};
 }
 
 Json unit_json(const systemd::UnitState& unit) {

@@ -34,13 +34,36 @@ Context::Context(const Driver& driver, int device_index)
     (void)driver.cuDevicePrimaryCtxRelease(device_);
     throw_context_error(driver, device_index, "cuCtxSetCurrent", result);
   }
+  retained_ = true;
 }
 
 Context::~Context() {
+  (void)release();
+}
+
+Status Context::release() noexcept {
+  if (!retained_) return Status();
+  retained_ = false;
   // Leave no thread pointing at a context about to be reset (only this one
-  // can be reached from here; the others are gone or done by now).
+  // can be reached from here; the others are gone, done or detached).
   (void)driver_->cuCtxSetCurrent(nullptr);
-  (void)driver_->cuDevicePrimaryCtxRelease(device_);
+  return driver_->cuDevicePrimaryCtxRelease(device_);
+}
+
+Status Context::retain() noexcept {
+  if (retained_) return Status();
+  CUcontext context = nullptr;
+  if (const CUresult result = driver_->cuDevicePrimaryCtxRetain(&context, device_);
+      result != CUDA_SUCCESS) {
+    return result;
+  }
+  if (const CUresult result = driver_->cuCtxSetCurrent(context); result != CUDA_SUCCESS) {
+    (void)driver_->cuDevicePrimaryCtxRelease(device_);
+    return result;
+  }
+  context_ = context;
+  retained_ = true;
+  return Status();
 }
 
 Status Context::bind_current_thread() const noexcept {

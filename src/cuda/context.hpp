@@ -47,6 +47,18 @@ class Context {
   // cuMemGetInfo on this GPU, binding the calling thread. Throws StartupError.
   MemoryInfo memory_info() const;
 
+  // Lets go of the primary context (cuDevicePrimaryCtxRelease) and unbinds
+  // the calling thread: with no other user in the process the driver
+  // destroys it, and with it everything allocated in it, so the GPU holds
+  // nothing of ours and may power down. Everything allocated in the context
+  // must be detached first (PinnedBuffer, CopyStream, CopyKernel, VramStore)
+  // and no other thread may use it meanwhile. No-op when released.
+  Status release() noexcept;
+  // Retains it again and binds the calling thread; every other thread must
+  // bind again before it touches CUDA. No-op when retained.
+  Status retain() noexcept;
+  bool retained() const noexcept { return retained_; }
+
   const Driver& driver() const noexcept { return *driver_; }
   int device_index() const noexcept { return device_index_; }
   CUdevice device() const noexcept { return device_; }
@@ -57,6 +69,7 @@ class Context {
   int device_index_;
   CUdevice device_ = 0;
   CUcontext context_ = nullptr;
+  bool retained_ = false;
 };
 
 }  // namespace vramswap::cuda

@@ -46,6 +46,8 @@ namespace vramswap::cuda {
   X(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, 701, "a launch asked for too many resources") \
   X(CUDA_ERROR_LAUNCH_TIMEOUT, 702, "GPU work ran too long and was stopped")          \
   X(CUDA_ERROR_CONTEXT_IS_DESTROYED, 709, "the context was destroyed")                \
+  X(CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED, 712, "host memory already registered") \
+  X(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED, 713, "host memory not registered")         \
   X(CUDA_ERROR_ASSERT, 710, "an assertion failed on the GPU")                         \
   X(CUDA_ERROR_HARDWARE_STACK_ERROR, 714, "GPU hardware stack error")                 \
   X(CUDA_ERROR_ILLEGAL_INSTRUCTION, 715, "the GPU met an illegal instruction")        \
@@ -122,6 +124,9 @@ inline constexpr unsigned int CU_STREAM_NON_BLOCKING = 0x1;
 inline constexpr unsigned int CU_MEMHOSTALLOC_PORTABLE = 0x1;
 inline constexpr unsigned int CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
 inline constexpr unsigned int CU_MEMHOSTALLOC_WRITECOMBINED = 0x4;
+// cuMemHostRegister flags.
+inline constexpr unsigned int CU_MEMHOSTREGISTER_PORTABLE = 0x1;
+inline constexpr unsigned int CU_MEMHOSTREGISTER_DEVICEMAP = 0x2;
 inline constexpr unsigned int CU_EVENT_DISABLE_TIMING = 0x2;
 
 // The virtual-memory calls (cuMemCreate and friends): physical allocations
@@ -204,6 +209,9 @@ struct CUmemAccessDesc {
   X(cuGetErrorString, cuGetErrorString, "6.0", (CUresult error, const char** text))               \
   X(cuMemHostGetDevicePointer, cuMemHostGetDevicePointer_v2, "3.2",                               \
     (CUdeviceptr * device_pointer, void* host, unsigned int flags))                               \
+  X(cuMemHostRegister, cuMemHostRegister_v2, "6.5",                                               \
+    (void* pointer, size_t bytes, unsigned int flags))                                            \
+  X(cuMemHostUnregister, cuMemHostUnregister, "4.0", (void* pointer))                             \
   X(cuModuleLoadData, cuModuleLoadData, "2.0", (CUmodule * module, const void* image))            \
   X(cuModuleGetFunction, cuModuleGetFunction, "2.0",                                              \
     (CUfunction * function, CUmodule module, const char* name))                                   \

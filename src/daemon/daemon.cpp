@@ -176,7 +176,11 @@ int run(const CommandLine& command_line) {
   }
   engine::Server server(store, context, std::move(options));
   server.start();
-  if (tier) tier->start();
+  if (tier) {
+    tier->share_gpu_with(
+        {[&server] { return server.detach_gpu(); }, [&server] { return server.attach_gpu(); }});
+    tier->start();
+  }
 
   std::optional<KernelDevice> kernel;
   if (device.attach)

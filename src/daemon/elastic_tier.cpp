@@ -188,6 +188,7 @@ ElasticSnapshot ElasticTier::snapshot() const {
   s.last_move = last_move_;
   s.last_move_reason = last_reason_;
   s.last_move_unix = last_move_unix_;
+  s.gpu_released = gpu_released_seen_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -233,6 +234,21 @@ std::optional<uint64_t> ElasticTier::gpu_free() noexcept {
 }
 
 void ElasticTier::tick() noexcept {
+  if (gpu_released_) {
+    // Nothing to watch on a GPU we let go of (reading its free memory would
+    // take a context again) until the hold ends: the admin's restore, or AC.
+    if (policy_.held() || (options_.release_on_battery && power_.on_battery())) return;
+    std::string line;
+    if (!take_gpu_back(line)) {
+      static int64_t said_ns = INT64_MIN / 2;
+      if (monotonic_ns() - said_ns > 60'000'000'000) {
+        said_ns = monotonic_ns();
+        log_warning("%s; serving from %s, trying again", line.c_str(), spill_.path().c_str());
+      }
+      return;
+    }
+    log_info("%s", line.c_str());
+  }
   const std::optional<uint64_t> free = gpu_free();
   if (!free) return;
   last_gpu_free_ = *free;
@@ -249,6 +265,11 @@ void ElasticTier::tick() noexcept {
                             ? evict(decision.bytes, decision.everything, decision.reason)
                             : bring_back(decision.bytes, decision.reason);
   policy_.sweep_done(decision, !answer.ok, monotonic_ns());
+  if (answer.ok && decision.everything && holding_back()) {
+    std::string line;
+    (void)let_go_of_gpu(line);
+    log_info("%s", line.c_str());
+  }
 }
 
 void ElasticTier::take_command() noexcept {
@@ -261,15 +282,27 @@ void ElasticTier::take_command() noexcept {
     bytes = command_bytes_;
   }
   Answer answer;
+  std::string gpu_line;
   if (command == Command::release) {
     policy_.hold(true);
     answer = evict(bytes, bytes == all_bytes, "asked by the administrator");
+    // All of it: the GPU may hold nothing of ours at all.
+    if (answer.ok && bytes == all_bytes) {
+      (void)let_go_of_gpu(gpu_line);
+      answer.line += "; " + gpu_line;
+    }
   } else {
     policy_.hold(false);
-    const std::optional<uint64_t> free = gpu_free();
-    const uint64_t budget = free && *free > options_.reserve ? *free - options_.reserve : 0;
-    answer = bring_back(budget, "asked by the administrator");
+    if (gpu_released_ && !holding_back() && !take_gpu_back(gpu_line)) {
+      answer = {false, gpu_line};
+    } else {
+      const std::optional<uint64_t> free = gpu_free();
+      const uint64_t budget = free && *free > options_.reserve ? *free - options_.reserve : 0;
+      answer = bring_back(budget, "asked by the administrator");
+      if (!gpu_line.empty()) answer.line = gpu_line + "; " + answer.line;
+    }
   }
+  if (!gpu_line.empty()) log_info("%s", gpu_line.c_str());
   std::lock_guard lock(mutex_);
   answer_ = std::move(answer);
   command_done_ = true;
@@ -282,11 +315,11 @@ void ElasticTier::serve_wants() noexcept {
   // needs it) the chunk takes its place in the spill area, or every write
   // would undo the release; otherwise VRAM, or the spill area if the GPU has
   // none left.
-  const bool holding_back = policy_.held() || policy_.battery_released() ||
-                            last_gpu_free_ < options_.reserve + map_.chunk_bytes();
-  const store::ChunkMover::Placement placement =
-      holding_back ? store::ChunkMover::Placement::spill_only
-                   : store::ChunkMover::Placement::vram_or_spill;
+  const bool keep_out =
+      holding_back() || gpu_released_ || last_gpu_free_ < options_.reserve + map_.chunk_bytes();
+  const store::ChunkMover::Placement placement = keep_out
+                                                     ? store::ChunkMover::Placement::spill_only
+                                                     : store::ChunkMover::Placement::vram_or_spill;
   size_t failed = 0;
   store::MoveResult failure;
   for (size_t word = 0; word < wanted_words_; ++word) {
@@ -363,6 +396,8 @@ ElasticControl::Answer ElasticTier::evict(uint64_t bytes, bool everything,
 }
 
 ElasticControl::Answer ElasticTier::bring_back(uint64_t budget, const char* reason) noexcept {
+  if (gpu_released_)
+    return {false, "the GPU is released; nothing comes back to VRAM until it is taken again"};
   const auto start = steady_clock::now();
   uint64_t restored = 0;
   size_t busy = 0;

@@ -44,6 +44,15 @@ struct ElasticSnapshot {
   std::string last_move;  // the log line of the last sweep, empty before the first
   std::string last_move_reason;
   int64_t last_move_unix = 0;
+  bool gpu_released = false;  // the daemon holds no CUDA context: the GPU may power down
+};
+
+// The others that hold CUDA resources of the context (the Server's workers
+// and copy kernel, engine::Server::detach_gpu/attach_gpu): they let go before
+// the tier releases the context, and come back after it retained it again.
+struct GpuUsers {
+  std::function<cuda::Status()> detach;
+  std::function<cuda::Status()> attach;
 };
 
 // The daemon's elastic VRAM (src/store/ELASTIC.md): the spill area, the chunk
@@ -73,6 +82,9 @@ class ElasticTier final : public ElasticControl {
   ElasticTier(const ElasticTier&) = delete;
   ElasticTier& operator=(const ElasticTier&) = delete;
 
+  // Before start(): who else must let go of the GPU before the context is
+  // released. Without them the context is never released.
+  void share_gpu_with(GpuUsers users) { gpu_users_ = std::move(users); }
   void start();
   // Ends the thread (a sweep under way stops after its current chunk);
   // release() and restore() answer that the daemon is stopping from then on.
@@ -106,6 +118,18 @@ class ElasticTier final : public ElasticControl {
   void wake() noexcept;
   void finish(const char* why) noexcept;
   void record(const char* line, const char* reason) noexcept;
+  // The GPU's whole share of the daemon (elastic_tier_gpu.cpp): once nothing
+  // of the export is in VRAM and the VRAM is held back (the admin released
+  // all of it, the laptop is on battery), the tier lets go of the CUDA
+  // context, so that the GPU holds nothing of ours and may power down;
+  // take_gpu_back() retains it before anything comes back to VRAM. Each
+  // returns what happened, for the log and the admin's answer; false and
+  // nothing changed when it could not.
+  bool let_go_of_gpu(std::string& line) noexcept;
+  bool take_gpu_back(std::string& line) noexcept;
+  // The VRAM stays held back (admin, battery): while released, the tier
+  // takes the GPU back only once this is false.
+  bool holding_back() const noexcept;
 
   cuda::Context& context_;
   store::VramStore& store_;
@@ -122,6 +146,9 @@ class ElasticTier final : public ElasticControl {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> gpu_free_bytes_{0};
   std::thread thread_;
+  GpuUsers gpu_users_;
+  bool gpu_released_ = false;  // the tier's thread only; snapshot() reads gpu_released_seen_
+  std::atomic<bool> gpu_released_seen_{false};
 
   std::mutex caller_mutex_;   // one admin command at a time
   mutable std::mutex mutex_;  // guards what follows

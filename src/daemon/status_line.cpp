@@ -39,6 +39,7 @@ std::string compose_status_line(const status::InstanceStatus& s, const std::stri
             " in " + s.spill_path;
     if (s.none_bytes) line += ", " + format_byte_size(s.none_bytes) + " with no storage";
     if (!s.last_move_reason.empty()) line += " (" + s.last_move_reason + ")";
+    if (s.gpu_released) line += "; GPU released";
   }
   return line;
 }

@@ -67,6 +67,7 @@ std::string StatusPublisher::publish(const std::string& stopping) {
     s.last_move = elastic.last_move;
     s.last_move_reason = elastic.last_move_reason;
     s.last_move_unix = elastic.last_move_unix;
+    s.gpu_released = elastic.gpu_released;
   }
   s.updated_unix = time(nullptr);
   s.status_line = compose_status_line(s, stopping);

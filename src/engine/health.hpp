@@ -44,11 +44,19 @@ class Health {
     }
   }
 
-  // A block read back from VRAM did not match its checksum.
-  void checksum_mismatch(uint64_t offset) noexcept {
+  // A block read back did not match its checksum: from VRAM, or (elastic
+  // VRAM) from the spill area, whose suspects are the disk and its filesystem.
+  void checksum_mismatch(uint64_t offset, bool from_spill = false) noexcept {
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
-    if (checksum_limit_.allow(suppressed)) {
+    if (!checksum_limit_.allow(suppressed)) return;
+    if (from_spill) {
+      log_error("spill area data corrupted at offset %llu (checksum mismatch): the read gets "
+                "EIO; the disk under the spill file may be failing: check dmesg and smartctl "
+                "(%llu similar not logged)",
+                static_cast<unsigned long long>(offset),
+                static_cast<unsigned long long>(suppressed));
+    } else {
       log_error("VRAM data corrupted at offset %llu (checksum mismatch): the read gets EIO; "
                 "this GPU's memory may be failing: check nvidia-smi -q -d ECC,PAGE_RETIREMENT "
                 "and dmesg for Xid errors (%llu similar not logged)",

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
@@ -180,6 +181,43 @@ std::vector<UniqueFd> Server::open_kernel_sockets(unsigned count) {
 
 uint16_t Server::transmission_flags() const noexcept {
   return nbd::served_transmission_flags;
+}
+
+cuda::Status Server::switch_workers(bool attached) noexcept {
+  if (!started_) return cuda::CUDA_ERROR_ILLEGAL_STATE;
+  for (auto& worker : workers_)
+    worker->want_gpu(attached);
+  const Worker::GpuState goal = attached ? Worker::GpuState::attached : Worker::GpuState::detached;
+  const auto deadline = std::chrono::steady_clock::now() + gpu_switch_wait;
+  for (;;) {
+    bool all_there = true;
+    for (const auto& worker : workers_) {
+      const Worker::GpuState state = worker->gpu_state();
+      if (attached && state == Worker::GpuState::failed) return cuda::CUDA_ERROR_INVALID_CONTEXT;
+      all_there = all_there && state == goal;
+    }
+    if (all_there) return cuda::Status();
+    if (std::chrono::steady_clock::now() >= deadline) return cuda::CUDA_ERROR_TIMEOUT;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+cuda::Status Server::detach_gpu() noexcept {
+  if (const cuda::Status workers = switch_workers(false); !workers.ok()) {
+    (void)switch_workers(true);
+    return workers;
+  }
+  return copy_kernel_ ? copy_kernel_->detach() : cuda::Status();
+}
+
+cuda::Status Server::attach_gpu() noexcept {
+  cuda::Status status = copy_kernel_ ? copy_kernel_->attach() : cuda::Status();
+  if (status.ok()) status = switch_workers(true);
+  if (!status.ok()) {
+    (void)switch_workers(false);
+    if (copy_kernel_) (void)copy_kernel_->detach();
+  }
+  return status;
 }
 
 Worker& Server::least_busy_worker() noexcept {

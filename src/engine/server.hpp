@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -58,6 +59,19 @@ class Server {
   int kernel_connection_closed_fd() const noexcept { return kernel_closed_.get(); }
 
   uint16_t transmission_flags() const noexcept;
+
+  // Elastic VRAM lets go of the GPU (src/store/ELASTIC.md): every worker
+  // lets go of its stream and buffer registrations between two rounds, then
+  // the copy kernel is unloaded; requests go on meanwhile (every chunk must
+  // be in the spill area or have no storage: a VRAM copy would fail with
+  // EIO). attach_gpu() brings it all back in the retained context, on the
+  // calling thread (bound to it). Each waits for the workers, bounded by
+  // gpu_switch_wait: CUDA_ERROR_TIMEOUT when one did not get there, and the
+  // first failure otherwise; a failed attach_gpu() leaves them detached.
+  // For one thread at a time (the elastic tier's), while serving.
+  static constexpr std::chrono::seconds gpu_switch_wait{30};
+  cuda::Status detach_gpu() noexcept;
+  cuda::Status attach_gpu() noexcept;
   uint64_t export_size() const noexcept { return context_.geometry.size; }
   unsigned live_kernel_connections() const noexcept {
     return live_kernel_connections_.load(std::memory_order_relaxed);
@@ -67,6 +81,8 @@ class Server {
 
  private:
   Worker& least_busy_worker() noexcept;
+  // Asks every worker for `attached` and waits until all got there.
+  cuda::Status switch_workers(bool attached) noexcept;
   void limit_clients_to_descriptors();
 
   ServerOptions options_;

@@ -65,7 +65,11 @@ bool VerifyGuard::staged_read_intact(Reply& r) noexcept {
     if (bad == store::BlockChecksums::no_mismatch) return true;
     // Data from the spill area or zeros of a chunk with no storage cannot be
     // read again from VRAM (the chunk may have none): it fails at once.
-    if (r.staged_elsewhere || !reread_until_consistent(bad, data + (bad - offset))) {
+    if (r.staged_elsewhere) {
+      health_.checksum_mismatch(bad, /*from_spill=*/true);
+      return false;
+    }
+    if (!reread_until_consistent(bad, data + (bad - offset))) {
       health_.checksum_mismatch(bad);
       return false;
     }

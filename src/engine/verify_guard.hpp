@@ -52,6 +52,10 @@ class VerifyGuard {
   // rather than hand out wrong data.
   bool staged_read_intact(Reply& reply) noexcept;
 
+  // The re-read buffer's registration, around a release of the context.
+  cuda::Status detach() noexcept { return recheck_buffer_.detach(); }
+  cuda::Status attach() noexcept { return recheck_buffer_.attach(); }
+
  private:
   bool reread_until_consistent(uint64_t offset, std::byte* block) noexcept;
 

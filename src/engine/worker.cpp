@@ -31,8 +31,8 @@ Worker::Worker(unsigned index, const ServingContext& context)
     : index_(index),
       context_(context),
       // Mapped into the GPU's address space, so the copy kernel can reach them.
-      rx_buffer_(*context.cuda, context.options.rx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
-      tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      rx_buffer_(*context.cuda, context.options.rx_arena_bytes, cuda::CU_MEMHOSTREGISTER_DEVICEMAP),
+      tx_buffer_(*context.cuda, context.options.tx_arena_bytes, cuda::CU_MEMHOSTREGISTER_DEVICEMAP),
       stream_(std::make_unique<store::CopyStream>(*context.store, context.copy_kernel)),
       rx_(rx_buffer_.data(), rx_buffer_.size() / 2),
       rx_ahead_(rx_buffer_.data() + rx_buffer_.size() / 2,
@@ -79,9 +79,50 @@ void Worker::start() {
 void Worker::request_stop() noexcept {
   if (!thread_.joinable()) return;
   stop_.store(true, std::memory_order_relaxed);
+  wake();
+}
+
+void Worker::wake() noexcept {
   const uint64_t one = 1;
   ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
   (void)ignored;
+}
+
+void Worker::want_gpu(bool attached) noexcept {
+  gpu_wanted_.store(attached, std::memory_order_release);
+  wake();
+}
+
+// Between rounds: nothing of this worker's is queued on the GPU (the last
+// round synchronized), so its stream and registrations can go; the bytes in
+// its buffers (payloads received ahead) stay where they are.
+void Worker::follow_gpu() noexcept {
+  const bool wanted = gpu_wanted_.load(std::memory_order_acquire);
+  const GpuState state = gpu_state_.load(std::memory_order_relaxed);
+  if (wanted == (state == GpuState::attached)) return;
+  if (!wanted) {
+    if (state == GpuState::detached) return;
+    // Each part tries even when one before it failed: the context is going.
+    const cuda::Status stream = stream_->detach();
+    const cuda::Status verify = verify_.detach();
+    const cuda::Status tx = tx_buffer_.detach();
+    const cuda::Status rx = rx_buffer_.detach();
+    for (const cuda::Status& s : {stream, verify, tx, rx}) {
+      if (!s.ok()) {
+        log_warning("worker %u: letting go of the GPU: %s", index_, s.name());
+        break;
+      }
+    }
+    gpu_state_.store(GpuState::detached, std::memory_order_release);
+    return;
+  }
+  cuda::Status status = context_.cuda->bind_current_thread();
+  if (status.ok()) status = rx_buffer_.attach();
+  if (status.ok()) status = tx_buffer_.attach();
+  if (status.ok()) status = verify_.attach();
+  if (status.ok()) status = stream_->attach();
+  if (!status.ok()) log_error("worker %u cannot use the GPU again: %s", index_, status.name());
+  gpu_state_.store(status.ok() ? GpuState::attached : GpuState::failed, std::memory_order_release);
 }
 
 void Worker::join() {
@@ -100,15 +141,14 @@ void Worker::adopt(Connection* c) {
     handoffs_.push_back(c);  // reserved for the whole pool: never allocates
   }
   connections_.fetch_add(1, std::memory_order_relaxed);
-  const uint64_t one = 1;
-  ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
-  (void)ignored;
+  wake();
 }
 
 void Worker::take_handoffs() noexcept {
   uint64_t counter = 0;
   ssize_t ignored = ::read(wake_.get(), &counter, sizeof counter);
   (void)ignored;
+  follow_gpu();
   std::lock_guard lock(handoff_mutex_);
   for (Connection* c : handoffs_)
     register_connection(*c);

@@ -104,6 +104,16 @@ class Worker {
   // with the handshake, kernel ones go straight to transmission.
   void adopt(Connection* connection);
 
+  // Elastic VRAM lets go of the GPU (Server::detach_gpu): the worker lets go
+  // of its CUDA resources (stream, registrations of its buffers) at the start
+  // of its next round, when no copy of its is in flight, and serves on from
+  // the spill area; attach brings them back in the retained context. Any
+  // thread; returns at once: gpu_state() says when the worker got there.
+  enum class GpuState : uint8_t { attached, detached, failed };
+  void want_gpu(bool attached) noexcept;
+  GpuState gpu_state() const noexcept { return gpu_state_.load(std::memory_order_acquire); }
+  bool gpu_wanted() const noexcept { return gpu_wanted_.load(std::memory_order_relaxed); }
+
   unsigned connections() const noexcept { return connections_.load(std::memory_order_relaxed); }
   const WorkerStats& stats() const noexcept { return stats_; }
 
@@ -116,6 +126,9 @@ class Worker {
   void expire_handshakes() noexcept;
   void begin_drain() noexcept;
   void close_if_drained(Connection& c) noexcept;
+
+  void follow_gpu() noexcept;
+  void wake() noexcept;
 
   void serve(Connection& c) noexcept;
   void serve_handshake(Connection& c) noexcept;
@@ -140,6 +153,8 @@ class Worker {
   UniqueFd wake_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> gpu_wanted_{true};
+  std::atomic<GpuState> gpu_state_{GpuState::attached};
   // Stopping: requests read from now on are answered ESHUTDOWN, and a
   // connection that owes nothing more is closed; the loop ends when none is
   // left or at drain_deadline_ns_.

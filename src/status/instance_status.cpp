@@ -30,7 +30,7 @@ using nlohmann::json;
                   X(memory_locked) X(oom_protected) X(io_flusher) X(updated_unix) X(exit_cause) \
                       X(ended_unix) X(elastic) X(vram_bytes) X(spill_bytes) X(none_bytes)       \
                           X(gpu_free_bytes) X(spill_path) X(last_move) X(last_move_reason)      \
-                              X(last_move_unix)
+                              X(last_move_unix) X(gpu_released)
 
 #define VRAMSWAP_CRASH_FIELDS(X) \
   X(pid) X(ended_unix) X(end_seen) X(cause) X(device) X(swap_active) X(swap_used_bytes) X(count)

@@ -53,6 +53,7 @@ struct InstanceStatus : IoCounters {
   std::string spill_path;
   std::string last_move, last_move_reason;
   int64_t last_move_unix = 0;
+  bool gpu_released = false;  // no CUDA context held: the GPU may power down
 
   bool memory_locked = false, oom_protected = false, io_flusher = false;
   int64_t updated_unix = 0;

@@ -103,6 +103,17 @@ MoveResult ChunkMover::copy_out(size_t chunk) noexcept {
   return success(MoveOutcome::moved, Tier::spill);
 }
 
+cuda::Status ChunkMover::detach() noexcept {
+  const cuda::Status stream = stream_.detach();
+  const cuda::Status staging = staging_.detach();
+  return stream.ok() ? staging : stream;
+}
+
+cuda::Status ChunkMover::attach() noexcept {
+  if (const cuda::Status staging = staging_.attach(); !staging.ok()) return staging;
+  return stream_.attach();
+}
+
 MoveResult ChunkMover::evict(size_t chunk, const Deadline& deadline) noexcept {
   const ChunkMap::MoveStart start = map_->begin_move(chunk, Motion::evicting, deadline);
   if (start != ChunkMap::MoveStart::started) return refused(start, map_->tier(chunk));
@@ -165,7 +176,8 @@ MoveResult ChunkMover::zero_spill(size_t chunk) noexcept {
   return success(MoveOutcome::moved_free, Tier::spill);
 }
 
-MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline, Placement placement) noexcept {
+MoveResult ChunkMover::restore(size_t chunk, const Deadline& deadline,
+                               Placement placement) noexcept {
   const ChunkMap::MoveStart start = map_->begin_move(chunk, Motion::restoring, deadline);
   if (start != ChunkMap::MoveStart::started) return refused(start, map_->tier(chunk));
   const Tier source = map_->tier(chunk);

@@ -121,6 +121,14 @@ class ChunkMover {
   // its start, so the end is the likeliest to be cold or empty.
   SweepReport evict_until(uint64_t bytes, std::chrono::nanoseconds drain_wait) noexcept;
 
+  // Before the context is released: the stream and the staging buffer's
+  // registration go (Context::release()); attach() brings them back. While
+  // detached only moves that need no GPU work: a `none` chunk placed in the
+  // spill area (Placement::spill_only); anything else fails and changes
+  // nothing.
+  cuda::Status detach() noexcept;
+  cuda::Status attach() noexcept;
+
  private:
   // Copies the chunk VRAM -> staging -> spill file; ok or the failure.
   MoveResult copy_out(size_t chunk) noexcept;

@@ -20,13 +20,22 @@ class CopyKernel {
   CopyKernel& operator=(const CopyKernel&) = delete;
 
   // Queues one launch over `count` table entries at device-visible address
-  // `table` on `stream`. Allocates nothing.
+  // `table` on `stream`. Allocates nothing. CUDA_ERROR_INVALID_CONTEXT while
+  // detached.
   cuda::Status launch(cuda::CUdeviceptr table, unsigned count,
                       cuda::CUstream stream) const noexcept;
+
+  // Unloads the module before the context is released; attach() loads it
+  // again in the context retained again (see Context::release()).
+  cuda::Status detach() noexcept;
+  cuda::Status attach() noexcept;
 
  private:
   CopyKernel(const cuda::Context& context, cuda::CUmodule module, cuda::CUfunction function)
       : context_(&context), module_(module), function_(function) {}
+  // Loads the module and finds the kernel; on failure holds nothing.
+  static cuda::CUresult load_module(const cuda::Driver& driver, cuda::CUmodule* module,
+                                    cuda::CUfunction* function) noexcept;
 
   const cuda::Context* context_;
   cuda::CUmodule module_;

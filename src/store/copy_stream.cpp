@@ -63,8 +63,34 @@ void CopyStream::destroy() noexcept {
   stream_ = nullptr;
 }
 
+Status CopyStream::detach() noexcept {
+  if (!stream_) return Status();
+  Status first = synchronize();
+  if (moves_) {
+    if (const Status detached = moves_->detach(); first.ok()) first = detached;
+  }
+  if (const Status destroyed = store_->context().driver().cuStreamDestroy(stream_); first.ok()) {
+    first = destroyed;
+  }
+  stream_ = nullptr;
+  return first;
+}
+
+Status CopyStream::attach() noexcept {
+  if (stream_) return Status();
+  const cuda::Driver& driver = store_->context().driver();
+  cuda::CUstream stream = nullptr;
+  if (const Status created = driver.cuStreamCreate(&stream, cuda::CU_STREAM_NON_BLOCKING);
+      !created.ok()) {
+    return created;
+  }
+  stream_ = stream;
+  return moves_ ? moves_->attach() : Status();
+}
+
 Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t len,
                          void* tag) noexcept {
+  if (!stream_) return cuda::CUDA_ERROR_INVALID_CONTEXT;
   if (pinned_src == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
   if (len == 0) return Status();
@@ -74,6 +100,7 @@ Status CopyStream::write(uint64_t export_offset, const void* pinned_src, size_t 
 }
 
 Status CopyStream::read(void* pinned_dst, uint64_t export_offset, size_t len, void* tag) noexcept {
+  if (!stream_) return cuda::CUDA_ERROR_INVALID_CONTEXT;
   if (pinned_dst == nullptr && len != 0) return cuda::CUDA_ERROR_INVALID_VALUE;
   if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
   if (len == 0) return Status();
@@ -205,6 +232,7 @@ Status CopyStream::copy_by_dma(const Part& part) const noexcept {
 }
 
 Status CopyStream::zero(uint64_t export_offset, uint64_t len) noexcept {
+  if (!stream_) return cuda::CUDA_ERROR_INVALID_CONTEXT;
   send_held();  // in order: a zero-fill after a write of the same bytes wins
   if (!store_->contains(export_offset, len)) return cuda::CUDA_ERROR_INVALID_VALUE;
   if (len == 0) return Status();

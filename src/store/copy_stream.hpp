@@ -69,8 +69,8 @@ class CopyStream {
   // call that carried parts beyond them loses the whole round.
   explicit CopyStream(const VramStore& store, const CopyKernel* copy_kernel = nullptr,
                       size_t max_moves = 16384, size_t max_parts = 16384);
-  // Lets small copies to and from `buffer` (allocated with
-  // CU_MEMHOSTALLOC_DEVICEMAP) go through the copy kernel. False, and they
+  // Lets small copies to and from `buffer` (registered with
+  // CU_MEMHOSTREGISTER_DEVICEMAP) go through the copy kernel. False, and they
   // use DMA, without a kernel or if the driver cannot map it.
   bool map(const PinnedBuffer& buffer);
   // Destroys the stream; work still queued completes first (as in CUDA).
@@ -116,6 +116,13 @@ class CopyStream {
   Outcome synchronize(void (*lost)(void* tag)) noexcept;
 
   cuda::CUstream handle() const noexcept { return stream_; }
+
+  // Before the context is released (Context::release()): waits for what is
+  // queued, then destroys the stream and detaches the move table; copies
+  // answer CUDA_ERROR_INVALID_CONTEXT until attach() creates a stream again
+  // in the retained context (the mapped buffers must be attached first).
+  cuda::Status detach() noexcept;
+  cuda::Status attach() noexcept;
 
  private:
   void destroy() noexcept;

@@ -10,7 +10,7 @@ namespace vramswap::store {
 MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& copy_kernel, size_t capacity)
     : context_(&context),
       copy_kernel_(&copy_kernel),
-      table_(context, capacity * sizeof(BlockMove), cuda::CU_MEMHOSTALLOC_DEVICEMAP),
+      table_(context, capacity * sizeof(BlockMove), cuda::CU_MEMHOSTREGISTER_DEVICEMAP),
       capacity_(capacity),
       host_of_(capacity) {
   const cuda::Driver& driver = context.driver();
@@ -22,6 +22,30 @@ MoveTable::MoveTable(const cuda::Context& context, const CopyKernel& copy_kernel
             driver.describe(result));
   }
   regions_.reserve(4);
+}
+
+cuda::Status MoveTable::detach() noexcept {
+  count_ = 0;
+  table_device_ = 0;
+  for (Region& region : regions_)
+    region.device = 0;
+  return table_.detach();
+}
+
+cuda::Status MoveTable::attach() noexcept {
+  const cuda::Driver& driver = context_->driver();
+  if (const cuda::Status attached = table_.attach(); !attached.ok()) return attached;
+  if (const cuda::Status found = driver.cuMemHostGetDevicePointer(&table_device_, table_.data(), 0);
+      !found.ok()) {
+    return found;
+  }
+  for (Region& region : regions_) {
+    if (const cuda::Status found = driver.cuMemHostGetDevicePointer(&region.device, region.host, 0);
+        !found.ok()) {
+      return found;
+    }
+  }
+  return cuda::Status();
 }
 
 bool MoveTable::map(const PinnedBuffer& buffer) {
@@ -44,7 +68,9 @@ bool MoveTable::add(std::byte* host, cuda::CUdeviceptr device, uint64_t bytes,
     }
   }
   const size_t pieces = (bytes + max_block_move_bytes - 1) / max_block_move_bytes;
-  if (!region || bytes >= dma_copy_bytes || count_ + pieces > capacity_) return false;
+  if (!region || region->device == 0 || bytes >= dma_copy_bytes || count_ + pieces > capacity_) {
+    return false;
+  }
   auto* table = reinterpret_cast<BlockMove*>(table_.data());
   for (uint64_t done = 0; done < bytes; done += max_block_move_bytes) {
     const uint32_t piece =

@@ -16,7 +16,7 @@ class CopyKernel;
 // One round's copies, collected so that they go to the GPU as one launch of
 // the copy kernel instead of one driver call each. The table lives in mapped
 // pinned memory that the kernel reads; only host memory registered with
-// map() (pinned buffers allocated with CU_MEMHOSTALLOC_DEVICEMAP) can take
+// map() (pinned buffers registered with CU_MEMHOSTREGISTER_DEVICEMAP) can take
 // part, anything else is copied by the caller the usual way.
 class MoveTable {
  public:
@@ -36,6 +36,12 @@ class MoveTable {
   // the stream has finished it: call clear() only after synchronizing.
   cuda::Status submit(cuda::CUstream stream) const noexcept;
   void clear() noexcept { count_ = 0; }
+
+  // Before the context is released: the table's memory and the GPU's view
+  // of every mapped buffer go (the buffers' owners detach those). attach()
+  // finds them again once the context and the buffers are back.
+  cuda::Status detach() noexcept;
+  cuda::Status attach() noexcept;
 
  private:
   struct Region {

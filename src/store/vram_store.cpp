@@ -70,11 +70,10 @@ uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
   const size_t chunks = static_cast<size_t>((requested + chunk_bytes_ - 1) / chunk_bytes_);
   handles_.assign(chunks, 0);
   reserved_bytes_ = chunks * chunk_bytes_;
-  const cuda::CUresult reserved = driver.cuMemAddressReserve(&base_, reserved_bytes_, 0, 0, 0);
-  if (reserved != cuda::CUDA_SUCCESS) {
-    base_ = 0;
-    fail("cuMemAddressReserve", reserved_bytes_, reserved);
-  }
+  cuda::CUdeviceptr base = 0;
+  const cuda::CUresult reserved = driver.cuMemAddressReserve(&base, reserved_bytes_, 0, 0, 0);
+  if (reserved != cuda::CUDA_SUCCESS) fail("cuMemAddressReserve", reserved_bytes_, reserved);
+  base_.store(base, std::memory_order_relaxed);
 
   size_t got = 0;
   for (; got < chunks; ++got) {
@@ -151,7 +150,7 @@ cuda::CUresult VramStore::create_and_map(size_t chunk, const char** failed_call)
 
 cuda::CUresult VramStore::enable_access(uint64_t offset, uint64_t bytes) const noexcept {
   const cuda::CUmemAccessDesc access{prop_.location, cuda::CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
-  return context_->driver().cuMemSetAccess(base_ + offset, bytes, &access, 1);
+  return context_->driver().cuMemSetAccess(base() + offset, bytes, &access, 1);
 }
 
 cuda::Status VramStore::release(size_t chunk) noexcept {
@@ -192,8 +191,27 @@ void VramStore::fail(const char* call, uint64_t bytes, cuda::CUresult result) {
   throw StartupError(exit_code::unavailable, message);
 }
 
+cuda::Status VramStore::detach() noexcept {
+  if (committed_chunks_.load(std::memory_order_relaxed) != 0) return cuda::CUDA_ERROR_ILLEGAL_STATE;
+  const cuda::CUdeviceptr base = base_.exchange(0, std::memory_order_relaxed);
+  if (base == 0) return cuda::Status();
+  detached_base_ = base;
+  return context_->driver().cuMemAddressFree(base, reserved_bytes_);
+}
+
+cuda::Status VramStore::attach() noexcept {
+  if (base() != 0 || reserved_bytes_ == 0) return cuda::Status();
+  // The same addresses where the driver still has them free: nothing else
+  // cares, but a debugger's view of the export stays put.
+  cuda::CUdeviceptr base = 0;
+  const cuda::Status reserved =
+      context_->driver().cuMemAddressReserve(&base, reserved_bytes_, 0, detached_base_, 0);
+  if (reserved.ok()) base_.store(base, std::memory_order_relaxed);
+  return reserved;
+}
+
 void VramStore::free_all() noexcept {
-  if (base_ == 0 && handles_.empty()) return;
+  if (base() == 0 && handles_.empty()) return;
   // The destroying thread may not be one that bound the context.
   (void)context_->bind_current_thread();
   const cuda::Driver& driver = context_->driver();
@@ -203,10 +221,10 @@ void VramStore::free_all() noexcept {
     (void)driver.cuMemUnmap(chunk_address(chunk), chunk_bytes_);
     (void)driver.cuMemRelease(handles_[chunk]);
   }
-  if (base_ != 0) (void)driver.cuMemAddressFree(base_, reserved_bytes_);
+  if (base() != 0) (void)driver.cuMemAddressFree(base(), reserved_bytes_);
   handles_.clear();
   committed_chunks_.store(0, std::memory_order_relaxed);
-  base_ = 0;
+  base_.store(0, std::memory_order_relaxed);
   reserved_bytes_ = 0;
   size_ = 0;
 }

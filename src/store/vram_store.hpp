@@ -78,7 +78,7 @@ class VramStore {
   // Chunks of the export: size() / chunk_bytes(), rounded up.
   size_t chunk_count() const noexcept { return handles_.size(); }
   // The device address of export offset 0; 0 before allocate().
-  cuda::CUdeviceptr base() const noexcept { return base_; }
+  cuda::CUdeviceptr base() const noexcept { return base_.load(std::memory_order_relaxed); }
   const cuda::Context& context() const noexcept { return *context_; }
 
   // Whether a chunk's VRAM is in place (chunk < chunk_count()), and how much
@@ -100,7 +100,7 @@ class VramStore {
   // when offset >= size().
   VramExtent locate(uint64_t offset) const noexcept {
     if (offset >= size_) return {};
-    return {base_ + offset, size_ - offset};
+    return {base() + offset, size_ - offset};
   }
 
   // Gives one chunk's VRAM back to the GPU (cuMemUnmap, cuMemRelease); its
@@ -124,6 +124,15 @@ class VramStore {
   // released and nothing is held. Committing a committed chunk is a no-op.
   cuda::Status commit(size_t chunk) noexcept;
 
+  // Before the context is released (Context::release()): gives the address
+  // range back; every chunk must be released already
+  // (CUDA_ERROR_ILLEGAL_STATE otherwise, and nothing changes). attach()
+  // reserves a range of the same size again in the retained context, where
+  // released chunks can be committed as before. base() is 0 while detached;
+  // no copy may run then (every chunk is elsewhere).
+  cuda::Status detach() noexcept;
+  cuda::Status attach() noexcept;
+
  private:
   // Creates chunk `chunk`'s physical allocation and maps it (no access yet);
   // on failure holds nothing and names the call that failed.
@@ -131,7 +140,7 @@ class VramStore {
   // Enables read/write access for the device on [base + offset, + bytes).
   cuda::CUresult enable_access(uint64_t offset, uint64_t bytes) const noexcept;
   cuda::CUdeviceptr chunk_address(size_t chunk) const noexcept {
-    return base_ + chunk * chunk_bytes_;
+    return base() + chunk * chunk_bytes_;
   }
   [[noreturn]] void fail(const char* call, uint64_t bytes, cuda::CUresult result);
   void free_all() noexcept;
@@ -142,7 +151,9 @@ class VramStore {
   uint64_t size_ = 0;
   bool allocated_ = false;
   cuda::CUmemAllocationProp prop_{};  // no handle type where the driver cannot export
-  cuda::CUdeviceptr base_ = 0;
+  // Read by every worker, changed only while none copies (detach/attach).
+  std::atomic<cuda::CUdeviceptr> base_{0};
+  cuda::CUdeviceptr detached_base_ = 0;
   uint64_t reserved_bytes_ = 0;
   // One handle per chunk of the export; 0 while the chunk is released.
   std::vector<cuda::CUmemGenericAllocationHandle> handles_;

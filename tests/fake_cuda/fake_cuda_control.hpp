@@ -13,7 +13,7 @@
 // rereads its environment) initializes the block again.
 //
 // Layout (little-endian, natural alignment; offsets for tests in other
-// languages, e.g. Python's struct "<IIII12Q"):
+// languages, e.g. Python's struct "<IIII13Q"):
 //    0 u32 magic                  0x43465356 ("VSFC" in memory)
 //    4 u32 version                control_version; bumped on any layout change
 //    8 u32 size                   sizeof(Control) as written by the fake
@@ -41,6 +41,9 @@
 //                                 not fit beside it. Store to take VRAM, lower
 //                                 to give it back; memory already allocated is
 //                                 kept (free then reads as 0).
+//  112 u64 live_contexts      out primary contexts retained and not yet released
+//                                 (on every device): 0 once the daemon has let
+//                                 go of the GPU (elastic VRAM on battery)
 // "Copy calls" are cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 and
 // cuMemsetD8Async. Counters are updated when a call is accepted (queued),
 // not when the queued work runs at cuStreamSynchronize.
@@ -52,7 +55,7 @@
 namespace vramswap::fake_cuda {
 
 inline constexpr uint32_t control_magic = 0x43465356;
-inline constexpr uint32_t control_version = 3;
+inline constexpr uint32_t control_version = 4;
 
 struct Control {
   std::atomic<uint32_t> magic;
@@ -71,6 +74,7 @@ struct Control {
   std::atomic<uint64_t> creates;
   std::atomic<uint64_t> fail_create_at;
   std::atomic<uint64_t> other_program_bytes;
+  std::atomic<uint64_t> live_contexts;
 };
 
 // Shared between processes: the atomics must not hide a lock, and must have
@@ -78,6 +82,6 @@ struct Control {
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
-static_assert(sizeof(Control) == 112);
+static_assert(sizeof(Control) == 120);
 
 }  // namespace vramswap::fake_cuda

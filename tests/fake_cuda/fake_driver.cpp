@@ -206,10 +206,13 @@ namespace {
 
 using namespace vramswap::fake_cuda;  // NOLINT
 
+// Pinned host memory the fake knows: its own (cuMemHostAlloc) or the
+// caller's (cuMemHostRegister, which the fake must never unmap).
 struct HostAllocation {
   size_t size;
   CUctx_st* context;
-  unsigned int flags;
+  bool device_mapped;  // CU_MEMHOSTALLOC_DEVICEMAP / CU_MEMHOSTREGISTER_DEVICEMAP
+  bool registered;
 };
 
 struct Device {
@@ -323,7 +326,7 @@ bool map_control(const std::string& path, std::string& error) {
        {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
         &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
         &Control::syncs, &Control::bytes_allocated, &Control::failed_copies, &Control::creates,
-        &Control::fail_create_at, &Control::other_program_bytes}) {
+        &Control::fail_create_at, &Control::other_program_bytes, &Control::live_contexts}) {
     (block->*field).store(0, std::memory_order_relaxed);
   }
   block->version.store(control_version, std::memory_order_relaxed);
@@ -464,7 +467,7 @@ void reset_context_locked(CUctx_st& context) {
   }
   for (auto it = g_host_allocations.begin(); it != g_host_allocations.end();) {
     if (it->second.context == &context) {
-      munmap(reinterpret_cast<void*>(it->first), it->second.size);
+      if (!it->second.registered) munmap(reinterpret_cast<void*>(it->first), it->second.size);
       it = g_host_allocations.erase(it);
     } else {
       ++it;
@@ -546,8 +549,7 @@ bool mapped_host_range_locked(uintptr_t pointer, size_t length) {
   if (it == g_host_allocations.begin()) return false;
   --it;
   const uintptr_t into = pointer - it->first;
-  return (it->second.flags & CU_MEMHOSTALLOC_DEVICEMAP) != 0 && into < it->second.size &&
-         length <= it->second.size - into;
+  return it->second.device_mapped && into < it->second.size && length <= it->second.size - into;
 }
 
 // Counts a copy call and applies the injected faults.
@@ -859,7 +861,7 @@ CUresult cuDevicePrimaryCtxRetain(CUcontext* context, CUdevice device) {
   std::unique_lock lock(g_lock);
   if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
   CUctx_st& primary = g_contexts[device];
-  ++primary.references;
+  if (primary.references++ == 0) count(&Control::live_contexts, 1);
   primary.active.store(true, std::memory_order_release);
   *context = &primary;
   return CUDA_SUCCESS;
@@ -873,7 +875,10 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
   if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
   CUctx_st& primary = g_contexts[device];
   if (primary.references == 0) return CUDA_ERROR_INVALID_CONTEXT;
-  if (--primary.references == 0) reset_context_locked(primary);
+  if (--primary.references == 0) {
+    reset_context_locked(primary);
+    count(&Control::live_contexts, uint64_t(0) - 1);
+  }
   return lost() ? lost_device_error : CUDA_SUCCESS;
 }
 
@@ -1186,8 +1191,9 @@ CUresult cuMemHostAlloc(void** pointer, size_t bytes, unsigned int flags) {
   void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
   std::unique_lock lock(g_lock);
-  g_host_allocations.emplace(reinterpret_cast<uintptr_t>(memory),
-                             HostAllocation{bytes, context, flags});
+  g_host_allocations.emplace(
+      reinterpret_cast<uintptr_t>(memory),
+      HostAllocation{bytes, context, (flags & CU_MEMHOSTALLOC_DEVICEMAP) != 0, false});
   *pointer = memory;
   return CUDA_SUCCESS;
 }
@@ -1198,10 +1204,50 @@ CUresult cuMemFreeHost(void* pointer) {
   if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   std::unique_lock lock(g_lock);
   const auto it = g_host_allocations.find(reinterpret_cast<uintptr_t>(pointer));
-  if (it == g_host_allocations.end()) {
+  if (it == g_host_allocations.end() || it->second.registered) {
     return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   }
   munmap(pointer, it->second.size);
+  g_host_allocations.erase(it);
+  return device_lost ? lost_device_error : CUDA_SUCCESS;
+}
+
+// Page-locks the caller's memory for this context (here: records it; the
+// process's mlockall does the locking). As the real driver, it refuses a
+// range that overlaps one registered already, and the registration ends
+// with the context.
+CUresult cuMemHostRegister_v2(void* pointer, size_t bytes, unsigned int flags) {
+  FAKE_TRY(ready());
+  CUctx_st* context = current_context();
+  if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  constexpr unsigned int known_flags = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP;
+  if (!pointer || bytes == 0 || (flags & ~known_flags) != 0) return CUDA_ERROR_INVALID_VALUE;
+  const auto start = reinterpret_cast<uintptr_t>(pointer);
+  std::unique_lock lock(g_lock);
+  auto next = g_host_allocations.lower_bound(start);
+  if (next != g_host_allocations.end() && next->first < start + bytes) {
+    return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+  }
+  if (next != g_host_allocations.begin()) {
+    auto previous = std::prev(next);
+    if (previous->first + previous->second.size > start) {
+      return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    }
+  }
+  g_host_allocations.emplace(
+      start, HostAllocation{bytes, context, (flags & CU_MEMHOSTREGISTER_DEVICEMAP) != 0, true});
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostUnregister(void* pointer) {
+  if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
+  const bool device_lost = lost();
+  if (!device_lost && !current_context()) return CUDA_ERROR_INVALID_CONTEXT;
+  std::unique_lock lock(g_lock);
+  const auto it = g_host_allocations.find(reinterpret_cast<uintptr_t>(pointer));
+  if (it == g_host_allocations.end() || !it->second.registered) {
+    return device_lost ? lost_device_error : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+  }
   g_host_allocations.erase(it);
   return device_lost ? lost_device_error : CUDA_SUCCESS;
 }

@@ -6,7 +6,9 @@
 // request pinned and sent to its chunk's tier).
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -14,6 +16,7 @@
 #include "status/instance_status.hpp"
 #include "support/fake_control.hpp"
 #include "support/nbd_test_client.hpp"
+#include "support/process.hpp"
 #include "support/test_daemon.hpp"
 
 using namespace vramswap::test;
@@ -44,7 +47,154 @@ std::optional<vramswap::status::InstanceStatus> wait_for(
   return std::nullopt;
 }
 
+// `vramswap release|restore test ...` against the test daemon.
+CommandResult vramswap_command(const TestDaemon& daemon, std::vector<std::string> args) {
+  args.insert(args.begin(), VRAMSWAP_TEST_VRAMSWAP);
+  args.insert(args.end(), {"--runtime-dir", daemon.dir().path()});
+  return run_command(args, std::chrono::seconds(120), {});
+}
+
+// Waits until the fake driver's counter `field` reads `value`.
+bool control_reads(FakeControl& control, std::atomic<uint64_t> vramswap::fake_cuda::Control::*field,
+                   uint64_t value, std::chrono::seconds timeout = std::chrono::seconds(40)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if ((control.operator->()->*field).load() == value) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// A power_supply tree as sysfs shows it: one mains adapter, one battery.
+void set_power(const TempDir& dir, bool on_battery) {
+  for (const char* name : {"AC", "BAT0"})
+    std::filesystem::create_directories(dir.file(name));
+  write_file(dir.file("AC/type"), "Mains\n");
+  write_file(dir.file("AC/online"), on_battery ? "0\n" : "1\n");
+  write_file(dir.file("BAT0/type"), "Battery\n");
+  write_file(dir.file("BAT0/status"), on_battery ? "Discharging\n" : "Charging\n");
+}
+
+// Data in a few places of the export, written and read back through a
+// client that stays connected across the daemon's moves.
+struct Pattern {
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> pieces;
+  explicit Pattern(uint64_t export_bytes) {
+    for (uint64_t offset : {uint64_t{0}, 5 * MiB + 4096, export_bytes / 2, export_bytes - 1 * MiB})
+      pieces.emplace_back(offset, random_bytes(1 << 20, offset / 4096 + 7));
+  }
+  void write(NbdTestClient& client) const {
+    for (const auto& [offset, data] : pieces)
+      REQUIRE(client.write(offset, data) == 0);
+  }
+  void check(NbdTestClient& client) const {
+    std::vector<uint8_t> back;
+    for (const auto& [offset, data] : pieces) {
+      INFO("offset " << offset);
+      REQUIRE(client.read(offset, data.size(), back) == 0);
+      CHECK(back == data);
+    }
+  }
+};
+
+// A 256 MiB daemon with a spill file, a client connected to it and the
+// pattern written through that client.
+struct PatternedDaemon {
+  explicit PatternedDaemon(std::string extra_config = {}, Environment environment = {})
+      : daemon({.size = "256M",
+                .extra_config = std::move(extra_config),
+                .spill = spill_dir.file("test.spill"),
+                .environment = with_memory(std::move(environment))}) {
+    if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
+    control.emplace(daemon.control_path());
+    client.emplace(daemon.socket_path());
+    REQUIRE(client->negotiate() == 1);
+    pattern.write(*client);
+  }
+  static Environment with_memory(Environment environment) {
+    environment.insert(environment.begin(), {"VRAMSWAP_FAKE_MEMORY", "2G"});
+    return environment;
+  }
+
+  TempDir spill_dir;
+  TestDaemon daemon;
+  std::optional<FakeControl> control;
+  std::optional<NbdTestClient> client;
+  const Pattern pattern{256 * MiB};
+};
+
 }  // namespace
+
+TEST_CASE(
+    "released all of it, the daemon lets go of the GPU (no CUDA context) and keeps serving; "
+    "restore takes it back",
+    "[elastic][fake]") {
+  PatternedDaemon patterned;
+  TestDaemon& daemon = patterned.daemon;
+  FakeControl& control = *patterned.control;
+  NbdTestClient& client = *patterned.client;
+  const Pattern& pattern = patterned.pattern;
+  REQUIRE(control_reads(control, &vramswap::fake_cuda::Control::live_contexts, 1));
+
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    INFO("cycle " << cycle << "\n" << daemon.log());
+    const CommandResult released = vramswap_command(daemon, {"release", "test", "all"});
+    INFO(released.output);
+    REQUIRE(released.exit_status == 0);
+    CHECK_THAT(released.output, Contains("its CUDA context is released"));
+    // The GPU holds nothing of ours: no context, not a byte of VRAM.
+    CHECK(control->live_contexts.load() == 0);
+    CHECK(control->bytes_allocated.load() == 0);
+    pattern.check(client);  // from the spill area
+    // Writes go on too: to the spill area, taking no VRAM.
+    pattern.write(client);
+    CHECK(control->live_contexts.load() == 0);
+    const auto s = wait_for(daemon, [](const auto& st) { return st.gpu_released; });
+    REQUIRE(s);
+    CHECK(s->vram_bytes == 0);
+
+    const CommandResult restored = vramswap_command(daemon, {"restore", "test"});
+    INFO(restored.output);
+    REQUIRE(restored.exit_status == 0);
+    CHECK_THAT(restored.output, Contains("took its CUDA context again"));
+    CHECK(control->live_contexts.load() == 1);
+    CHECK(control->bytes_allocated.load() >= 256 * MiB);
+    pattern.check(client);  // from VRAM, through the workers' new streams
+    pattern.write(client);
+  }
+  pattern.check(client);
+  CHECK(daemon.stop() == 0);
+  CHECK(control->live_contexts.load() == 0);
+}
+
+TEST_CASE("on battery with on_battery = release, the daemon holds no CUDA context until AC returns",
+          "[elastic][fake]") {
+  TempDir power;
+  set_power(power, false);
+  PatternedDaemon patterned("on_battery = release\n", {{"VRAMSWAP_POWER_SUPPLY_DIR", power.path()},
+                                                       {"VRAMSWAP_TIER_TICK_MS", "100"}});
+  TestDaemon& daemon = patterned.daemon;
+  FakeControl& control = *patterned.control;
+  NbdTestClient& client = *patterned.client;
+  const Pattern& pattern = patterned.pattern;
+
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    INFO("cycle " << cycle << "\n" << daemon.log());
+    set_power(power, true);
+    REQUIRE(control_reads(control, &vramswap::fake_cuda::Control::live_contexts, 0));
+    CHECK(control->bytes_allocated.load() == 0);
+    pattern.check(client);
+    pattern.write(client);
+    set_power(power, false);
+    REQUIRE(control_reads(control, &vramswap::fake_cuda::Control::live_contexts, 1));
+    const auto back = wait_for(
+        daemon, [](const auto& s) { return !s.gpu_released && s.vram_bytes == 256 * MiB; });
+    REQUIRE(back);
+    pattern.check(client);
+  }
+  CHECK_THAT(daemon.log(), Contains("holds nothing of vramswap now"));
+  CHECK(daemon.stop() == 0);
+}
 
 TEST_CASE(
     "another program takes VRAM: data moves to the spill area, reads stay right, and "

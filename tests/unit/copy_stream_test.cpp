@@ -398,7 +398,7 @@ TEST_CASE("flush() sends a round's small copies once; synchronize() only waits f
   CopyStream stream(setup.store, kernel.get());
   constexpr size_t block = 4096;
   constexpr size_t blocks = 8;
-  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTREGISTER_DEVICEMAP);
   REQUIRE(stream.map(staging));
   const auto data = random_bytes(blocks * block, 11);
   std::memcpy(staging.data(), data.data(), data.size());
@@ -426,7 +426,7 @@ TEST_CASE("copy-kernel moves that cross a chunk boundary land on both sides of i
   REQUIRE(kernel);
   CopyStream stream(setup.store, kernel.get());
   constexpr size_t block = 4096;
-  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTREGISTER_DEVICEMAP);
   REQUIRE(stream.map(staging));
   const auto data = random_bytes(4 * block, 13);
   std::memcpy(staging.data(), data.data(), data.size());
@@ -451,7 +451,7 @@ TEST_CASE("a failed launch of collected copies redoes each as its own call, and 
   CopyStream stream(setup.store, kernel.get());
   constexpr size_t block = 4096;
   constexpr size_t blocks = 6;
-  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  PinnedBuffer staging(setup.context, blocks * block, cuda::CU_MEMHOSTREGISTER_DEVICEMAP);
   REQUIRE(stream.map(staging));
   const auto data = random_bytes(blocks * block, 12);
   std::memcpy(staging.data(), data.data(), data.size());
@@ -501,7 +501,7 @@ TEST_CASE("a lone collected copy that fails is not redone: its call was its own"
   const auto kernel = CopyKernel::load(setup.context);
   REQUIRE(kernel);
   CopyStream stream(setup.store, kernel.get());
-  PinnedBuffer staging(setup.context, 4096, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  PinnedBuffer staging(setup.context, 4096, cuda::CU_MEMHOSTREGISTER_DEVICEMAP);
   REQUIRE(stream.map(staging));
   int tag = 0;
   REQUIRE(stream.write(0, staging.data(), 4096, &tag).ok());
@@ -587,7 +587,7 @@ TEST_CASE("a failed launch redoes each tag's part, also parts that were coalesce
   REQUIRE(kernel);
   CopyStream stream(setup.store, kernel.get());
   constexpr size_t block = 4096;
-  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTALLOC_DEVICEMAP);
+  PinnedBuffer staging(setup.context, 4 * block, cuda::CU_MEMHOSTREGISTER_DEVICEMAP);
   REQUIRE(stream.map(staging));
   const auto data = random_bytes(4 * block, 22);
   std::memcpy(staging.data(), data.data(), data.size());

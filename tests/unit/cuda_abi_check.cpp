@@ -20,6 +20,8 @@ namespace vramswap::cuda::abi_check {
 constexpr unsigned int our_portable = CU_MEMHOSTALLOC_PORTABLE;
 constexpr unsigned int our_devicemap = CU_MEMHOSTALLOC_DEVICEMAP;
 constexpr unsigned int our_writecombined = CU_MEMHOSTALLOC_WRITECOMBINED;
+constexpr unsigned int our_register_portable = CU_MEMHOSTREGISTER_PORTABLE;
+constexpr unsigned int our_register_devicemap = CU_MEMHOSTREGISTER_DEVICEMAP;
 }  // namespace vramswap::cuda::abi_check
 
 #include <cuda.h>
@@ -107,6 +109,8 @@ static_assert(CU_EVENT_DISABLE_TIMING == static_cast<unsigned int>(::CU_EVENT_DI
 static_assert(our_portable == CU_MEMHOSTALLOC_PORTABLE);
 static_assert(our_devicemap == CU_MEMHOSTALLOC_DEVICEMAP);
 static_assert(our_writecombined == CU_MEMHOSTALLOC_WRITECOMBINED);
+static_assert(our_register_portable == CU_MEMHOSTREGISTER_PORTABLE);
+static_assert(our_register_devicemap == CU_MEMHOSTREGISTER_DEVICEMAP);
 static_assert(sizeof(CUuuid) == sizeof(::CUuuid));
 static_assert(std::is_same_v<CUdeviceptr, ::CUdeviceptr>);
 static_assert(std::is_same_v<CUdevice, ::CUdevice>);

@@ -198,8 +198,11 @@ TEST_CASE("elastic, verify = yes: data from the spill area is checked; a bad blo
   CHECK(got == data);
 
   served.write_spill(4096, test::random_bytes(4096, 16));  // the middle block goes bad on disk
+  test::StderrCapture log;
   CHECK(client.read(0, 3 * 4096, got) == kEio);
   CHECK(served.health.checksum_failures() == 1);
+  // The log names the suspect: the disk, not the GPU.
+  CHECK_THAT(log.text(), Catch::Matchers::Contains("spill area data corrupted at offset 4096"));
   REQUIRE(client.read(0, 4096, got) == 0);
   CHECK(got == std::vector<uint8_t>(data.begin(), data.begin() + 4096));
 }
@@ -222,4 +225,74 @@ TEST_CASE("elastic: a chunk that never stops moving costs the request EIO after 
   served.chunks->abandon_move(7);
   REQUIRE(client.read(7 * kChunk, 4096, got) == 0);
   CHECK(got == std::vector<uint8_t>(4096, 0));
+}
+
+// The laptop on battery: with every chunk out of VRAM the daemon lets go of
+// the GPU entirely (ElasticTier's let_go_of_gpu, in the order it uses), so
+// that no CUDA context of ours is left; the worker serves on from the spill
+// area, then takes its stream and buffers back in the context retained again
+// (new device addresses for the export on the fake: it never honours the
+// old range), and data written meanwhile is there.
+TEST_CASE("elastic: the worker serves on while the context is released, then takes it back") {
+  const bool copy_kernel = GENERATE(false, true);
+  INFO("copy kernel " << copy_kernel);
+  ServedWorker served({.copy_kernel = copy_kernel, .elastic = true});
+  NbdTestClient client = served.connect();
+  Model model(client);
+  model.write(0, test::random_bytes(kExportBytes, 21));
+  for (size_t chunk = 0; chunk < kExportBytes / kChunk; ++chunk)
+    REQUIRE(served.move(Move::evict, chunk).outcome == MoveOutcome::moved);
+
+  // Let go: the worker between rounds, then the kernel, mover, store, context.
+  served.worker->want_gpu(false);
+  REQUIRE(
+      test::eventually([&] { return served.worker->gpu_state() == Worker::GpuState::detached; }));
+  if (served.copy_kernel) REQUIRE(served.copy_kernel->detach().ok());
+  REQUIRE(served.mover->detach().ok());
+  REQUIRE(served.store->detach().ok());
+  REQUIRE(served.context->release().ok());
+  CHECK(served.control()->live_contexts.load() == 0);
+  CHECK(served.control()->bytes_allocated.load() == 0);
+
+  // Serving from the spill area needs no GPU: reads, writes, and a write
+  // that gives a chunk with no storage its place there.
+  CHECK(model.reads_back(0, 1 << 20));
+  CHECK(model.reads_back(kExportBytes - 96 * KiB, 96 * KiB));
+  model.write(3 * kChunk + 512, test::random_bytes(200 * KiB, 22));
+  CHECK(model.reads_back(3 * kChunk, kChunk));
+  CHECK(served.stat(&WorkerStats::io_errors) == 0);
+
+  // Take it back in the same order the other way round, then restore.
+  REQUIRE(served.context->retain().ok());
+  REQUIRE(served.store->attach().ok());
+  REQUIRE(served.mover->attach().ok());
+  if (served.copy_kernel) REQUIRE(served.copy_kernel->attach().ok());
+  served.worker->want_gpu(true);
+  REQUIRE(
+      test::eventually([&] { return served.worker->gpu_state() == Worker::GpuState::attached; }));
+  CHECK(served.control()->live_contexts.load() == 1);
+  for (size_t chunk = 0; chunk < kExportBytes / kChunk; ++chunk)
+    REQUIRE(served.move(Move::restore, chunk).outcome == MoveOutcome::moved);
+  REQUIRE(served.chunks->census().vram_bytes == kExportBytes);
+  const uint64_t copies_before = served.control()->copies.load();
+  CHECK(model.reads_back(0, kExportBytes / 2));  // from VRAM through the new stream
+  CHECK(model.reads_back(kExportBytes / 2, kExportBytes / 2));
+  CHECK(served.control()->copies.load() > copies_before);
+  model.write(5 * kChunk + 4096, test::random_bytes(8 * KiB, 23));  // small: the copy kernel's
+  CHECK(model.reads_back(5 * kChunk, kChunk));
+  CHECK(served.stat(&WorkerStats::io_errors) == 0);
+}
+
+TEST_CASE("elastic: the store refuses to give its addresses back while a chunk holds VRAM") {
+  ServedWorker served({.elastic = true});
+  NbdTestClient client = served.connect();
+  Model model(client);
+  model.write(0, test::random_bytes(kExportBytes, 24));
+  // Every chunk but the last goes to the spill area.
+  for (size_t chunk = 0; chunk + 1 < kExportBytes / kChunk; ++chunk)
+    REQUIRE(served.move(Move::evict, chunk).outcome == MoveOutcome::moved);
+  CHECK(served.store->detach() == cuda::CUDA_ERROR_ILLEGAL_STATE);
+  CHECK(served.store->base() != 0);
+  CHECK(model.reads_back(kExportBytes - kChunk, kChunk));  // still in VRAM, still served
+  CHECK(model.reads_back(0, kChunk));
 }
