@@ -15,6 +15,7 @@
 #include "common/unique_fd.hpp"
 #include "cuda/context.hpp"
 #include "daemon/elastic_control.hpp"
+#include "daemon/sleep_actions.hpp"
 #include "daemon/tier_policy.hpp"
 #include "engine/busy_poll_policy.hpp"
 #include "store/chunk_map.hpp"
@@ -59,10 +60,17 @@ struct ElasticSnapshot {
 // needed VRAM"). Sweeps go chunk by chunk and answer waiting writes and stop()
 // between chunks.
 //
+// Around a system sleep (SleepActions, called by SleepWatch): before_sleep()
+// evicts every chunk to the spill area and holds them there (no trigger
+// brings any back, and a write to a chunk with no storage gets its place in
+// the spill area) until after_resume(), which restores them unless the
+// admin's release or the battery holds them. Requests go on meanwhile, served
+// from the spill area.
+//
 // Lifetime: made after the VRAM store, before the Server (which gets chunks(),
 // spill() and want_storage()); stop() before the Server stops; destroyed
 // after the Server and before the store.
-class ElasticTier final : public ElasticControl {
+class ElasticTier final : public ElasticControl, public SleepActions {
  public:
   // Opens or creates the spill area and makes the map and the mover. Nothing
   // (after one warning line naming the cause and the fix) when the spill area
@@ -87,10 +95,14 @@ class ElasticTier final : public ElasticControl {
   Answer release(uint64_t bytes) override;
   Answer restore() override;
 
+  std::string before_sleep() noexcept override;
+  std::string after_resume() noexcept override;
+  std::string at_risk() const noexcept override;
+
   ElasticSnapshot snapshot() const;
 
  private:
-  enum class Command : uint8_t { none, release, restore };
+  enum class Command : uint8_t { none, release, restore, before_sleep, after_resume };
 
   ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
               const ElasticTierOptions& options);
@@ -100,12 +112,18 @@ class ElasticTier final : public ElasticControl {
   void serve_wants() noexcept;
   void take_command() noexcept;
   // Sweeps; the answer line, and whether every chunk asked for moved.
-  Answer evict(uint64_t bytes, bool everything, const char* reason) noexcept;
-  Answer bring_back(uint64_t budget, const char* reason) noexcept;
+  // With `copied`, the caller logs (the line is not), and learns the bytes
+  // that were copied rather than moved free.
+  Answer evict(uint64_t bytes, bool everything, const char* reason,
+               uint64_t* copied = nullptr) noexcept;
+  Answer bring_back(uint64_t budget, const char* reason, uint64_t* copied = nullptr) noexcept;
+  // The sleep commands, on the tier's thread.
+  Answer sleep_now() noexcept;
+  Answer resume_now() noexcept;
   std::optional<uint64_t> gpu_free() noexcept;
   void wake() noexcept;
   void finish(const char* why) noexcept;
-  void record(const char* line, const char* reason) noexcept;
+  void record(const char* line, const char* reason, bool log = true) noexcept;
 
   cuda::Context& context_;
   store::VramStore& store_;
@@ -115,6 +133,7 @@ class ElasticTier final : public ElasticControl {
   ElasticTierOptions options_;
   TierPolicy policy_;
   uint64_t last_gpu_free_ = UINT64_MAX;  // at the last tick (the tier's thread only)
+  bool asleep_ = false;  // between before_sleep and after_resume (the tier's thread only)
   engine::SystemLoad power_;
   std::unique_ptr<std::atomic<uint64_t>[]> wanted_;  // one bit per chunk
   size_t wanted_words_;
