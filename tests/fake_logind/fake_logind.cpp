@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -50,9 +53,20 @@ PrivateBus::PrivateBus() {
            static_cast<char*>(nullptr));
     _exit(127);
   }
-  struct stat st {};
-  if (!wait_until([&] { return stat(socket_.c_str(), &st) == 0; }, std::chrono::seconds(10))) {
-    throw std::runtime_error("dbus-daemon did not create " + socket_);
+  // Ready once it accepts connections (its socket file appears a little
+  // before it listens).
+  auto accepts = [&] {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", socket_.c_str());
+    const bool connected =
+        connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+    close(fd);
+    return connected;
+  };
+  if (!wait_until(accepts, std::chrono::seconds(10))) {
+    throw std::runtime_error("dbus-daemon does not accept connections on " + socket_);
   }
 }
 
