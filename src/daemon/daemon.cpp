@@ -29,6 +29,7 @@
 #include "daemon/preflight.hpp"
 #include "daemon/previous_run.hpp"
 #include "daemon/signals.hpp"
+#include "daemon/sleep_watch.hpp"
 #include "daemon/status_publisher.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
@@ -181,6 +182,15 @@ int run(const CommandLine& command_line) {
         {[&server] { return server.detach_gpu(); }, [&server] { return server.attach_gpu(); }});
     tier->start();
   }
+  // Sleep (vramswapd(8), SLEEP): a logind delay inhibitor, and the moves to
+  // the spill area before a sleep and back after it. After the tier it
+  // drives, stopped before it (below).
+  std::unique_ptr<SleepWatch> sleep_watch;
+  if (tier) {
+    sleep_watch = SleepWatch::start(*tier, device.name);
+  } else {
+    say_sleep_without_spill_area();
+  }
 
   std::optional<KernelDevice> kernel;
   if (device.attach)
@@ -281,6 +291,7 @@ int run(const CommandLine& command_line) {
   // caller gets its answer, so closing the control socket waits for nothing;
   // nor may a move start while the workers stop.
   if (tier) tier->stop();
+  sleep_watch.reset();
   control.reset();
   systemd::notify::status(status.publish("releasing the device"));
   if (kernel) {

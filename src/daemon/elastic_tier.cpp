@@ -166,6 +166,19 @@ ElasticControl::Answer ElasticTier::restore() {
   return ask(Command::restore, 0);
 }
 
+std::string ElasticTier::before_sleep() noexcept {
+  return ask(Command::before_sleep, 0).line;
+}
+
+std::string ElasticTier::after_resume() noexcept {
+  return ask(Command::after_resume, 0).line;
+}
+
+std::string ElasticTier::at_risk() const noexcept {
+  const uint64_t in_vram = map_.census().vram_bytes;
+  return in_vram ? format_byte_size(in_vram) + " still in VRAM" : std::string();
+}
+
 ElasticControl::Answer ElasticTier::ask(Command command, uint64_t bytes) {
   std::lock_guard caller(caller_mutex_);
   std::unique_lock lock(mutex_);
@@ -236,8 +249,11 @@ std::optional<uint64_t> ElasticTier::gpu_free() noexcept {
 void ElasticTier::tick() noexcept {
   if (gpu_released_) {
     // Nothing to watch on a GPU we let go of (reading its free memory would
-    // take a context again) until the hold ends: the admin's restore, or AC.
-    if (policy_.held() || (options_.release_on_battery && power_.on_battery())) return;
+    // take a context again) until the hold ends: the admin's restore, AC,
+    // or the resume.
+    if (asleep_ || policy_.held() || (options_.release_on_battery && power_.on_battery())) {
+      return;
+    }
     std::string line;
     if (!take_gpu_back(line)) {
       static int64_t said_ns = INT64_MIN / 2;
@@ -261,6 +277,7 @@ void ElasticTier::tick() noexcept {
   in.elsewhere_bytes = census.spill_bytes + census.none_bytes;
   const TierDecision decision = policy_.decide(in);
   if (decision.action == TierAction::none) return;
+  if (asleep_ && decision.action == TierAction::restore) return;  // held until resume
   const Answer answer = decision.action == TierAction::evict
                             ? evict(decision.bytes, decision.everything, decision.reason)
                             : bring_back(decision.bytes, decision.reason);
@@ -283,7 +300,13 @@ void ElasticTier::take_command() noexcept {
   }
   Answer answer;
   std::string gpu_line;
-  if (command == Command::release) {
+  if (command == Command::before_sleep) {
+    answer = sleep_now();
+  } else if (command == Command::after_resume) {
+    answer = resume_now();
+  } else if (asleep_ && command == Command::restore) {
+    answer = {false, "the system is going to sleep: chunks come back after resume"};
+  } else if (command == Command::release) {
     policy_.hold(true);
     answer = evict(bytes, bytes == all_bytes, "asked by the administrator");
     // All of it: the GPU may hold nothing of ours at all.
@@ -364,8 +387,8 @@ std::string sweep_trouble(size_t busy, const store::MoveResult* failure) {
 
 }  // namespace
 
-ElasticControl::Answer ElasticTier::evict(uint64_t bytes, bool everything,
-                                          const char* reason) noexcept {
+ElasticControl::Answer ElasticTier::evict(uint64_t bytes, bool everything, const char* reason,
+                                          uint64_t* copied) noexcept {
   const auto start = steady_clock::now();
   uint64_t released = 0;
   size_t busy = 0;
@@ -378,6 +401,7 @@ ElasticControl::Answer ElasticTier::evict(uint64_t bytes, bool everything,
     const store::MoveResult result = mover_.evict(chunk, store::Deadline::after(drain_wait));
     if (result.moved()) {
       released += store_.chunk_bytes();
+      if (copied && result.outcome == store::MoveOutcome::moved) *copied += store_.chunk_bytes();
     } else if (result.outcome == store::MoveOutcome::busy) {
       ++busy;
     } else if (result.outcome == store::MoveOutcome::failed) {
@@ -391,13 +415,15 @@ ElasticControl::Answer ElasticTier::evict(uint64_t bytes, bool everything,
   std::string line = "released " + format_byte_size(released) + " to " + spill_.path() + " in " +
                      seconds + ": " + reason + sweep_trouble(busy, failure ? &*failure : nullptr);
   if (!ok && !failure && !everything && released < bytes) line += "; nothing more to release";
-  record(line.c_str(), reason);
+  record(line.c_str(), reason, copied == nullptr);
   return {ok, std::move(line)};
 }
 
-ElasticControl::Answer ElasticTier::bring_back(uint64_t budget, const char* reason) noexcept {
-  if (gpu_released_)
+ElasticControl::Answer ElasticTier::bring_back(uint64_t budget, const char* reason,
+                                               uint64_t* copied) noexcept {
+  if (gpu_released_) {
     return {false, "the GPU is released; nothing comes back to VRAM until it is taken again"};
+  }
   const auto start = steady_clock::now();
   uint64_t restored = 0;
   size_t busy = 0;
@@ -414,6 +440,7 @@ ElasticControl::Answer ElasticTier::bring_back(uint64_t budget, const char* reas
     const store::MoveResult result = mover_.restore(chunk, store::Deadline::after(drain_wait));
     if (result.moved()) {
       restored += store_.chunk_bytes();
+      if (copied && result.outcome == store::MoveOutcome::moved) *copied += store_.chunk_bytes();
     } else if (result.outcome == store::MoveOutcome::busy) {
       ++busy;
     } else if (result.outcome == store::MoveOutcome::failed) {
@@ -430,12 +457,83 @@ ElasticControl::Answer ElasticTier::bring_back(uint64_t budget, const char* reas
             " stay out of VRAM: the GPU has no more room above the reserve";
   }
   const bool ok = !failure && busy == 0 && left == 0;
-  if (restored || !ok) record(line.c_str(), reason);
+  if (restored || !ok) record(line.c_str(), reason, copied == nullptr);
   return {ok, std::move(line)};
 }
 
-void ElasticTier::record(const char* line, const char* reason) noexcept {
-  log_info("%s", line);
+ElasticControl::Answer ElasticTier::sleep_now() noexcept {
+  // From now until resume nothing comes back to VRAM, so that what the sleep
+  // may lose holds no swapped page.
+  asleep_ = true;
+  const auto start = steady_clock::now();
+  uint64_t copied = 0;
+  Answer swept = evict(all_bytes, true, "the system is going to sleep", &copied);
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.1f s", seconds_since(start));
+  std::string line =
+      "suspend: saved " + format_byte_size(copied) + " to the spill area in " + seconds;
+  if (!swept.ok) {
+    const uint64_t left = map_.census().vram_bytes;
+    line += "; " + format_byte_size(left) + " stay in VRAM and are lost if the GPU loses power (" +
+            swept.line + ")";
+  } else {
+    // Nothing of ours left on the GPU: whatever the sleep does to it (power
+    // off without preserving VRAM) costs nothing, and resume starts afresh.
+    std::string gpu_line;
+    (void)let_go_of_gpu(gpu_line);
+    line += "; " + gpu_line;
+  }
+  record(line.c_str(), "the system went to sleep", false);
+  return {swept.ok, std::move(line)};
+}
+
+ElasticControl::Answer ElasticTier::resume_now() noexcept {
+  asleep_ = false;
+  // The admin's release and the battery keep holding the VRAM back; their
+  // own restore brings the chunks back later.
+  const char* held =
+      policy_.held() ? "released by the administrator"
+      : policy_.battery_released() || (options_.release_on_battery && power_.on_battery())
+          ? "on battery"
+          : nullptr;
+  if (held) {
+    std::string line = std::string("resume: ") + format_byte_size(map_.census().spill_bytes) +
+                       " stay in the spill area: " + held;
+    record(line.c_str(), "the system resumed", false);
+    return {true, std::move(line)};
+  }
+  const auto start = steady_clock::now();
+  std::string gpu_line;
+  if (!gpu_released_ && !gpu_free() && map_.census().vram_bytes == 0) {
+    // The context did not survive the sleep (it was kept: letting go of it
+    // before the sleep failed) and nothing of the export is in VRAM: start
+    // the GPU afresh, as after a release.
+    (void)let_go_of_gpu(gpu_line, /*lost=*/true);
+  }
+  if (gpu_released_ && !take_gpu_back(gpu_line)) {
+    std::string line = "resume: " + format_byte_size(map_.census().spill_bytes) +
+                       " stay in the spill area and are served from there: " + gpu_line;
+    record(line.c_str(), "the system resumed", false);
+    return {false, std::move(line)};
+  }
+  const std::optional<uint64_t> free = gpu_free();
+  const uint64_t budget = free && *free > options_.reserve ? *free - options_.reserve : 0;
+  uint64_t copied = 0;
+  Answer swept = bring_back(budget, "the system resumed", &copied);
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.1f s", seconds_since(start));
+  std::string line = "resume: restored " + format_byte_size(copied) + " in " + seconds;
+  if (!swept.ok) {
+    line += "; " + format_byte_size(map_.census().spill_bytes) +
+            " stay in the spill area and are served from there (" +
+            (free ? swept.line : std::string("cannot read the GPU's free memory")) + ")";
+  }
+  record(line.c_str(), "the system resumed", false);
+  return {swept.ok, std::move(line)};
+}
+
+void ElasticTier::record(const char* line, const char* reason, bool log) noexcept {
+  if (log) log_info("%s", line);
   std::lock_guard lock(mutex_);
   std::snprintf(last_move_, sizeof last_move_, "%s", line);
   std::snprintf(last_reason_, sizeof last_reason_, "%s", reason);

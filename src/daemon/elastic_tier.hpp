@@ -15,6 +15,7 @@
 #include "common/unique_fd.hpp"
 #include "cuda/context.hpp"
 #include "daemon/elastic_control.hpp"
+#include "daemon/sleep_actions.hpp"
 #include "daemon/tier_policy.hpp"
 #include "engine/busy_poll_policy.hpp"
 #include "store/chunk_map.hpp"
@@ -68,10 +69,17 @@ struct GpuUsers {
 // needed VRAM"). Sweeps go chunk by chunk and answer waiting writes and stop()
 // between chunks.
 //
+// Around a system sleep (SleepActions, called by SleepWatch): before_sleep()
+// evicts every chunk to the spill area and holds them there (no trigger
+// brings any back, and a write to a chunk with no storage gets its place in
+// the spill area) until after_resume(), which restores them unless the
+// admin's release or the battery holds them. Requests go on meanwhile, served
+// from the spill area.
+//
 // Lifetime: made after the VRAM store, before the Server (which gets chunks(),
 // spill() and want_storage()); stop() before the Server stops; destroyed
 // after the Server and before the store.
-class ElasticTier final : public ElasticControl {
+class ElasticTier final : public ElasticControl, public SleepActions {
  public:
   // Opens or creates the spill area and makes the map and the mover. Nothing
   // (after one warning line naming the cause and the fix) when the spill area
@@ -99,10 +107,14 @@ class ElasticTier final : public ElasticControl {
   Answer release(uint64_t bytes) override;
   Answer restore() override;
 
+  std::string before_sleep() noexcept override;
+  std::string after_resume() noexcept override;
+  std::string at_risk() const noexcept override;
+
   ElasticSnapshot snapshot() const;
 
  private:
-  enum class Command : uint8_t { none, release, restore };
+  enum class Command : uint8_t { none, release, restore, before_sleep, after_resume };
 
   ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
               const ElasticTierOptions& options);
@@ -112,12 +124,18 @@ class ElasticTier final : public ElasticControl {
   void serve_wants() noexcept;
   void take_command() noexcept;
   // Sweeps; the answer line, and whether every chunk asked for moved.
-  Answer evict(uint64_t bytes, bool everything, const char* reason) noexcept;
-  Answer bring_back(uint64_t budget, const char* reason) noexcept;
+  // With `copied`, the caller logs (the line is not), and learns the bytes
+  // that were copied rather than moved free.
+  Answer evict(uint64_t bytes, bool everything, const char* reason,
+               uint64_t* copied = nullptr) noexcept;
+  Answer bring_back(uint64_t budget, const char* reason, uint64_t* copied = nullptr) noexcept;
+  // The sleep commands, on the tier's thread.
+  Answer sleep_now() noexcept;
+  Answer resume_now() noexcept;
   std::optional<uint64_t> gpu_free() noexcept;
   void wake() noexcept;
   void finish(const char* why) noexcept;
-  void record(const char* line, const char* reason) noexcept;
+  void record(const char* line, const char* reason, bool log = true) noexcept;
   // The GPU's whole share of the daemon (elastic_tier_gpu.cpp): once nothing
   // of the export is in VRAM and the VRAM is held back (the admin released
   // all of it, the laptop is on battery), the tier lets go of the CUDA
@@ -125,7 +143,9 @@ class ElasticTier final : public ElasticControl {
   // take_gpu_back() retains it before anything comes back to VRAM. Each
   // returns what happened, for the log and the admin's answer; false and
   // nothing changed when it could not.
-  bool let_go_of_gpu(std::string& line) noexcept;
+  // `lost`: the context is known to be gone (a sleep cut the GPU's power):
+  // every part lets go whatever the driver answers.
+  bool let_go_of_gpu(std::string& line, bool lost = false) noexcept;
   bool take_gpu_back(std::string& line) noexcept;
   // The VRAM stays held back (admin, battery): while released, the tier
   // takes the GPU back only once this is false.
@@ -139,6 +159,7 @@ class ElasticTier final : public ElasticControl {
   ElasticTierOptions options_;
   TierPolicy policy_;
   uint64_t last_gpu_free_ = UINT64_MAX;  // at the last tick (the tier's thread only)
+  bool asleep_ = false;  // between before_sleep and after_resume (the tier's thread only)
   engine::SystemLoad power_;
   std::unique_ptr<std::atomic<uint64_t>[]> wanted_;  // one bit per chunk
   size_t wanted_words_;

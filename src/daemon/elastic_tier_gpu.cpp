@@ -20,14 +20,14 @@ std::string gpu_name(const cuda::Context& context) {
 }  // namespace
 
 bool ElasticTier::holding_back() const noexcept {
-  return policy_.held() || policy_.battery_released();
+  return asleep_ || policy_.held() || policy_.battery_released();
 }
 
 // Order: the users (workers, copy kernel) first, between their rounds; then
 // the mover's stream and staging; then the store's address range; the
 // context last. Anything failing before the context goes puts back what was
 // let go of, so the tier keeps a whole GPU or none.
-bool ElasticTier::let_go_of_gpu(std::string& line) noexcept {
+bool ElasticTier::let_go_of_gpu(std::string& line, bool lost) noexcept {
   const std::string gpu = gpu_name(context_);
   if (gpu_released_) {
     line = gpu + " was released already";
@@ -45,15 +45,15 @@ bool ElasticTier::let_go_of_gpu(std::string& line) noexcept {
     line = gpu + " keeps its CUDA context: " + step + " failed (" + status.name() + ")";
     return false;
   };
-  if (const cuda::Status users = gpu_users_.detach(); !users.ok()) {
+  if (const cuda::Status users = gpu_users_.detach(); !users.ok() && !lost) {
     return refuse("letting the workers go of it", users);
   }
-  if (const cuda::Status mover = mover_.detach(); !mover.ok()) {
+  if (const cuda::Status mover = mover_.detach(); !mover.ok() && !lost) {
     (void)mover_.attach();
     (void)gpu_users_.attach();
     return refuse("letting the mover go of it", mover);
   }
-  if (const cuda::Status store = store_.detach(); !store.ok()) {
+  if (const cuda::Status store = store_.detach(); !store.ok() && !lost) {
     (void)mover_.attach();
     (void)gpu_users_.attach();
     return refuse("freeing the export's device addresses", store);

@@ -189,4 +189,28 @@ bool Backing::fill(uint64_t offset, unsigned char value, size_t length) const {
          write_repeated(fd_, 0, end - last_page, last_page);
 }
 
+bool Backing::scribble(const char* pattern, size_t length) const {
+  unsigned char buffer[64 * 1024];
+  for (size_t i = 0; i < sizeof buffer; ++i)
+    buffer[i] = static_cast<unsigned char>(pattern[i % length]);
+  const size_t period = sizeof buffer / length * length;  // whole patterns per write
+  uint64_t at = 0;
+  while (at < size_) {
+    const off_t data = lseek(fd_, static_cast<off_t>(base_ + at), SEEK_DATA);
+    if (data < 0 || static_cast<uint64_t>(data) >= base_ + size_) break;  // no more data
+    const off_t hole = lseek(fd_, data, SEEK_HOLE);
+    const uint64_t from = static_cast<uint64_t>(data) - base_;
+    const uint64_t to = std::min<uint64_t>(hole < 0 ? base_ + size_ : hole, base_ + size_) - base_;
+    // Each write starts where the pattern does at that offset.
+    for (uint64_t piece = from; piece < to;) {
+      const size_t phase = piece % length;
+      const size_t count = std::min<uint64_t>(period, to - piece);
+      if (!write(piece, buffer + phase, std::min(count, sizeof buffer - phase))) return false;
+      piece += std::min(count, sizeof buffer - phase);
+    }
+    at = to;
+  }
+  return true;
+}
+
 }  // namespace vramswap::fake_cuda

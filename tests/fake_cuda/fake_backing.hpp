@@ -68,6 +68,10 @@ class Backing {
   bool write(uint64_t offset, const void* source, size_t length) const;
   bool read(uint64_t offset, void* destination, size_t length) const;
   bool fill(uint64_t offset, unsigned char value, size_t length) const;
+  // Memory lost with the GPU's power: every written byte becomes `pattern`
+  // (`length` bytes, repeated from the allocation's offset 0); holes stay
+  // holes, so losing a large, mostly unwritten fake GPU commits nothing.
+  bool scribble(const char* pattern, size_t length) const;
 
  private:
   Backing(std::shared_ptr<Pool> pool, int fd, uint64_t base, uint64_t size)

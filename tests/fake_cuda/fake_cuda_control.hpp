@@ -13,7 +13,7 @@
 // rereads its environment) initializes the block again.
 //
 // Layout (little-endian, natural alignment; offsets for tests in other
-// languages, e.g. Python's struct "<IIII13Q"):
+// languages, e.g. Python's struct "<IIII14Q"):
 //    0 u32 magic                  0x43465356 ("VSFC" in memory)
 //    4 u32 version                control_version; bumped on any layout change
 //    8 u32 size                   sizeof(Control) as written by the fake
@@ -41,9 +41,20 @@
 //                                 not fit beside it. Store to take VRAM, lower
 //                                 to give it back; memory already allocated is
 //                                 kept (free then reads as 0).
-//  112 u64 live_contexts      out primary contexts retained and not yet released
-//                                 (on every device): 0 once the daemon has let
-//                                 go of the GPU (elastic VRAM on battery)
+//  112 u64 live_contexts      out primary contexts retained and not yet released, on
+//                                 every device (a retain taking a device's primary
+//                                 context from 0 references counts 1, its last
+//                                 release takes it back)
+//  120 u64 lose_memory        in  raise it (fetch_add(1)) to make every device lose
+//                                 its memory, once per change, as a GPU does across a
+//                                 suspend without NVreg_PreserveVideoMemoryAllocations:
+//                                 every live allocation's written bytes become
+//                                 lost_memory_pattern, and every primary context
+//                                 retained then is lost: its calls fail with
+//                                 CUDA_ERROR_LAUNCH_FAILED (fake_driver.cpp says why
+//                                 that one), its clean-up calls let go and report
+//                                 it, until its last release resets it; a retain
+//                                 after that gets a fresh, working context.
 // "Copy calls" are cuMemcpyHtoDAsync_v2, cuMemcpyDtoHAsync_v2 and
 // cuMemsetD8Async. Counters are updated when a call is accepted (queued),
 // not when the queued work runs at cuStreamSynchronize.
@@ -55,7 +66,13 @@
 namespace vramswap::fake_cuda {
 
 inline constexpr uint32_t control_magic = 0x43465356;
-inline constexpr uint32_t control_version = 4;
+inline constexpr uint32_t control_version = 5;
+
+// What lost memory reads as, repeated from each allocation's offset 0 over
+// every byte that had been written (never-written pages stay zeros, so that
+// losing a 16 GiB fake GPU commits no host memory). 16 bytes, no NUL.
+inline constexpr char lost_memory_pattern[16] = {'f', 'a', 'k', 'e', ':', ' ', 'V', 'R',
+                                                 'A', 'M', ' ', 'l', 'o', 's', 't', '\n'};
 
 struct Control {
   std::atomic<uint32_t> magic;
@@ -75,6 +92,7 @@ struct Control {
   std::atomic<uint64_t> fail_create_at;
   std::atomic<uint64_t> other_program_bytes;
   std::atomic<uint64_t> live_contexts;
+  std::atomic<uint64_t> lose_memory;
 };
 
 // Shared between processes: the atomics must not hide a lock, and must have
@@ -82,6 +100,6 @@ struct Control {
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == 4 && sizeof(std::atomic<uint64_t>) == 8);
-static_assert(sizeof(Control) == 120);
+static_assert(sizeof(Control) == 128);
 
 }  // namespace vramswap::fake_cuda

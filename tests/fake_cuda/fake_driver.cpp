@@ -47,6 +47,8 @@
 //     test play "another program" taking and giving back VRAM
 //     (other_program_bytes: less free, and allocations that no longer fit
 //     are refused);
+//   - the control block's lose_memory: every device loses its memory at
+//     once, as across a suspend without the driver preserving it (below);
 //   - VRAMSWAP_FAKE_COPY_LATENCY_US=N: a slow GPU: a stream's queued work is
 //     done N microseconds after the first of it was queued: cuStreamQuery
 //     reports CUDA_ERROR_NOT_READY until then, cuStreamSynchronize waits
@@ -118,6 +120,21 @@ constexpr CUresult lost_device_error = CUDA_ERROR_UNKNOWN;
 // An injected copy failure: a per-call error (the driver could not get the
 // resources for this one copy), not sticky, so the next copy may work.
 constexpr CUresult injected_copy_error = CUDA_ERROR_OUT_OF_MEMORY;
+// A context whose GPU lost power (control block: lose_memory). Without
+// NVreg_PreserveVideoMemoryAllocations the driver saves only its own
+// essential state across a suspend ("loss of video memory contents ...
+// can lead to failures such as rendering corruption and application
+// crashes", NVIDIA's README, chapter "Configuring Power Management
+// Support"); what CUDA programs report afterwards, in public bug reports,
+// is "unspecified launch failure" (CUDA_ERROR_LAUNCH_FAILED, 719) from work
+// in their existing context, with Xid 31 (MMU fault) in the kernel log: the
+// context's page tables point at memory that no longer holds what they
+// mapped. 719 is a sticky error: every later call in that context returns
+// it, and only a context made anew works (a new process, or the primary
+// context released by all and retained again). New contexts failing with
+// CUDA_ERROR_UNKNOWN until nvidia_uvm is reloaded, also reported, is a
+// driver bug of its own that the fake does not play.
+constexpr CUresult context_lost_error = CUDA_ERROR_LAUNCH_FAILED;
 
 constexpr int driver_version = 13000;
 constexpr uint64_t gap_bytes = uint64_t{2} << 20;
@@ -197,9 +214,10 @@ struct vramswap::cuda::CUfunc_st {};
 
 struct vramswap::cuda::CUctx_st {
   int device = 0;
-  int references = 0;               // guarded by g_lock
-  std::atomic<bool> active{false};  // retained and not fully released since
-  CUstream_st null_stream;          // stream 0, the legacy default stream
+  int references = 0;                    // guarded by g_lock
+  std::atomic<bool> active{false};       // retained and not fully released since
+  std::atomic<bool> lost_memory{false};  // its GPU lost power: calls fail until reset
+  CUstream_st null_stream;               // stream 0, the legacy default stream
 };
 
 namespace {
@@ -244,6 +262,8 @@ CUfunc_st g_copy_kernel;
 std::atomic<uint64_t> g_copy_calls{0};
 std::atomic<bool> g_lost{false};
 std::atomic<Control*> g_control{nullptr};
+// The control block's lose_memory value last acted on.
+std::atomic<uint64_t> g_memory_losses_seen{0};
 
 thread_local CUctx_st* t_current = nullptr;
 
@@ -272,11 +292,34 @@ bool lost() {
   return false;
 }
 
+void notice_memory_loss();
+
 // Initialized, and the device not lost.
 CUresult ready() {
   if (!g_initialized.load(std::memory_order_acquire)) return CUDA_ERROR_NOT_INITIALIZED;
   if (lost()) return lost_device_error;
+  notice_memory_loss();
   return CUDA_SUCCESS;
+}
+
+// Whether the calling thread's context lost its memory (and is not reset).
+bool context_lost() {
+  const CUctx_st* context = t_current;
+  return context && context->lost_memory.load(std::memory_order_acquire);
+}
+
+// ready(), and the calling thread's context usable: for calls made in a
+// context.
+CUresult ready_in_context() {
+  if (const CUresult result = ready(); result != CUDA_SUCCESS) return result;
+  return context_lost() ? context_lost_error : CUDA_SUCCESS;
+}
+
+// What a clean-up call (free, release, unmap, destroy) reports after letting
+// go: the device's or the context's loss, if any.
+CUresult clean_up_result(bool device_lost) {
+  if (device_lost) return lost_device_error;
+  return context_lost() ? context_lost_error : CUDA_SUCCESS;
 }
 
 CUctx_st* current_context() {
@@ -326,7 +369,8 @@ bool map_control(const std::string& path, std::string& error) {
        {&Control::fail_next_copies, &Control::lose_device, &Control::copies,
         &Control::bytes_host_to_device, &Control::bytes_device_to_host, &Control::bytes_zeroed,
         &Control::syncs, &Control::bytes_allocated, &Control::failed_copies, &Control::creates,
-        &Control::fail_create_at, &Control::other_program_bytes, &Control::live_contexts}) {
+        &Control::fail_create_at, &Control::other_program_bytes, &Control::live_contexts,
+        &Control::lose_memory}) {
     (block->*field).store(0, std::memory_order_relaxed);
   }
   block->version.store(control_version, std::memory_order_relaxed);
@@ -365,6 +409,7 @@ CUresult configure_locked() {
   g_create_calls = 0;
   g_copy_calls.store(0, std::memory_order_relaxed);
   g_lost.store(false, std::memory_order_release);
+  g_memory_losses_seen.store(0, std::memory_order_release);
   return CUDA_SUCCESS;
 }
 
@@ -439,6 +484,8 @@ CUdeviceptr take_addresses_locked(int device_index, uint64_t bytes, uint64_t ali
 // descriptors keep their memory (a memfd) alive on their own.
 void reset_context_locked(CUctx_st& context) {
   context.active.store(false, std::memory_order_release);
+  context.lost_memory.store(false, std::memory_order_release);
+  count(&Control::live_contexts, uint64_t{0} - 1);
   for (auto it = g_mappings.begin(); it != g_mappings.end();) {
     if (it->second.allocation->device == context.device) {
       unreference_locked(*it->second.allocation);
@@ -475,6 +522,35 @@ void reset_context_locked(CUctx_st& context) {
   }
   std::lock_guard queue_lock(context.null_stream.mutex);
   context.null_stream.queue.clear();
+}
+
+// The control block's lose_memory changed: every device loses its memory,
+// once per change. Called at the start of driver calls (ready()), never with
+// g_lock or a stream's mutex held. Queued work of a lost context is dropped
+// when its stream runs (run_queue_locked).
+void notice_memory_loss() {
+  const Control* block = control();
+  if (!block) return;
+  const uint64_t wanted = block->lose_memory.load(std::memory_order_acquire);
+  if (wanted == g_memory_losses_seen.load(std::memory_order_acquire)) return;
+  std::unique_lock lock(g_lock);
+  if (wanted == g_memory_losses_seen.load(std::memory_order_relaxed)) return;
+  g_memory_losses_seen.store(wanted, std::memory_order_release);
+  for (CUctx_st& context : g_contexts) {
+    if (context.references > 0) context.lost_memory.store(true, std::memory_order_release);
+  }
+  std::unordered_set<Allocation*> scribbled;
+  auto scribble = [&](Allocation& allocation) {
+    if (!scribbled.insert(&allocation).second) return;
+    std::unique_lock backing_lock(allocation.backing_lock);
+    if (!allocation.backing->scribble(lost_memory_pattern, sizeof lost_memory_pattern)) {
+      report(std::string("cannot scribble over lost memory: ") + std::strerror(errno));
+    }
+  };
+  for (auto& [base, mapping] : g_mappings)
+    scribble(*mapping.allocation);
+  for (auto& [handle, allocation] : g_handles)
+    scribble(*allocation);
 }
 
 // The mapping holding `pointer`, or g_mappings.end().
@@ -582,8 +658,13 @@ CUresult enqueue(Operation::Kind kind, CUdeviceptr device_pointer, const void* s
     count(&Control::failed_copies, 1);
     return lost_device_error;
   }
+  notice_memory_loss();
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (context->lost_memory.load(std::memory_order_acquire)) {
+    count(&Control::failed_copies, 1);
+    return context_lost_error;
+  }
 
   std::shared_lock lock(g_lock);
   if (const CUresult admitted = admit_copy_call(); admitted != CUDA_SUCCESS) {
@@ -688,6 +769,10 @@ CUresult run_queue_locked(CUstream_st& stream) {
   for (const Operation& operation : stream.queue) {
     if (lost()) {
       result = lost_device_error;
+      break;
+    }
+    if (stream.context->lost_memory.load(std::memory_order_acquire)) {
+      result = context_lost_error;
       break;
     }
     if (operation.kind == Operation::block_moves) {
@@ -875,10 +960,7 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
   if (!valid_device_locked(device)) return CUDA_ERROR_INVALID_DEVICE;
   CUctx_st& primary = g_contexts[device];
   if (primary.references == 0) return CUDA_ERROR_INVALID_CONTEXT;
-  if (--primary.references == 0) {
-    reset_context_locked(primary);
-    count(&Control::live_contexts, uint64_t(0) - 1);
-  }
+  if (--primary.references == 0) reset_context_locked(primary);
   return lost() ? lost_device_error : CUDA_SUCCESS;
 }
 
@@ -902,7 +984,7 @@ CUresult cuCtxSetCurrent(CUcontext context) {
 // --- Memory --------------------------------------------------------------------
 
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!free_bytes || !total_bytes) return CUDA_ERROR_INVALID_VALUE;
@@ -913,7 +995,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* pointer, size_t bytes) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!pointer || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
@@ -938,7 +1020,7 @@ CUresult cuMemFree_v2(CUdeviceptr pointer) {
   }
   unreference_locked(*it->second.allocation);
   g_mappings.erase(it);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 // --- Virtual memory management --------------------------------------------------
@@ -964,7 +1046,7 @@ CUresult allocation_device(const CUmemAllocationProp* prop, int& device) {
 
 CUresult cuMemGetAllocationGranularity(size_t* granularity, const CUmemAllocationProp* prop,
                                        CUmemAllocationGranularity_flags option) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!granularity || (option != CU_MEM_ALLOC_GRANULARITY_MINIMUM &&
                        option != CU_MEM_ALLOC_GRANULARITY_RECOMMENDED)) {
     return CUDA_ERROR_INVALID_VALUE;
@@ -977,7 +1059,7 @@ CUresult cuMemGetAllocationGranularity(size_t* granularity, const CUmemAllocatio
 
 CUresult cuMemCreate(CUmemGenericAllocationHandle* handle, size_t bytes,
                      const CUmemAllocationProp* prop, unsigned long long flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (!handle || flags != 0 || bytes == 0 || bytes % gap_bytes != 0) {
     return CUDA_ERROR_INVALID_VALUE;
@@ -1011,12 +1093,12 @@ CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
   if (it == g_handles.end()) return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   unreference_locked(*it->second);  // its mappings keep the memory until unmapped
   g_handles.erase(it);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 CUresult cuMemAddressReserve(CUdeviceptr* pointer, size_t bytes, size_t alignment,
                              CUdeviceptr address, unsigned long long flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!pointer || bytes == 0 || bytes % gap_bytes != 0 || flags != 0 ||
@@ -1045,7 +1127,7 @@ CUresult cuMemAddressFree(CUdeviceptr pointer, size_t bytes) {
     return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   }
   g_reservations.erase(it);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 // Offset must be 0 and the whole range inside one reservation, free of other
@@ -1053,7 +1135,7 @@ CUresult cuMemAddressFree(CUdeviceptr pointer, size_t bytes) {
 // until cuMemSetAccess.
 CUresult cuMemMap(CUdeviceptr pointer, size_t bytes, size_t offset,
                   CUmemGenericAllocationHandle handle, unsigned long long flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (bytes == 0 || offset != 0 || flags != 0 || pointer % gap_bytes != 0 ||
       bytes % gap_bytes != 0) {
@@ -1090,14 +1172,14 @@ CUresult cuMemUnmap(CUdeviceptr pointer, size_t bytes) {
   for (auto it = first; it != last; ++it)
     unreference_locked(*it->second.allocation);
   g_mappings.erase(first, last);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 // Read/write for the devices named, over whole mappings back to back. The
 // fake knows no read-only access.
 CUresult cuMemSetAccess(CUdeviceptr pointer, size_t bytes, const CUmemAccessDesc* descriptors,
                         size_t count) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (!descriptors || count == 0) return CUDA_ERROR_INVALID_VALUE;
   std::unique_lock lock(g_lock);
@@ -1127,7 +1209,7 @@ CUresult cuMemSetAccess(CUdeviceptr pointer, size_t bytes, const CUmemAccessDesc
 CUresult cuMemExportToShareableHandle(void* shareable_handle, CUmemGenericAllocationHandle handle,
                                       CUmemAllocationHandleType handle_type,
                                       unsigned long long flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!shareable_handle || flags != 0 || handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
     return CUDA_ERROR_INVALID_VALUE;
   }
@@ -1155,7 +1237,7 @@ CUresult cuMemExportToShareableHandle(void* shareable_handle, CUmemGenericAlloca
 // device.
 CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* os_handle,
                                         CUmemAllocationHandleType handle_type) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!handle || handle_type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
@@ -1182,7 +1264,7 @@ CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, vo
 // Pinned host memory: plain anonymous memory here (it is page-locked by
 // whatever mlockall the process did, which is what pinning means).
 CUresult cuMemHostAlloc(void** pointer, size_t bytes, unsigned int flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   constexpr unsigned int known_flags =
@@ -1209,7 +1291,7 @@ CUresult cuMemFreeHost(void* pointer) {
   }
   munmap(pointer, it->second.size);
   g_host_allocations.erase(it);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 // Page-locks the caller's memory for this context (here: records it; the
@@ -1217,7 +1299,7 @@ CUresult cuMemFreeHost(void* pointer) {
 // range that overlaps one registered already, and the registration ends
 // with the context.
 CUresult cuMemHostRegister_v2(void* pointer, size_t bytes, unsigned int flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   constexpr unsigned int known_flags = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP;
@@ -1249,13 +1331,13 @@ CUresult cuMemHostUnregister(void* pointer) {
     return device_lost ? lost_device_error : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
   }
   g_host_allocations.erase(it);
-  return device_lost ? lost_device_error : CUDA_SUCCESS;
+  return clean_up_result(device_lost);
 }
 
 // --- Streams and copies ------------------------------------------------------------
 
 CUresult cuStreamCreate(CUstream* stream, unsigned int flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUctx_st* context = current_context();
   if (!context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!stream || (flags & ~CU_STREAM_NON_BLOCKING) != 0) return CUDA_ERROR_INVALID_VALUE;
@@ -1285,7 +1367,7 @@ CUresult cuStreamDestroy_v2(CUstream stream) {
     result = run_queue_locked(*stream);
   }
   delete stream;
-  return device_lost ? lost_device_error : result;
+  return device_lost ? lost_device_error : result;  // a lost context's work failed: result says so
 }
 
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr destination, const void* source, size_t bytes,
@@ -1304,7 +1386,7 @@ CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, size_t co
 }
 
 CUresult cuStreamSynchronize(CUstream handle) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUstream_st* stream = nullptr;
   FAKE_TRY(resolve_stream(handle, stream));
   std::lock_guard queue_lock(stream->mutex);
@@ -1317,7 +1399,7 @@ CUresult cuStreamSynchronize(CUstream handle) {
 // --- Mapped host memory, the copy kernel, queries and events --------------------
 // Unified addressing: mapped pinned memory has the same address on both sides.
 CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* device_pointer, void* host, unsigned int flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (!device_pointer || flags != 0) return CUDA_ERROR_INVALID_VALUE;
   std::shared_lock lock(g_lock);
@@ -1329,7 +1411,7 @@ CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* device_pointer, void* host, u
 }
 
 CUresult cuModuleLoadData(CUmodule* module, const void* image) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (!module || !image) return CUDA_ERROR_INVALID_VALUE;
   std::unique_lock lock(g_lock);
@@ -1347,7 +1429,7 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
 }
 
 CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* name) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!function || !name) return CUDA_ERROR_INVALID_VALUE;
   std::shared_lock lock(g_lock);
   if (!g_modules.contains(module)) return CUDA_ERROR_INVALID_HANDLE;
@@ -1408,7 +1490,7 @@ CUresult cuLaunchKernel(CUfunction function, unsigned int grid_x, unsigned int g
 // passed): a query runs what is queued and reports it complete, like a GPU
 // that happened to be done by then.
 CUresult cuStreamQuery(CUstream handle) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUstream_st* stream = nullptr;
   FAKE_TRY(resolve_stream(handle, stream));
   std::lock_guard queue_lock(stream->mutex);
@@ -1419,7 +1501,7 @@ CUresult cuStreamQuery(CUstream handle) {
 }
 
 CUresult cuEventCreate(CUevent* event, unsigned int flags) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   if (!current_context()) return CUDA_ERROR_INVALID_CONTEXT;
   if (!event || (flags & ~(CU_EVENT_DISABLE_TIMING | 0x1u | 0x4u)) != 0) {
     return CUDA_ERROR_INVALID_VALUE;
@@ -1432,7 +1514,7 @@ CUresult cuEventCreate(CUevent* event, unsigned int flags) {
 }
 
 CUresult cuEventRecord(CUevent event, CUstream handle) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUstream_st* stream = nullptr;
   FAKE_TRY(resolve_stream(handle, stream));
   std::shared_lock lock(g_lock);
@@ -1442,7 +1524,7 @@ CUresult cuEventRecord(CUevent event, CUstream handle) {
 }
 
 CUresult event_complete(CUevent event) {
-  FAKE_TRY(ready());
+  FAKE_TRY(ready_in_context());
   CUstream_st* stream = nullptr;
   {
     std::shared_lock lock(g_lock);

@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "common/byte_size.hpp"
 #include "common/startup_error.hpp"
@@ -232,4 +234,62 @@ TEST_CASE("fake: a bad setting is reported and fails cuInit") {
   }
   CHECK_THAT(log.text(), Catch::Matchers::Contains(
                              "fake libcuda: VRAMSWAP_FAKE_MEMORY='lots' is not a byte size"));
+}
+
+TEST_CASE(
+    "fake: lose_memory turns written VRAM into the lost pattern and fails the context until it "
+    "is released and retained again") {
+  test::FakeCuda fake;
+  test::TempDir dir;
+  fake.set("VRAMSWAP_FAKE_CONTROL", dir.file("control"));
+  fake.set("VRAMSWAP_FAKE_BACKING_DIR", dir.path());
+  const Driver driver = Driver::load();
+  test::ControlBlock control(dir.file("control"));
+  CUcontext context = nullptr;
+  REQUIRE(driver.cuDevicePrimaryCtxRetain(&context, 0) == CUDA_SUCCESS);
+  CHECK(control->live_contexts.load() == 1);
+  REQUIRE(driver.cuCtxSetCurrent(context) == CUDA_SUCCESS);
+  CUdeviceptr pointer = 0;
+  REQUIRE(driver.cuMemAlloc(&pointer, 4 * MiB) == CUDA_SUCCESS);
+  std::vector<unsigned char> data(8192, 0x5a);
+  REQUIRE(driver.cuMemcpyHtoDAsync(pointer, data.data(), data.size(), nullptr) == CUDA_SUCCESS);
+  REQUIRE(driver.cuStreamSynchronize(nullptr) == CUDA_SUCCESS);
+  // Queued before the loss, run after it: dropped with the context.
+  REQUIRE(driver.cuMemcpyHtoDAsync(pointer + 3 * MiB, data.data(), 4096, nullptr) == CUDA_SUCCESS);
+
+  control->lose_memory.fetch_add(1);
+  size_t free_bytes = 0, total_bytes = 0;
+  CHECK(driver.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_ERROR_LAUNCH_FAILED);
+  CHECK(driver.cuStreamSynchronize(nullptr) == CUDA_ERROR_LAUNCH_FAILED);
+  const uint64_t failed = control->failed_copies.load();
+  CHECK(driver.cuMemcpyDtoHAsync(data.data(), pointer, 4096, nullptr) == CUDA_ERROR_LAUNCH_FAILED);
+  CHECK(control->failed_copies.load() == failed + 1);
+  CUdeviceptr other = 0;
+  CHECK(driver.cuMemAlloc(&other, 4096) == CUDA_ERROR_LAUNCH_FAILED);
+
+  // The written bytes read as the pattern; what was never written stays zeros.
+  std::vector<unsigned char> raw(3 * MiB + 4096);
+  FILE* pool = std::fopen(dir.file("dev0-vram").c_str(), "rb");
+  REQUIRE(pool);
+  REQUIRE(std::fread(raw.data(), 1, raw.size(), pool) == raw.size());
+  std::fclose(pool);
+  for (size_t i = 0; i < 8192; i += 1021)
+    CHECK(raw[i] == static_cast<unsigned char>(fake_cuda::lost_memory_pattern[i % 16]));
+  CHECK(raw[8192 + 100] == 0);
+  CHECK(raw[3 * MiB] == 0);  // the queued write never ran
+
+  // Clean-up still lets go, and says the context is lost.
+  CHECK(driver.cuMemFree(pointer) == CUDA_ERROR_LAUNCH_FAILED);
+  CHECK(control->bytes_allocated.load() == 0);
+  // The last release resets the context; a new retain works.
+  REQUIRE(driver.cuDevicePrimaryCtxRelease(0) == CUDA_SUCCESS);
+  CHECK(control->live_contexts.load() == 0);
+  REQUIRE(driver.cuDevicePrimaryCtxRetain(&context, 0) == CUDA_SUCCESS);
+  CHECK(control->live_contexts.load() == 1);
+  REQUIRE(driver.cuCtxSetCurrent(context) == CUDA_SUCCESS);
+  REQUIRE(driver.cuMemAlloc(&pointer, 4 * MiB) == CUDA_SUCCESS);
+  CHECK(driver.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS);
+  REQUIRE(driver.cuMemFree(pointer) == CUDA_SUCCESS);
+  REQUIRE(driver.cuDevicePrimaryCtxRelease(0) == CUDA_SUCCESS);
+  REQUIRE(driver.cuCtxSetCurrent(nullptr) == CUDA_SUCCESS);
 }
