@@ -27,7 +27,7 @@ load_module nbd
 load_module loop
 load_module ext4
 dd if=/dev/zero of=/spill.img bs=1M count=200 2>/dev/null
-mke2fs /spill.img >/dev/null 2>&1 || fail "mke2fs /spill.img failed"
+mke2fs -F /spill.img >/dev/null 2>&1 || fail "mke2fs /spill.img failed"
 mkdir -p /var/lib/vramswap
 wait_for 10 "a free loop device" losetup -f
 loopdev=$(losetup -f)
