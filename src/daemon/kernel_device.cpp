@@ -27,7 +27,8 @@ KernelDevice::KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netli
     reattach(*adopt, server);
     return;
   }
-  release_stale_device();
+  // A device an earlier daemon left was judged before (find_handover):
+  // taken over, or disconnected.
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections);
@@ -81,13 +82,6 @@ void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std:
       path.c_str(), why.c_str(),
       swap ? " (it is still swap: the processes whose pages were there get SIGBUS)" : "");
   netlink.disconnect(index);
-}
-
-// Reached only when the daemon's startup did not already judge the device
-// (spill = no: there is no restart record to bring its pages back).
-void KernelDevice::release_stale_device() {
-  for (const uint32_t index : netlink_.find_by_backend(backend_))
-    release_left_device(netlink_, index, "no spill area, so no restart record");
 }
 
 void KernelDevice::reattach(uint32_t index, engine::Server& server) {

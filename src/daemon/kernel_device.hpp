@@ -87,7 +87,6 @@ class KernelDevice {
   void disconnect();
 
  private:
-  void release_stale_device();
   void reattach(uint32_t index, engine::Server& server);
 
   const KernelDeviceOptions options_;

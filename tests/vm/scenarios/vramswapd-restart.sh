@@ -14,7 +14,8 @@
 #    reattach (no record): it disconnects the old device, whose reads then
 #    fail, and makes a new one.
 # Needs in the initramfs: vramswapd, the fake libcuda.so.1 at $FAKE_LIBCUDA,
-# util-linux swapon/mkswap/swapoff, memhog; modules nbd, loop, ext4.
+# util-linux swapon/mkswap/swapoff, memhog; modules nbd, loop, ext4, crc32c_generic
+# (ext4 asks for crc32c at mount, not through modules.dep).
 
 : "${INSTANCE:=0}" "${SWAP_SIZE:=96M}" "${HOG_LIMIT:=32M}" "${HOG_SIZE:=96M}"
 : "${PRIORITY:=100}" "${CONNECTIONS:=2}" "${PAGE_CLUSTER:=5}" "${GAP:=5}"
@@ -25,6 +26,7 @@ export VRAMSWAP_LIBCUDA="$FAKE_LIBCUDA" VRAMSWAP_FAKE_MEMORY VRAMSWAP_FAKE_RESER
 step "a disk filesystem for the spill file (ext2 on a loop device; tmpfs is refused)"
 load_module nbd
 load_module loop
+load_module crc32c_generic
 load_module ext4
 dd if=/dev/zero of=/spill.img bs=1M count=200 2>/dev/null
 mke2fs -F /spill.img >/dev/null 2>&1 || fail "mke2fs /spill.img failed"
