@@ -24,6 +24,7 @@
 #include "daemon/connection_plan.hpp"
 #include "daemon/control_socket.hpp"
 #include "daemon/elastic_tier.hpp"
+#include "daemon/handover.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/preflight.hpp"
@@ -121,8 +122,8 @@ ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
 
 KernelDeviceOptions kernel_device_options(const config::DeviceConfig& device,
                                           const ConnectionPlan& plan) {
-  return {device.name,    device.nbd_index, plan.kernel_connections,
-          plan.timeout_s, device.priority,  device.discard};
+  return {device.name,     device.nbd_index, plan.kernel_connections,  plan.timeout_s,
+          device.priority, device.discard,   dead_connection_timeout_s};
 }
 
 }  // namespace
@@ -139,6 +140,18 @@ int run(const CommandLine& command_line) {
   // A kernel without the nbd driver is refused before the VRAM is taken.
   std::optional<kernel::NbdNetlink> netlink;
   if (device.attach) netlink.emplace(kernel::NbdNetlink::open());
+  // Live restart (vramswapd(8), RESTART): the device the daemon before left
+  // and its record, judged before any VRAM is taken. A device it left with
+  // no usable record is disconnected here.
+  const ElasticTierOptions tier_options = elastic_options(device);
+  std::optional<Handover> handover;
+  if (netlink) {
+    handover = find_handover(*netlink, device.name,
+                             device.spill.kind == config::SpillKind::off
+                                 ? std::string()
+                                 : store::restart_state::path_for(tier_options.spill_path),
+                             store::VramStore::default_chunk_bytes);
+  }
 
   // The GPU and its memory.
   const cuda::Driver driver = cuda::Driver::load();
@@ -158,17 +171,36 @@ int run(const CommandLine& command_line) {
   kernel::lock_memory();
   kernel::protect_from_oom();
   store::VramStore store(context);
-  store.allocate(wanted.bytes, device.min_size);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
-  log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
-           gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
-           format_byte_size(memory.total_bytes).c_str());
+  if (handover) {
+    // The handed-over export keeps its size; its chunks come back to VRAM
+    // from the spill area once serving.
+    const uint64_t handed = store.reserve_released(handover->saved.identity.export_bytes);
+    if (handed != wanted.bytes) {
+      log_notice(
+          "the handed-over device keeps its %s; the configured size (%s) applies once it "
+          "is stopped (swapoff)",
+          format_byte_size(handed).c_str(), format_byte_size(wanted.bytes).c_str());
+    }
+  } else {
+    store.allocate(wanted.bytes, device.min_size);
+    log_info("%s of VRAM on %s (%s free of %s)", format_byte_size(store.size()).c_str(),
+             gpu_label.c_str(), format_byte_size(memory.free_bytes).c_str(),
+             format_byte_size(memory.total_bytes).c_str());
+  }
 
   // Elastic VRAM: after the store it moves, before the Server that serves
   // its map; destroyed after the Server, before the store.
   std::unique_ptr<ElasticTier> tier;
   if (device.spill.kind != config::SpillKind::off)
-    tier = ElasticTier::create(context, store, elastic_options(device));
+    tier = ElasticTier::create(context, store, tier_options, handover ? &handover->saved : nullptr);
+  if (handover && !tier) {
+    // The pages cannot be served: never reattach with other bytes.
+    release_left_device(*netlink, handover->nbd_index, "its spill area cannot be used");
+    throw StartupError(exit_code::unavailable,
+                       "the handed-over device could not be taken over; the next start makes a "
+                       "new one");
+  }
   engine::ServerOptions options = server_options(device, plan, "vramswap on " + gpu_label);
   if (tier) {
     options.chunks = tier->chunks();
@@ -193,8 +225,10 @@ int run(const CommandLine& command_line) {
   }
 
   std::optional<KernelDevice> kernel;
-  if (device.attach)
-    kernel.emplace(kernel_device_options(device, plan), std::move(*netlink), server);
+  if (device.attach) {
+    kernel.emplace(kernel_device_options(device, plan), std::move(*netlink), server,
+                   handover ? std::optional<uint32_t>(handover->nbd_index) : std::nullopt);
+  }
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
@@ -210,6 +244,7 @@ int run(const CommandLine& command_line) {
   log_info("ready: %s", ready_line.c_str());
 
   bool stopping = false;
+  bool handing_over = false;
   bool told_waiting = false;
   steady_clock::time_point next_swapoff = steady_clock::now();
   std::string waiting_for;
@@ -233,10 +268,25 @@ int run(const CommandLine& command_line) {
       case SignalEvent::reload:
         log_info("SIGHUP ignored: restart the service to apply a changed configuration");
         break;
+      case SignalEvent::restart:
+        if (!stopping) {
+          stopping = true;
+          systemd::notify::stopping();
+          std::string why;
+          handing_over = prepare_handover(tier.get(), kernel ? &*kernel : nullptr, why);
+          if (!handing_over) {
+            log_warning(
+                "restart requested, but the device cannot be handed over (%s): stopping "
+                "as for a stop, swap off first",
+                why.c_str());
+          }
+        }
+        break;
       case SignalEvent::none:
         break;
     }
-    if (kernel && !stopping && server.live_kernel_connections() < plan.kernel_connections &&
+    if (handing_over) break;
+    if (kernel && !stopping && server.live_kernel_connections() < kernel->connections() &&
         steady_clock::now() >= next_restore) {
       // The kernel gives up on a connection whose request outlived the
       // timeout and moves its requests to the others; hand it a fresh one so
@@ -247,10 +297,10 @@ int run(const CommandLine& command_line) {
         log_warning(
             "the kernel dropped %u of the %u connections of %s (a request took longer "
             "than %u s); gave it new ones",
-            restored, plan.kernel_connections, kernel->path().c_str(), plan.timeout_s);
+            restored, kernel->connections(), kernel->path().c_str(), plan.timeout_s);
       } catch (const StartupError& e) {
         log_error("cannot replace the dropped connections of %s (%u of %u left): %s",
-                  kernel->path().c_str(), live, plan.kernel_connections, e.what());
+                  kernel->path().c_str(), live, kernel->connections(), e.what());
       }
       next_restore = steady_clock::now() + restore_interval;
     }
@@ -285,6 +335,19 @@ int run(const CommandLine& command_line) {
       }
     }
     systemd::notify::status(status.publish(stopping ? waiting_for : std::string()));
+  }
+
+  if (handing_over) {
+    // Serving ends first (the kernel queues the device's requests from here
+    // on), then the moves: the map holds still while it is recorded.
+    systemd::notify::status(status.publish("handing the device over"));
+    server.stop();
+    tier->stop();
+    sleep_watch.reset();
+    control.reset();
+    const int handed = finish_handover(*tier, *kernel);
+    status::remove_status_file(device.name);
+    return handed;
   }
 
   // No move from here on: a sweep in progress ends between chunks and its

@@ -61,9 +61,10 @@ double seconds_since(steady_clock::time_point start) {
 }  // namespace
 
 std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::VramStore& store,
-                                                 const ElasticTierOptions& options) {
+                                                 const ElasticTierOptions& options,
+                                                 const store::SavedChunks* handed_over) {
   const char* without = "; serving from VRAM alone, nothing is moved out of it";
-  if (options.spill_automatic) {
+  if (options.spill_automatic && !handed_over) {
     if (const std::string problem = automatic_room_problem(options.spill_path, store.size());
         !problem.empty()) {
       log_notice("%s%s", problem.c_str(), without);
@@ -79,17 +80,39 @@ std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::
     return nullptr;
   }
   if (spill->created()) {
+    if (handed_over) {
+      log_error("the spill file %s was made again: the pages handed over in it are gone",
+                options.spill_path.c_str());
+      return nullptr;
+    }
     log_info("created the spill file %s (%s) in %.1f s", options.spill_path.c_str(),
              format_byte_size(store.size()).c_str(), seconds_since(start));
   }
-  return std::unique_ptr<ElasticTier>(new ElasticTier(context, store, std::move(*spill), options));
+  // The restart record: taken (marked so) before anything is served.
+  std::optional<store::RestartStateFile> state;
+  const std::string state_path = store::restart_state::path_for(options.spill_path);
+  try {
+    state.emplace(store::RestartStateFile::open(state_path, store.size(), store.chunk_bytes()));
+  } catch (const StartupError& e) {
+    if (handed_over) {
+      log_error("%s; the pages handed over cannot be taken safely", e.what());
+      return nullptr;
+    }
+    log_warning("%s; a restart of this daemon will swap off first instead of handing over",
+                e.what());
+  }
+  return std::unique_ptr<ElasticTier>(
+      new ElasticTier(context, store, std::move(*spill), std::move(state), options, handed_over));
 }
 
 ElasticTier::ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
-                         const ElasticTierOptions& options)
+                         std::optional<store::RestartStateFile> state,
+                         const ElasticTierOptions& options, const store::SavedChunks* handed_over)
     : context_(context),
       store_(store),
       spill_(std::move(spill)),
+      state_(std::move(state)),
+      restore_at_start_(handed_over != nullptr),
       map_(store.size(), store.chunk_bytes(), store::Tier::vram),
       mover_(map_, store_, spill_),
       options_(options),
@@ -102,6 +125,7 @@ ElasticTier::ElasticTier(cuda::Context& context, store::VramStore& store, store:
     throw StartupError(exit_code::os_error,
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
+  if (handed_over) handed_over->apply(map_);
   wanted_ = std::make_unique<std::atomic<uint64_t>[]>(wanted_words_);
   for (size_t i = 0; i < wanted_words_; ++i)
     wanted_[i].store(0, std::memory_order_relaxed);
@@ -211,6 +235,13 @@ void ElasticTier::run() noexcept {
     log_error("elastic VRAM is off: the mover's thread cannot use the GPU (%s)", bound.name());
     finish("the mover's thread cannot use the GPU");
     return;
+  }
+  if (restore_at_start_) {
+    // Handed over by the daemon before: everything is in the spill area and
+    // served from there; bring it back while serving, as after a release.
+    const std::optional<uint64_t> free = gpu_free();
+    const uint64_t budget = free && *free > options_.reserve ? *free - options_.reserve : 0;
+    (void)bring_back(budget, "handed over by the vramswapd before");
   }
   const int64_t tick_ns = options_.tick.count();
   int64_t next_tick = monotonic_ns();
@@ -530,6 +561,21 @@ ElasticControl::Answer ElasticTier::resume_now() noexcept {
   }
   record(line.c_str(), "the system resumed", false);
   return {swept.ok, std::move(line)};
+}
+
+bool ElasticTier::save_for_restart(uint32_t nbd_index, std::string& why) noexcept {
+  if (!state_) {
+    why = "there is no restart record file";
+    return false;
+  }
+  if (thread_.joinable()) {
+    why = "the tier still runs";
+    return false;
+  }
+  const int error = state_->save(map_, options_.instance, nbd_index, why);
+  if (error == 0) return true;
+  if (error != EBUSY) why = state_->path() + ": " + std::strerror(error);
+  return false;
 }
 
 void ElasticTier::record(const char* line, const char* reason, bool log) noexcept {

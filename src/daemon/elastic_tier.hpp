@@ -20,6 +20,7 @@
 #include "engine/busy_poll_policy.hpp"
 #include "store/chunk_map.hpp"
 #include "store/chunk_mover.hpp"
+#include "store/restart_state.hpp"
 #include "store/spill_area.hpp"
 #include "store/vram_store.hpp"
 
@@ -84,8 +85,17 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   // Opens or creates the spill area and makes the map and the mover. Nothing
   // (after one warning line naming the cause and the fix) when the spill area
   // cannot be had: the device then serves from VRAM alone.
+  //
+  // `handed_over`: the record the daemon before left (live restart through
+  // the spill area, vramswapd(8) RESTART): the store holds no VRAM
+  // (VramStore::reserve_released), every chunk starts where the record says
+  // and the tier brings them back to VRAM in the background once started.
+  // The spill file must then be reused as it is: without it (missing, made
+  // again) nothing is returned and the caller must not reattach.
+  // Every start marks the restart record beside the spill file as taken.
   static std::unique_ptr<ElasticTier> create(cuda::Context& context, store::VramStore& store,
-                                             const ElasticTierOptions& options);
+                                             const ElasticTierOptions& options,
+                                             const store::SavedChunks* handed_over = nullptr);
   ~ElasticTier() override;
   ElasticTier(const ElasticTier&) = delete;
   ElasticTier& operator=(const ElasticTier&) = delete;
@@ -97,6 +107,15 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   // Ends the thread (a sweep under way stops after its current chunk);
   // release() and restore() answer that the daemon is stopping from then on.
   void stop() noexcept;
+
+  // Stopping for a restart, after release(all_bytes) put every chunk in the
+  // spill area, the Server stopped and stop(): records the map beside the
+  // spill file for the next daemon (restart_state.hpp). False, with `why`,
+  // when it could not: the next daemon then cannot take the device over.
+  bool save_for_restart(uint32_t nbd_index, std::string& why) noexcept;
+  const char* restart_state_path() const noexcept {
+    return state_ ? state_->path().c_str() : nullptr;
+  }
 
   store::ChunkMap* chunks() noexcept { return &map_; }
   store::SpillArea* spill() noexcept { return &spill_; }
@@ -117,7 +136,8 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   enum class Command : uint8_t { none, release, restore, before_sleep, after_resume };
 
   ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
-              const ElasticTierOptions& options);
+              std::optional<store::RestartStateFile> state, const ElasticTierOptions& options,
+              const store::SavedChunks* handed_over);
   Answer ask(Command command, uint64_t bytes);
   void run() noexcept;
   void tick() noexcept;
@@ -154,6 +174,8 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   cuda::Context& context_;
   store::VramStore& store_;
   store::SpillArea spill_;
+  std::optional<store::RestartStateFile> state_;  // none: restarts cannot hand over
+  bool restore_at_start_ = false;                 // chunks were handed over
   store::ChunkMap map_;
   store::ChunkMover mover_;
   ElasticTierOptions options_;

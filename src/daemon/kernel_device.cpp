@@ -1,6 +1,8 @@
 #include "daemon/kernel_device.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <utility>
 
 #include "common/log.hpp"
@@ -11,12 +13,22 @@
 
 namespace vramswap::daemon {
 
+std::string backend_identifier(std::string_view instance) {
+  return "vramswap/" + std::string(instance);
+}
+
 KernelDevice::KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink,
-                           engine::Server& server)
+                           engine::Server& server, std::optional<uint32_t> adopt)
     : options_(std::move(options)),
       netlink_(std::move(netlink)),
-      backend_("vramswap/" + options_.name) {
-  release_stale_device();
+      backend_(backend_identifier(options_.name)),
+      connections_(options_.connections) {
+  if (adopt) {
+    reattach(*adopt, server);
+    return;
+  }
+  // A device an earlier daemon left was judged before (find_handover):
+  // taken over, or disconnected.
   // The sockets are served before the kernel gets them: it reads the device
   // (partition scan, udev's blkid) the moment it is connected.
   std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections);
@@ -26,6 +38,8 @@ KernelDevice::KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netli
   params.size_bytes = server.export_size();
   params.server_flags = server.transmission_flags();
   params.timeout_seconds = options_.timeout_s;
+  if (options_.dead_connection_timeout_s != 0)
+    params.dead_connection_timeout_seconds = options_.dead_connection_timeout_s;
   params.destroy_on_disconnect = true;
   params.backend_identifier = backend_;
   if (options_.nbd_index) params.index = *options_.nbd_index;
@@ -59,38 +73,61 @@ KernelDevice::~KernelDevice() {
   }
 }
 
-// A daemon of this instance that died without disconnecting leaves its
-// device configured with dead sockets: every request to it fails, and it
-// keeps the backend name udev links to. Its VRAM died with it, so there is
-// nothing to save; disconnect it so the new device takes its place.
-void KernelDevice::release_stale_device() {
-  for (const kernel::NbdDeviceStatus& nbd : netlink_.query_all()) {
-    if (!nbd.connected) continue;
-    const std::string name = "nbd" + std::to_string(nbd.index);
-    std::string backend;
-    if (std::FILE* f = std::fopen(("/sys/block/" + name + "/backend").c_str(), "r")) {
-      char line[256] = {};
-      if (std::fgets(line, sizeof line, f)) backend = line;
-      std::fclose(f);
-    }
-    while (!backend.empty() && (backend.back() == '\n' || backend.back() == ' '))
-      backend.pop_back();
-    if (backend != backend_) continue;
-    const std::string path = "/dev/" + name;
-    const auto swap = kernel::active_swap_for_device(path);
-    log_error(
-        "%s was left by an earlier vramswapd of this instance that did not stop cleanly%s; "
-        "its contents are gone: disconnecting it",
-        path.c_str(),
-        swap ? " and is still active swap (processes whose pages were there will fail)" : "");
-    netlink_.disconnect(nbd.index);
+void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std::string& why) {
+  const std::string path = "/dev/nbd" + std::to_string(index);
+  const bool swap = kernel::active_swap_for_device(path).has_value();
+  log_error(
+      "%s was left by an earlier vramswapd of this instance, and its pages cannot be brought "
+      "back (%s): disconnecting it%s and making a new device",
+      path.c_str(), why.c_str(),
+      swap ? " (it is still swap: the processes whose pages were there get SIGBUS)" : "");
+  netlink.disconnect(index);
+}
+
+void KernelDevice::reattach(uint32_t index, engine::Server& server) {
+  index_ = index;
+  path_ = "/dev/nbd" + std::to_string(index_);
+  const std::optional<kernel::NbdSysfs> sysfs = kernel::read_nbd_sysfs(index_);
+  if (!sysfs || sysfs->connections == 0) {
+    throw StartupError(exit_code::unavailable,
+                       path_ + " went away before it could be reattached; restart the service");
   }
+  connections_ = sysfs->connections;
+  if (connections_ != options_.connections) {
+    log_notice("%s keeps its %u connection%s; connections = %u applies once it is stopped",
+               path_.c_str(), connections_, connections_ == 1 ? "" : "s", options_.connections);
+  }
+  // The kernel takes a socket only in place of a connection it marked dead;
+  // the earlier daemon's sockets die as it exits, which the kernel notices
+  // on its own workqueue a moment later. A socket it did not take comes back
+  // closed: hand over again until every connection is ours.
+  constexpr int attempts = 50;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    const unsigned live = server.live_kernel_connections();
+    if (live >= connections_) break;
+    std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(connections_ - live);
+    std::vector<int> fds;
+    for (const auto& fd : kernel_ends)
+      fds.push_back(fd.get());
+    netlink_.replace_dead_sockets(index_, fds, backend_);
+    kernel_ends.clear();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (server.live_kernel_connections() < connections_) {
+    throw StartupError(exit_code::unavailable, "the kernel kept " + path_ +
+                                                   "'s earlier connections: is another vramswapd "
+                                                   "of this instance still serving it?");
+  }
+  connected_ = true;
+  adopted_ = true;
+  log_info("reattached %s (%u connection%s, backend %s) with NBD_CMD_RECONFIGURE", path_.c_str(),
+           connections_, connections_ == 1 ? "" : "s", backend_.c_str());
 }
 
 unsigned KernelDevice::restore_connections(engine::Server& server) {
   const unsigned live = server.live_kernel_connections();
-  if (!connected_ || live >= options_.connections) return 0;
-  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(options_.connections - live);
+  if (!connected_ || live >= connections_) return 0;
+  std::vector<UniqueFd> kernel_ends = server.open_kernel_sockets(connections_ - live);
   std::vector<int> fds;
   for (const auto& fd : kernel_ends)
     fds.push_back(fd.get());
@@ -99,6 +136,11 @@ unsigned KernelDevice::restore_connections(engine::Server& server) {
 }
 
 void KernelDevice::enable_swap() {
+  if (adopted_ && kernel::active_swap_for_device(path_)) {
+    swap_enabled_ = true;
+    log_info("%s is still swap: kept as it is", path_.c_str());
+    return;
+  }
   kernel::make_swap(path_, "vramswap-" + options_.name);
   kernel::swap_on(path_, options_.priority, options_.discard);
   swap_enabled_ = true;

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "kernel/nbd_netlink.hpp"
 
@@ -11,6 +12,17 @@ class Server;
 }
 
 namespace vramswap::daemon {
+
+// The backend identifier of an instance's device ("vramswap/NAME"): what
+// udev names /dev/vramswap/NAME after, and how a new daemon finds the device
+// of the one before it.
+std::string backend_identifier(std::string_view instance);
+
+// Disconnects nbd`index`, which an earlier daemon of the instance left
+// configured, when its pages cannot be brought back (`why`): the kernel then
+// fails them (their owners get SIGBUS) rather than a new daemon serving
+// other bytes in their place. Says so in one line.
+void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std::string& why);
 
 // What the nbd device is made of: the instance's name (its backend name and
 // swap label), the connection count and timeout decided once
@@ -22,6 +34,9 @@ struct KernelDeviceOptions {
   unsigned timeout_s = 0;  // 0: no timeout
   int priority = 0;        // swap priority; -1: the kernel picks
   bool discard = false;
+  // How long the kernel queues requests while no daemon serves the device
+  // (NBD_ATTR_DEAD_CONN_TIMEOUT; vramswapd(8), RESTART).
+  unsigned dead_connection_timeout_s = 0;
 };
 
 // The kernel nbd device of one instance: connected over netlink to the
@@ -31,7 +46,12 @@ class KernelDevice {
  public:
   // `netlink` is opened before the daemon commits VRAM (a kernel without
   // the nbd driver is then refused before anything is allocated).
-  KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink, engine::Server& server);
+  // `adopt`: the index of the device an earlier daemon of this instance
+  // handed over (RESTART): it gets the server's sockets with
+  // NBD_CMD_RECONFIGURE, as many as it has connections, instead of a new
+  // device being made. Throws StartupError when the kernel does not take them.
+  KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink, engine::Server& server,
+               std::optional<uint32_t> adopt = std::nullopt);
   ~KernelDevice();
   KernelDevice(const KernelDevice&) = delete;
   KernelDevice& operator=(const KernelDevice&) = delete;
@@ -39,8 +59,18 @@ class KernelDevice {
   const std::string& path() const noexcept { return path_; }  // /dev/nbdX
   uint32_t index() const noexcept { return index_; }
   const std::string& backend() const noexcept { return backend_; }
+  // Whether the device was handed over by the daemon before.
+  bool adopted() const noexcept { return adopted_; }
+  // The sockets the device has (a handed-over device keeps its own count).
+  unsigned connections() const noexcept { return connections_; }
 
-  // swap = yes: mkswap + swapon at the configured priority.
+  // Stopping for a restart: the device stays configured, its sockets die
+  // with the server and the kernel queues its requests for the next daemon.
+  // Nothing disconnects it from then on.
+  void keep_for_next_daemon() noexcept { connected_ = false; }
+
+  // swap = yes: mkswap + swapon at the configured priority; on a handed-over
+  // device that is swap already, nothing (mkswap would wipe its pages).
   void enable_swap();
   // swap = yes: swapoff. False (and `why` says so) when the kernel refused,
   // e.g. not enough memory to take the pages back: keep serving then.
@@ -57,14 +87,16 @@ class KernelDevice {
   void disconnect();
 
  private:
-  void release_stale_device();
+  void reattach(uint32_t index, engine::Server& server);
 
   const KernelDeviceOptions options_;
   kernel::NbdNetlink netlink_;
   uint32_t index_ = 0;
   std::string path_;
   std::string backend_;
+  unsigned connections_ = 0;
   bool connected_ = false;
+  bool adopted_ = false;
   bool swap_enabled_ = false;
 };
 

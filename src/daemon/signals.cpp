@@ -18,6 +18,7 @@ sigset_t handled_signals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   return set;
 }
 
@@ -42,9 +43,11 @@ SignalEvent read_signals(int signal_fd) {
   SignalEvent event = SignalEvent::none;
   signalfd_siginfo info{};
   while (::read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-    if (info.ssi_signo == SIGHUP) {
+    if (info.ssi_signo == SIGUSR2) {
+      event = SignalEvent::restart;
+    } else if (info.ssi_signo == SIGHUP) {
       if (event == SignalEvent::none) event = SignalEvent::reload;
-    } else {
+    } else if (event != SignalEvent::restart) {
       event = SignalEvent::stop;
     }
   }

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -391,6 +392,45 @@ void NbdNetlink::replace_dead_sockets(uint32_t index, std::span<const int> socke
   }
   throw StartupError(exit_code::os_error,
                      "reconfiguring " + device + " failed: " + std::strerror(error));
+}
+
+namespace {
+
+std::optional<std::string> read_sysfs_line(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char text[256] = {};
+  const ssize_t got = ::read(fd.get(), text, sizeof text - 1);
+  if (got < 0) return std::nullopt;
+  std::string line(text, static_cast<size_t>(got));
+  while (!line.empty() && (line.back() == '\n' || line.back() == ' '))
+    line.pop_back();
+  return line;
+}
+
+}  // namespace
+
+std::optional<NbdSysfs> read_nbd_sysfs(uint32_t index) {
+  const std::string base = "/sys/block/" + device_name(index);
+  const std::optional<std::string> sectors = read_sysfs_line(base + "/size");
+  if (!sectors) return std::nullopt;
+  NbdSysfs sysfs;
+  sysfs.size_bytes = std::strtoull(sectors->c_str(), nullptr, 10) * 512;
+  sysfs.backend = read_sysfs_line(base + "/backend").value_or("");
+  // One hardware queue per connection: mq/0, mq/1, ...
+  while (::access((base + "/mq/" + std::to_string(sysfs.connections)).c_str(), F_OK) == 0)
+    ++sysfs.connections;
+  return sysfs;
+}
+
+std::vector<uint32_t> NbdNetlink::find_by_backend(std::string_view backend) {
+  std::vector<uint32_t> found;
+  for (const NbdDeviceStatus& device : query_all()) {
+    if (!device.connected) continue;
+    const std::optional<NbdSysfs> sysfs = read_nbd_sysfs(device.index);
+    if (sysfs && sysfs->backend == backend) found.push_back(device.index);
+  }
+  return found;
 }
 
 void trigger_change_uevent(std::string_view block_device_name) {

@@ -30,10 +30,21 @@
 //
 // Dead-connection timeout (NBD_ATTR_DEAD_CONN_TIMEOUT, seconds): how long a
 // request that finds no live connection waits for NBD_CMD_RECONFIGURE to
-// bring one back before it fails. It only helps a server that can hand over
-// a new socket to the same data; a restarted vramswapd has lost the VRAM
-// contents and must never reconnect to the old device, so 0 (fail at once)
-// is right unless the daemon replaces sockets within one run.
+// bring one back before it fails (and the device is marked disconnected).
+// With it, a device whose server exits without NBD_CMD_DISCONNECT stays
+// configured and queues its requests: a new server hands it sockets with
+// NBD_CMD_RECONFIGURE (found by index, the backend identifier must match)
+// and the queued requests go to it. Requests the old server had been sent but
+// never answered are sent again when the block layer's timer (the timeout
+// above, or 30 s when it is 0) finds them: the kernel moves a request whose
+// socket was replaced to a live one. vramswapd uses it for live restart
+// (vramswapd(8), RESTART); a request that outlives it fails (SIGBUS for swap).
+//
+// NBD_CMD_RECONFIGURE hands new sockets only to connections marked dead
+// (their server end closed, or a timed-out request); sockets beyond the dead
+// ones are dropped without an error, so check that the kernel took them. It
+// needs a device that is still configured and bound (connected once and not
+// disconnected since).
 //
 // Disconnect (NBD_CMD_DISCONNECT): sends NBD_CMD_DISC on every connection,
 // shuts every socket down, waits for the kernel's receive workers to stop,
@@ -152,8 +163,12 @@ class NbdNetlink {
   std::optional<NbdDeviceStatus> query(uint32_t index);
   // Every nbd device the kernel has.
   std::vector<NbdDeviceStatus> query_all();
-  // Hands new sockets to nbdX to take the place of connections the kernel
-  // marked dead (a timed-out request); sockets beyond the dead ones are
+  // The connected devices whose backend identifier is `backend` (more than
+  // one only when a disconnected one is still held open, e.g. by swap).
+  std::vector<uint32_t> find_by_backend(std::string_view backend);
+  // Hands new sockets to nbdX (NBD_CMD_RECONFIGURE) to take the place of
+  // connections the kernel marked dead (a timed-out request, a server that
+  // exited); sockets beyond the dead ones are
   // ignored by the kernel. `backend_identifier` must be the one given at
   // connect. Needs CAP_SYS_ADMIN.
   void replace_dead_sockets(uint32_t index, std::span<const int> socket_fds,
@@ -166,6 +181,16 @@ class NbdNetlink {
   nl_sock* socket_ = nullptr;
   int family_id_ = -1;
 };
+
+// What sysfs says of nbdX: its size in bytes (0 when unconfigured), how many
+// connections it was configured with (one hardware queue each), its backend
+// identifier (empty when none). Nothing when the device does not exist.
+struct NbdSysfs {
+  uint64_t size_bytes = 0;
+  unsigned connections = 0;
+  std::string backend;
+};
+std::optional<NbdSysfs> read_nbd_sysfs(uint32_t index);
 
 // Asks udev to look at /sys/block/NAME again ("change" uevent). The kernel
 // announces a connected nbd device before it creates its `backend` attribute,

@@ -282,6 +282,17 @@ bool ChunkMap::has_live_data(size_t chunk) const noexcept {
   return false;
 }
 
+void ChunkMap::save_live(size_t chunk, uint64_t* words) const noexcept {
+  for (size_t i = 0; i < words_per_chunk_; ++i)
+    words[i] = live_words(chunk)[i].load(std::memory_order_relaxed);
+}
+
+void ChunkMap::load_chunk(size_t chunk, Tier tier, const uint64_t* words) noexcept {
+  words_[chunk].store(static_cast<uint32_t>(tier), std::memory_order_release);
+  for (size_t i = 0; i < words_per_chunk_; ++i)
+    live_words(chunk)[i].store(words[i], std::memory_order_relaxed);
+}
+
 ChunkMap::Census ChunkMap::census() const noexcept {
   Census census;
   for (size_t chunk = 0; chunk < chunk_count_; ++chunk) {

@@ -160,6 +160,17 @@ class ChunkMap {
   bool has_live_data(size_t chunk) const noexcept;
   uint64_t live_bytes(size_t chunk) const noexcept;
 
+  // ---- Saving and loading (live restart, restart_state.hpp) ----
+  // Only on a map that no request and no mover uses: before serving starts,
+  // or after it stopped.
+
+  // 64-bit words of live bits per chunk (one bit per block).
+  size_t live_words_per_chunk() const noexcept { return words_per_chunk_; }
+  // Copies the live bits of `chunk` to `words` (live_words_per_chunk() of them).
+  void save_live(size_t chunk, uint64_t* words) const noexcept;
+  // Sets `chunk` resident in `tier` with the live bits in `words`.
+  void load_chunk(size_t chunk, Tier tier, const uint64_t* words) noexcept;
+
   // Totals for status lines; a snapshot that moves on as requests run.
   struct Census {
     uint64_t vram_bytes = 0;

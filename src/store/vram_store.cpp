@@ -118,6 +118,37 @@ uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
   return size_;
 }
 
+uint64_t VramStore::reserve_released(uint64_t export_bytes) {
+  if (allocated_) throw std::logic_error("VramStore::reserve_released after allocate");
+  if (export_bytes == 0 || export_bytes % block_bytes != 0) {
+    throw StartupError(exit_code::software, "the handed-over export of " +
+                                                format_byte_size(export_bytes) +
+                                                " is not a whole number of 4 KiB blocks");
+  }
+  allocated_ = true;
+  const cuda::Driver& driver = context_->driver();
+  size_t driver_granularity = 0;
+  const cuda::CUresult asked = driver.cuMemGetAllocationGranularity(
+      &driver_granularity, &prop_, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  if (asked != cuda::CUDA_SUCCESS) fail("cuMemGetAllocationGranularity", 0, asked);
+  if (driver_granularity == 0 || chunk_bytes_ % driver_granularity != 0) {
+    throw StartupError(exit_code::unavailable,
+                       "GPU " + std::to_string(context_->device_index()) +
+                           " allocates VRAM in pieces that do not divide vramswap's chunk of " +
+                           format_byte_size(chunk_bytes_));
+  }
+  const size_t chunks = static_cast<size_t>((export_bytes + chunk_bytes_ - 1) / chunk_bytes_);
+  handles_.assign(chunks, 0);
+  reserved_bytes_ = chunks * chunk_bytes_;
+  cuda::CUdeviceptr base = 0;
+  const cuda::CUresult reserved = driver.cuMemAddressReserve(&base, reserved_bytes_, 0, 0, 0);
+  if (reserved != cuda::CUDA_SUCCESS) fail("cuMemAddressReserve", reserved_bytes_, reserved);
+  base_.store(base, std::memory_order_relaxed);
+  requested_ = export_bytes;
+  size_ = export_bytes;
+  return size_;
+}
+
 cuda::CUresult VramStore::create_and_map(size_t chunk, const char** failed_call) noexcept {
   const cuda::Driver& driver = context_->driver();
   cuda::CUmemGenericAllocationHandle handle = 0;

@@ -69,6 +69,13 @@ class VramStore {
   // StartupError(config) when the request is below one block or the floor.
   uint64_t allocate(uint64_t requested_bytes, uint64_t floor_bytes);
 
+  // Live restart through the spill area: instead of allocate(), reserves the
+  // address range of an export of exactly `export_bytes` (whole blocks) with
+  // every chunk released, so that the chunks handed over in the spill area
+  // come back one by one through commit(). Takes no VRAM, so it works with
+  // the GPU full. Throws like allocate().
+  uint64_t reserve_released(uint64_t export_bytes);
+
   // Export size in bytes (a multiple of block_bytes); 0 before allocate().
   uint64_t size() const noexcept { return size_; }
   // What allocate() was asked for (rounded to blocks) and how much less it got.

@@ -1,0 +1,135 @@
+# shellcheck shell=dash
+# Live restart on the real kernel's nbd driver (vramswapd(8), RESTART):
+#  - vramswapd on the fake CUDA driver with a spill file on a disk
+#    filesystem (ext2 on a loop device), swap on its device, a process in a
+#    cgroup v2 memory.max holding most of its pattern in that swap;
+#  - SIGUSR2 (a restart): the daemon moves every chunk to the spill file,
+#    records them and exits 0 WITHOUT disconnecting: the device stays, still
+#    swap;
+#  - with no daemon, the process starts reading its pages back (requests
+#    the kernel must queue), and only then a new vramswapd starts: it must
+#    reattach to the same /dev/nbdX with NBD_CMD_RECONFIGURE, the queued
+#    requests complete, and the process verifies every word;
+#  - the crash path: kill -9 of that daemon, then a new one: it must not
+#    reattach (no record): it disconnects the old device, whose reads then
+#    fail, and makes a new one.
+# Needs in the initramfs: vramswapd, the fake libcuda.so.1 at $FAKE_LIBCUDA,
+# util-linux swapon/mkswap/swapoff, memhog; modules nbd, loop, ext4, crc32c_generic
+# (ext4 asks for crc32c at mount, not through modules.dep).
+
+: "${INSTANCE:=0}" "${SWAP_SIZE:=96M}" "${HOG_LIMIT:=32M}" "${HOG_SIZE:=96M}"
+: "${PRIORITY:=100}" "${CONNECTIONS:=2}" "${PAGE_CLUSTER:=5}" "${GAP:=5}"
+: "${FAKE_LIBCUDA:=/opt/vramswap/libcuda.so.1}"
+: "${VRAMSWAP_FAKE_MEMORY:=192M}" "${VRAMSWAP_FAKE_RESERVED:=16M}"
+export VRAMSWAP_LIBCUDA="$FAKE_LIBCUDA" VRAMSWAP_FAKE_MEMORY VRAMSWAP_FAKE_RESERVED
+
+step "a disk filesystem for the spill file (ext2 on a loop device; tmpfs is refused)"
+load_module nbd
+load_module loop
+load_module crc32c_generic
+load_module ext4
+dd if=/dev/zero of=/spill.img bs=1M count=200 2>/dev/null
+mke2fs -F /spill.img >/dev/null 2>&1 || fail "mke2fs /spill.img failed"
+mkdir -p /var/lib/vramswap
+wait_for 10 "a free loop device" losetup -f
+loopdev=$(losetup -f)
+losetup "$loopdev" /spill.img
+mount -t ext4 "$loopdev" /var/lib/vramswap || fail "cannot mount $loopdev with the ext4 driver"
+
+cat >/etc/vramswap.conf <<CONF
+[device.$INSTANCE]
+size = $SWAP_SIZE
+min_size = 32M
+reserve = 8M
+attach = yes
+connections = $CONNECTIONS
+priority = $PRIORITY
+spill = /var/lib/vramswap/$INSTANCE.spill
+swap = no
+CONF
+
+start_daemon() {
+  vramswapd --config /etc/vramswap.conf --instance "$INSTANCE" >>"/run/vramswapd.$1.log" 2>&1 &
+  daemon=$!
+}
+daemon_said() { grep -q "$2" "/run/vramswapd.$1.log"; }
+
+step "first vramswapd: attach, swap on, a process's pages swapped out"
+start_daemon 1
+attached() {
+  kill -0 "$daemon" 2>/dev/null || { cat /run/vramswapd.1.log; fail "vramswapd exited before attaching"; }
+  nbd_for_backend "vramswap/$INSTANCE"
+}
+wait_for 120 "an nbd device with backend vramswap/$INSTANCE" attached
+device=$(nbd_for_backend "vramswap/$INSTANCE")
+nbd=${device#/dev/}
+wait_for 30 "$device to connect" nbd_connected "$nbd"
+wait_for 60 "vramswapd ready" daemon_said 1 "ready:"
+swap_readahead "$PAGE_CLUSTER"
+mkswap "$device" >/dev/null
+swapon -p "$PRIORITY" "$device"
+cgroup_create hog "$HOG_LIMIT" max
+vmstat_save before
+cgroup_exec hog memhog --size "$HOG_SIZE" --passes 1 \
+  --ready-file /run/memhog.ready --wait-file /run/memhog.go &
+hog=$!
+until [ -e /run/memhog.ready ]; do
+  kill -0 "$hog" 2>/dev/null || fail "memhog ended before its data was in place"
+  sleep 1
+done
+excess_pages=$((($(size_bytes "$HOG_SIZE") - $(size_bytes "$HOG_LIMIT")) / 4096))
+assert_ge "$(vmstat_delta before pswpout)" "$excess_pages" "pages swapped out before the restart"
+
+step "SIGUSR2: the daemon hands the device over through the spill file and exits"
+kill -USR2 "$daemon"
+wait_for 120 "vramswapd to exit after SIGUSR2" sh -c "! kill -0 $daemon 2>/dev/null"
+status=0
+wait "$daemon" || status=$?
+cat /run/vramswapd.1.log
+assert_eq "$status" 0 "exit status of the daemon that handed over"
+assert daemon_said 1 "handed over $device"
+assert_eq "$(nbd_for_backend "vramswap/$INSTANCE")" "$device" "device left configured"
+assert_eq "$(swap_priority "$device")" "$PRIORITY" "$device still swap with no daemon"
+
+step "no daemon: the process reads its pages back (the kernel queues), $GAP s later a new vramswapd"
+vmstat_save held
+gap_start=$(uptime_s)
+touch /run/memhog.go
+sleep "$GAP"
+kill -0 "$hog" 2>/dev/null || fail "memhog ended while no daemon served its swap"
+start_daemon 2
+wait_for 120 "the new vramswapd to reattach" daemon_said 2 "reattached $device"
+vt_log "reattached $(elapsed_since "$gap_start") s after the process began reading"
+wait "$hog" || { cat /run/vramswapd.2.log; fail "memhog found wrong data or was killed (exit status $?)"; }
+vt_log "memhog verified every word, $(elapsed_since "$gap_start") s after it began reading"
+cat /run/vramswapd.2.log
+assert_ge "$(vmstat_delta held pswpin)" "$excess_pages" "pages swapped in across the restart"
+assert_eq "$(nbd_for_backend "vramswap/$INSTANCE")" "$device" "the same device after the restart"
+assert_eq "$(swap_priority "$device")" "$PRIORITY" "$device still swap after the restart"
+if dmesg | grep -q "I/O error.*$nbd"; then
+  dmesg | grep "$nbd" | tail -20
+  fail "the kernel logged I/O errors on $device across the restart"
+fi
+
+step "crash: kill -9, then a new vramswapd must not reattach (no record)"
+kill -9 "$daemon"
+wait "$daemon" 2>/dev/null || true
+start_daemon 3
+wait_for 120 "the third vramswapd to be ready" daemon_said 3 "ready:"
+cat /run/vramswapd.3.log
+assert daemon_said 3 "$device was left by an earlier vramswapd"
+daemon_said 3 "reattached" && fail "the daemon after a crash reattached to $device"
+if dd if="$device" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null; then
+  fail "$device still reads after the crash path disconnected it"
+fi
+vt_log "ok: $device fails its reads after the crash"
+# Swap still holds the old device open; once let go it is deleted.
+swapoff "$device" 2>/dev/null || true
+wait_for 30 "$device to go away" sh -c "[ ! -e /sys/block/$nbd ]"
+new_device=$(nbd_for_backend "vramswap/$INSTANCE")
+[ -n "$new_device" ] || fail "no device with backend vramswap/$INSTANCE after the crash path"
+assert nbd_connected "${new_device#/dev/}"
+vt_log "ok: the daemon after the crash serves a new device, $new_device"
+kill -TERM "$daemon"
+wait_for 60 "the third vramswapd to exit" sh -c "! kill -0 $daemon 2>/dev/null"
+nbd_report_timeouts
