@@ -101,8 +101,8 @@ class PowerSupply {
 
 // fio_clients fio jobs, one connection each, each writing and verifying its
 // own part of the export (random 4 KiB-64 KiB blocks, crc32c, every block
-// checked a little after it is written and all of them at the end), run
-// after run of a few seconds until stop().
+// read back and checked a few dozen writes after it was written:
+// verify_backlog), run after run of a few seconds until stop().
 class FioLoad {
  public:
   explicit FioLoad(std::string uri) : uri_(std::move(uri)) {
