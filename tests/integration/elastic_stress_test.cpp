@@ -219,8 +219,17 @@ class Rig {
 
   // Waits until the fake driver counts `bytes` allocated; the seconds it took.
   double wait_allocated(uint64_t bytes, const std::string& what) {
+    return wait_control(&vramswap::fake_cuda::Control::bytes_allocated, bytes, what);
+  }
+  // Waits until the fake driver counts `contexts` live CUDA contexts.
+  double wait_contexts(uint64_t contexts, const std::string& what) {
+    return wait_control(&vramswap::fake_cuda::Control::live_contexts, contexts, what);
+  }
+  double wait_control(std::atomic<uint64_t> vramswap::fake_cuda::Control::*field, uint64_t value,
+                      const std::string& what) {
     const auto start = steady_clock::now();
-    while ((*control_)->bytes_allocated.load() != bytes) {
+    vramswap::fake_cuda::Control* block = control_->operator->();
+    while ((block->*field).load() != value) {
       if (steady_clock::now() - start > move_bound || !daemon_.alive() || fio_->failed())
         fail_with_diagnosis(what);
       std::this_thread::sleep_for(milliseconds(2));
@@ -340,12 +349,13 @@ TEST_CASE("elastic stress: another program takes the VRAM and gives it back, 50 
 TEST_CASE("elastic stress: on battery and back on AC, 50 times, under fio", "[elastic][stress]") {
   Rig rig("on_battery = release\n");
   CycleTimes times;
-  // On battery the GPU must be free to power down. What can be seen today:
-  // every chunk's VRAM given back (the fake's count down to the floor). The
-  // place to assert that no CUDA context is left either, once on_battery =
-  // release destroys it (the fake driver then shows none).
+  // On battery the GPU must be free to power down: every chunk's VRAM given
+  // back, and then the daemon's CUDA context released (the fake counts none).
   auto check_gpu_released_on_battery = [&](const std::string& name) {
-    return rig.wait_allocated(rig.floor(), name + ": every chunk's VRAM freed on battery");
+    const double freed =
+        rig.wait_allocated(rig.floor(), name + ": every chunk's VRAM freed on battery");
+    rig.wait_contexts(0, name + ": no CUDA context left on battery");
+    return freed;
   };
   const unsigned cycles = cycles_per_trigger();
   for (unsigned cycle = 1; cycle <= cycles; ++cycle) {
@@ -355,6 +365,8 @@ TEST_CASE("elastic stress: on battery and back on AC, 50 times, under fio", "[el
     if (cycle == cycles) check_released_status(rig, "on battery");
     rig.power().on_ac();
     const double restore = rig.wait_allocated(rig.full(), name + ": the export restored on AC");
+    if (rig.control()->live_contexts.load() != 1)
+      rig.fail_with_diagnosis(name + ": VRAM back on AC, but not exactly one CUDA context");
     times.add(evict, restore);
   }
   rig.finish(times, "battery");
@@ -375,6 +387,9 @@ TEST_CASE("elastic stress: vramswap release all and restore, 50 times, under fio
     // The answer comes once the sweep is done: nothing left to wait for.
     if (rig.control()->bytes_allocated.load() != rig.floor())
       rig.fail_with_diagnosis(name + ": VRAM still allocated after release answered");
+    // Released all of it, the daemon lets go of the GPU before it answers.
+    if (rig.control()->live_contexts.load() != 0)
+      rig.fail_with_diagnosis(name + ": a CUDA context left after release all answered");
     const double evict = duration<double>(steady_clock::now() - start).count();
     if (cycle == cycles) check_released_status(rig, "asked by the administrator");
     start = steady_clock::now();
@@ -382,8 +397,9 @@ TEST_CASE("elastic stress: vramswap release all and restore, 50 times, under fio
     if (restored.exit_status != 0 || restored.output.find("restored") == std::string::npos)
       rig.fail_with_diagnosis(name + ": vramswap restore answered (exit " +
                               std::to_string(restored.exit_status) + ") " + restored.output);
-    if (rig.control()->bytes_allocated.load() != rig.full())
-      rig.fail_with_diagnosis(name + ": VRAM not all back after restore answered");
+    if (rig.control()->bytes_allocated.load() != rig.full() ||
+        rig.control()->live_contexts.load() != 1)
+      rig.fail_with_diagnosis(name + ": VRAM and its context not back after restore answered");
     times.add(evict, duration<double>(steady_clock::now() - start).count());
   }
   rig.finish(times, "CLI");

@@ -323,13 +323,6 @@ Resident settled(const TestDaemon& daemon) {
   return resident_of(daemon.pid());
 }
 
-CommandResult vramswap_command(const TestDaemon& daemon, std::vector<std::string> args) {
-  std::vector<std::string> argv = {VRAMSWAP_TEST_VRAMSWAP};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.insert(argv.end(), {"--runtime-dir", daemon.dir().path()});
-  return run_command(argv, std::chrono::seconds(120), {{"VRAMSWAP_LIBCUDA", fake_libcuda()}});
-}
-
 }  // namespace
 
 TEST_CASE(
