@@ -312,7 +312,7 @@ void ElasticTier::tick() noexcept {
   const Answer answer = decision.action == TierAction::evict
                             ? evict(decision.bytes, decision.everything, decision.reason)
                             : bring_back(decision.bytes, decision.reason);
-  policy_.sweep_done(decision, !answer.ok, monotonic_ns());
+  policy_.sweep_done(decision, !answer.ok, monotonic_ns(), map_.census().vram_bytes);
   if (answer.ok && decision.everything && holding_back()) {
     std::string line;
     (void)let_go_of_gpu(line);

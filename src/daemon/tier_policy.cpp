@@ -39,9 +39,14 @@ TierDecision TierPolicy::decide(const TierInputs& in) noexcept {
   return {TierAction::restore, in.gpu_free_bytes - reserve_, false, "VRAM is free again"};
 }
 
-void TierPolicy::sweep_done(const TierDecision& decision, bool failed, int64_t now_ns) noexcept {
+void TierPolicy::sweep_done(const TierDecision& decision, bool failed, int64_t now_ns,
+                            uint64_t vram_bytes_after) noexcept {
   if (decision.action == TierAction::evict) {
-    evict_retry_at_ns_ = failed ? now_ns + retry_after_ns_ : INT64_MIN;
+    // Short with nothing left in VRAM: there was no more to give, which a
+    // wait would not change; holding off would only delay the next eviction
+    // once the chunks are back (the 30 s each time that the stress test met).
+    const bool retry = failed && vram_bytes_after != 0;
+    evict_retry_at_ns_ = retry ? now_ns + retry_after_ns_ : INT64_MIN;
   } else if (decision.action == TierAction::restore) {
     restore_retry_at_ns_ = failed ? now_ns + retry_after_ns_ : INT64_MIN;
     roomy_since_ns_ = -1;  // the next restore waits its own while

@@ -40,7 +40,10 @@ struct TierDecision {
 //   nothing back; when AC returns, restore at once, as far as there is room;
 // - an admin's release holds: nothing is brought back automatically until
 //   the admin's restore (pressure and battery still evict);
-// - a sweep that failed waits `retry_after` before the next of its kind.
+// - a sweep that failed waits `retry_after` before the next of its kind; an
+//   eviction that fell short only because nothing was left in VRAM (another
+//   program wants more than the export holds) did all it could, and is no
+//   failure: the next pressure evicts at once.
 class TierPolicy {
  public:
   static constexpr std::chrono::seconds default_restore_after{30};
@@ -52,8 +55,10 @@ class TierPolicy {
 
   TierDecision decide(const TierInputs& in) noexcept;
 
-  // What happened to the decision's sweep.
-  void sweep_done(const TierDecision& decision, bool failed, int64_t now_ns) noexcept;
+  // What happened to the decision's sweep: whether it failed (fell short of
+  // its bytes, a move failed, chunks were busy) and what it left in VRAM.
+  void sweep_done(const TierDecision& decision, bool failed, int64_t now_ns,
+                  uint64_t vram_bytes_after) noexcept;
   void hold(bool held) noexcept { held_ = held; }
   bool held() const noexcept { return held_; }
   bool battery_released() const noexcept { return battery_released_; }

@@ -8,12 +8,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <thread>
 
+#include "engine/chunk_gate.hpp"
+#include "kernel/hardening.hpp"
 #include "status/instance_status.hpp"
+#include "store/chunk_map.hpp"
 #include "support/fake_control.hpp"
 #include "support/nbd_test_client.hpp"
 #include "support/process.hpp"
@@ -274,5 +279,125 @@ TEST_CASE("a spill area that cannot be made leaves the device serving from VRAM 
   const auto s = status_of(daemon);
   REQUIRE(s);
   CHECK_FALSE(s->elastic);
+  CHECK(daemon.stop() == 0);
+}
+
+namespace {
+
+// Resident memory of a process, in bytes: VmRSS, and the Pss split of
+// smaps_rollup (anonymous and file-backed).
+struct Resident {
+  uint64_t rss = 0, pss_anon = 0, pss_file = 0;
+};
+
+uint64_t kib_field(const std::string& text, const std::string& key) {
+  const size_t at = text.find("\n" + key + ":");
+  if (at == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + at + key.size() + 2, nullptr, 10) * 1024;
+}
+
+Resident resident_of(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  Resident r;
+  r.rss = kib_field("\n" + read_file(proc + "/status"), "VmRSS");
+  const std::string rollup = read_file(proc + "/smaps_rollup");
+  r.pss_anon = kib_field(rollup, "Pss_Anon");
+  r.pss_file = kib_field(rollup, "Pss_File");
+  return r;
+}
+
+std::string mib(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f MiB", static_cast<double>(bytes) / MiB);
+  return text;
+}
+
+std::string describe(const Resident& r) {
+  return "VmRSS " + mib(r.rss) + " (Pss_Anon " + mib(r.pss_anon) + ", Pss_File " + mib(r.pss_file) +
+         ")";
+}
+
+// After start, the daemon's threads have run their first rounds and ticks.
+Resident settled(const TestDaemon& daemon) {
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  return resident_of(daemon.pid());
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the daemon's resident memory grows by no more than the chunk map and the spill buffers, "
+    "and a full release and restore adds nothing",
+    "[elastic][fake][memory]") {
+  constexpr unsigned workers = 4;
+  const DaemonSpec base{.size = "1G", .connections = workers};
+  // What the elastic tier holds in RAM, from the code: per chunk, its word
+  // (4 bytes) and its live-block bits (one per 4 KiB block); the tier's bit
+  // per chunk for writes that want storage; the mover's staging buffer (one
+  // chunk, pinned); each worker's bounce buffer for spill I/O; and the mover
+  // thread's stack, locked like every page of the daemon.
+  constexpr uint64_t chunks = GiB / vramswap::store::ChunkMap::default_chunk_bytes;
+  constexpr uint64_t chunk_map = chunks * (4 + vramswap::store::ChunkMap::default_chunk_bytes /
+                                                   vramswap::store::ChunkMap::block_bytes / 8) +
+                                 (chunks + 63) / 64 * 8;
+  constexpr uint64_t spill_buffers = vramswap::store::ChunkMap::default_chunk_bytes +
+                                     workers * vramswap::engine::ChunkGate::bounce_bytes;
+  constexpr uint64_t mover_stack = vramswap::kernel::thread_stack_bytes;
+  constexpr uint64_t expected = chunk_map + spill_buffers + mover_stack;
+  // Allocator and page-granularity noise between two runs of the daemon.
+  constexpr uint64_t slack = 1 * MiB;
+
+  Resident without_tier;
+  {
+    DaemonSpec spec = base;
+    TestDaemon daemon(spec);
+    if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
+    without_tier = settled(daemon);
+    CHECK(daemon.stop() == 0);
+  }
+
+  TempDir spill_dir;
+  DaemonSpec spec = base;
+  spec.spill = spill_dir.file("test.spill");
+  TestDaemon daemon(spec);
+  if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
+  REQUIRE_THAT(daemon.log(), Contains("elastic VRAM"));
+  // Data in every chunk of the first 64 MiB: those chunks are copied out and
+  // back through the staging buffer, the rest move for free.
+  {
+    NbdTestClient client(daemon.socket_path());
+    REQUIRE(client.negotiate() == 1);
+    const auto data = random_bytes(1 << 20, 5);
+    for (uint64_t offset = 0; offset < 64 * MiB; offset += data.size())
+      REQUIRE(client.write(offset, data) == 0);
+  }
+  const Resident with_tier = settled(daemon);
+  const CommandResult released = vramswap_command(daemon, {"release", "test", "all"});
+  INFO(released.output << "\n" << daemon.log());
+  REQUIRE(released.exit_status == 0);
+  const Resident after_release = resident_of(daemon.pid());
+  const CommandResult restored = vramswap_command(daemon, {"restore", "test"});
+  INFO(restored.output);
+  REQUIRE(restored.exit_status == 0);
+  const Resident after_restore = settled(daemon);
+
+  std::printf(
+      "daemon resident memory, 1 GiB export, %u workers, fake driver:\n"
+      "  spill = no:             %s\n"
+      "  spill area, at start:   %s\n"
+      "  after release all:      %s\n"
+      "  after restore:          %s\n"
+      "  expected growth:        %s (chunk map %llu bytes, spill buffers %s, mover stack %s)\n",
+      workers, describe(without_tier).c_str(), describe(with_tier).c_str(),
+      describe(after_release).c_str(), describe(after_restore).c_str(), mib(expected).c_str(),
+      static_cast<unsigned long long>(chunk_map), mib(spill_buffers).c_str(),
+      mib(mover_stack).c_str());
+  INFO("spill = no: " << describe(without_tier) << "; with the spill area: " << describe(with_tier)
+                      << "; after release: " << describe(after_release)
+                      << "; after restore: " << describe(after_restore) << "; expected growth "
+                      << mib(expected) << " + slack " << mib(slack));
+  CHECK(with_tier.rss <= without_tier.rss + expected + slack);
+  CHECK(after_release.rss <= with_tier.rss + slack);
+  CHECK(after_restore.rss <= with_tier.rss + slack);
   CHECK(daemon.stop() == 0);
 }

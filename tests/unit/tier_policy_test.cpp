@@ -57,7 +57,7 @@ TEST_CASE("chunks come back only after free VRAM stayed above the reserve for th
   const TierDecision d = p.decide(at(161, 3 * GiB, 6 * GiB));
   CHECK(d.action == TierAction::restore);
   CHECK(d.bytes == 2 * GiB);  // what fits above the reserve
-  p.sweep_done(d, false, 161 * second);
+  p.sweep_done(d, false, 161 * second, 8 * GiB);
   // A partial restore waits a whole while again before the next.
   CHECK(p.decide(at(162, 2 * GiB, 7 * GiB)).action == TierAction::none);
   CHECK(p.decide(at(192, 2 * GiB, 7 * GiB)).action == TierAction::restore);
@@ -71,9 +71,29 @@ TEST_CASE("a failed sweep waits before the next of its kind") {
   TierPolicy p = policy();
   const TierDecision d = p.decide(at(0, 0));
   REQUIRE(d.action == TierAction::evict);
-  p.sweep_done(d, true, 0);
+  p.sweep_done(d, true, 0, 7 * GiB);  // chunks busy or a move failed: some left
   CHECK(p.decide(at(10, 0)).action == TierAction::none);
   CHECK(p.decide(at(30, 0)).action == TierAction::evict);
+}
+
+TEST_CASE(
+    "an eviction short only because VRAM held no more is no failure: the next one is at once") {
+  // Chunks come back after 1 s of free VRAM; a failed sweep waits 30 s.
+  TierPolicy p(GiB, false, chunk, std::chrono::seconds(1), std::chrono::seconds(30));
+  // Another program leaves 0 free: the reserve lacks 1 GiB, but only 512 MiB
+  // of the export is in VRAM. All of it goes; the sweep falls short.
+  const TierDecision d = p.decide(at(0, 0, 512 * MiB));
+  REQUIRE(d.action == TierAction::evict);
+  CHECK(d.bytes == GiB);
+  p.sweep_done(d, true, 0, 0);
+  // The program gives the VRAM back and the chunks return a second later...
+  CHECK(p.decide(at(1, 6 * GiB, 0)).action == TierAction::none);
+  const TierDecision back = p.decide(at(2, 6 * GiB, 0));
+  REQUIRE(back.action == TierAction::restore);
+  p.sweep_done(back, false, 2 * second, 8 * GiB);
+  // ...and when it takes the VRAM again, well within retry_after of the
+  // short eviction, the chunks leave at once.
+  CHECK(p.decide(at(3, 0)).action == TierAction::evict);
 }
 
 TEST_CASE("on battery everything leaves VRAM, and comes back at once on AC") {

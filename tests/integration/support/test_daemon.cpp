@@ -159,11 +159,9 @@ int TestDaemon::stop(std::chrono::seconds timeout) {
   return status;
 }
 
-// A daemon that does not stop: says in its log (which the failing test
-// prints) where each of its threads is, with gdb's backtraces where gdb is
-// installed, then kills it.
-void TestDaemon::record_where_stuck() {
-  std::string report = "== the daemon did not exit after SIGTERM; its threads:\n";
+std::string TestDaemon::threads_report() const {
+  if (pid_ <= 0) return "no daemon running\n";
+  std::string report;
   const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
   if (DIR* dir = opendir(tasks.c_str())) {
     while (const dirent* entry = readdir(dir)) {
@@ -185,6 +183,14 @@ void TestDaemon::record_where_stuck() {
                     std::chrono::seconds(120))
             .output;
   }
+  return report;
+}
+
+// A daemon that does not stop: says in its log (which the failing test
+// prints) where each of its threads is, then kills it.
+void TestDaemon::record_where_stuck() {
+  const std::string report =
+      "== the daemon did not exit after SIGTERM; its threads:\n" + threads_report();
   std::ofstream(dir_.file("daemon.log"), std::ios::app) << report;
   kill(pid_, SIGKILL);
   wait_for_exit(pid_, std::chrono::seconds(10));

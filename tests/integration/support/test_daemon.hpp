@@ -63,6 +63,10 @@ class TestDaemon {
   // line containing `text`.
   bool status_shows(const std::string& text,
                     std::chrono::seconds timeout = std::chrono::seconds(10));
+  // Where each of the running daemon's threads is: /proc's state, wait
+  // channel and system call of each, and gdb's backtraces where gdb is
+  // installed. For a test to print when the daemon stalls.
+  std::string threads_report() const;
 
  private:
   void drain_notifications(int timeout_ms);
