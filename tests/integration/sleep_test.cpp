@@ -44,7 +44,10 @@ std::vector<std::string> fio(const TestDaemon& daemon, std::vector<std::string> 
 // The daemon on a private bus with a fake logind, and a spill area on disk.
 struct SleepRig {
   PrivateBus bus;
-  FakeLogind logind{bus.address(), std::chrono::seconds(5)};
+  // logind's delay as the man page advises for exports with much live data:
+  // long enough for the save even in a sanitizer build on a busy machine
+  // (the bound itself is the unit tests' to check).
+  FakeLogind logind{bus.address(), std::chrono::seconds(30)};
   TempDir spill_dir;  // on this machine's disk: the spill area refuses tmpfs
   TestDaemon daemon{{.size = "256M",
                      .spill = spill_dir.file("test.spill"),
@@ -55,8 +58,8 @@ struct SleepRig {
   // lost while "asleep", PrepareForSleep(false), a new inhibitor.
   void sleep_and_lose_memory() {
     logind.prepare_for_sleep(true);
-    // logind waits at most InhibitDelayMaxSec (5 s here) for the daemon.
-    REQUIRE(logind.wait_for_held(0, 6s));
+    // logind waits at most InhibitDelayMaxSec (30 s here) for the daemon.
+    REQUIRE(logind.wait_for_held(0, 31s));
     FakeControl control(daemon.control_path());
     // The daemon let go of the GPU before the sleep: nothing of it is left
     // there to lose, and it holds no context through the sleep.
