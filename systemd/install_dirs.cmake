@@ -27,6 +27,9 @@ set(VRAMSWAP_SYSTEMD_GENERATOR_DIR "${_systemd_generators}" CACHE PATH
     "systemd system generator directory")
 set(VRAMSWAP_MODULES_LOAD_DIR "${_modules_load}" CACHE PATH "modules-load.d directory")
 set(VRAMSWAP_UDEV_RULES_DIR "${_udev}" CACHE PATH "udev rules directory")
+# logind reads drop-ins from here on every distribution (logind.conf(5)).
+set(VRAMSWAP_LOGIND_CONF_DIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/logind.conf.d" CACHE PATH
+    "systemd-logind drop-in directory")
 # The daemon's own default is /etc/vramswap.conf: the same for the /usr prefix.
 set(VRAMSWAP_CONFIG_FILE "${CMAKE_INSTALL_FULL_SYSCONFDIR}/vramswap.conf" CACHE FILEPATH
     "the configuration file the units and the generator use")
