@@ -33,6 +33,23 @@ VramStore::~VramStore() {
   free_all();
 }
 
+// The driver's page for these allocations must divide our chunk: a chunk is
+// then whole pages, and releasing one frees exactly its VRAM.
+void VramStore::check_granularity() {
+  size_t driver_granularity = 0;
+  const cuda::CUresult asked = context_->driver().cuMemGetAllocationGranularity(
+      &driver_granularity, &prop_, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  if (asked != cuda::CUDA_SUCCESS) fail("cuMemGetAllocationGranularity", 0, asked);
+  if (driver_granularity == 0 || chunk_bytes_ % driver_granularity != 0) {
+    throw StartupError(exit_code::unavailable,
+                       "GPU " + std::to_string(context_->device_index()) +
+                           " allocates VRAM in pieces of " + format_byte_size(driver_granularity) +
+                           ", which do not divide vramswap's chunk of " +
+                           format_byte_size(chunk_bytes_) +
+                           "; this GPU or driver is not supported yet, please report it");
+  }
+}
+
 uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
   if (allocated_) throw std::logic_error("VramStore::allocate called twice");
   const uint64_t requested = requested_bytes & ~(block_bytes - 1);
@@ -53,18 +70,7 @@ uint64_t VramStore::allocate(uint64_t requested_bytes, uint64_t floor_bytes) {
   requested_ = requested;
 
   const cuda::Driver& driver = context_->driver();
-  size_t driver_granularity = 0;
-  const cuda::CUresult asked = driver.cuMemGetAllocationGranularity(
-      &driver_granularity, &prop_, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM);
-  if (asked != cuda::CUDA_SUCCESS) fail("cuMemGetAllocationGranularity", 0, asked);
-  if (driver_granularity == 0 || chunk_bytes_ % driver_granularity != 0) {
-    throw StartupError(exit_code::unavailable,
-                       "GPU " + std::to_string(gpu) + " allocates VRAM in pieces of " +
-                           format_byte_size(driver_granularity) +
-                           ", which do not divide vramswap's chunk of " +
-                           format_byte_size(chunk_bytes_) +
-                           "; this GPU or driver is not supported yet, please report it");
-  }
+  check_granularity();
 
   // Sized before any VRAM is in hand, so that recording a chunk never throws.
   const size_t chunks = static_cast<size_t>((requested + chunk_bytes_ - 1) / chunk_bytes_);
@@ -127,16 +133,7 @@ uint64_t VramStore::reserve_released(uint64_t export_bytes) {
   }
   allocated_ = true;
   const cuda::Driver& driver = context_->driver();
-  size_t driver_granularity = 0;
-  const cuda::CUresult asked = driver.cuMemGetAllocationGranularity(
-      &driver_granularity, &prop_, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM);
-  if (asked != cuda::CUDA_SUCCESS) fail("cuMemGetAllocationGranularity", 0, asked);
-  if (driver_granularity == 0 || chunk_bytes_ % driver_granularity != 0) {
-    throw StartupError(exit_code::unavailable,
-                       "GPU " + std::to_string(context_->device_index()) +
-                           " allocates VRAM in pieces that do not divide vramswap's chunk of " +
-                           format_byte_size(chunk_bytes_));
-  }
+  check_granularity();
   const size_t chunks = static_cast<size_t>((export_bytes + chunk_bytes_ - 1) / chunk_bytes_);
   handles_.assign(chunks, 0);
   reserved_bytes_ = chunks * chunk_bytes_;

@@ -150,6 +150,8 @@ class VramStore {
     return base() + chunk * chunk_bytes_;
   }
   [[noreturn]] void fail(const char* call, uint64_t bytes, cuda::CUresult result);
+  // Throws StartupError unless the driver's allocation page divides the chunk.
+  void check_granularity();
   void free_all() noexcept;
 
   const cuda::Context* context_;

@@ -9,27 +9,14 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "systemd/bus_call.hpp"
+
 namespace vramswap::systemd {
 namespace {
 
 constexpr const char* logind = "org.freedesktop.login1";
 constexpr const char* manager_path = "/org/freedesktop/login1";
 constexpr const char* manager_interface = "org.freedesktop.login1.Manager";
-
-struct BusError {
-  sd_bus_error error = SD_BUS_ERROR_NULL;
-  ~BusError() { sd_bus_error_free(&error); }
-};
-
-struct Message {
-  sd_bus_message* message = nullptr;
-  ~Message() { sd_bus_message_unref(message); }
-};
-
-std::string describe(int result, const sd_bus_error& error) {
-  if (error.message) return error.message;
-  return std::strerror(-result);
-}
 
 }  // namespace
 
@@ -69,12 +56,13 @@ LogindSleep::~LogindSleep() = default;
 
 UniqueFd LogindSleep::inhibit_sleep(const std::string& who, const std::string& why) {
   BusError error;
-  Message reply;
+  BusMessage reply;
   const int r = sd_bus_call_method(bus_->bus, logind, manager_path, manager_interface, "Inhibit",
                                    &error.error, &reply.message, "ssss", "sleep", who.c_str(),
                                    why.c_str(), "delay");
   if (r < 0)
-    throw std::runtime_error("logind refused a sleep inhibitor: " + describe(r, error.error));
+    throw std::runtime_error("logind refused a sleep inhibitor: " +
+                             describe_bus_failure(r, error.error));
   int fd = -1;
   if (const int read = sd_bus_message_read(reply.message, "h", &fd); read < 0) {
     throw std::runtime_error(std::string("logind's inhibitor reply is malformed: ") +
@@ -96,7 +84,7 @@ std::chrono::microseconds LogindSleep::inhibit_delay_max() {
                                             "InhibitDelayMaxUSec", &error.error, 't', &usec);
   if (r < 0) {
     throw std::runtime_error("cannot read logind's InhibitDelayMaxUSec: " +
-                             describe(r, error.error));
+                             describe_bus_failure(r, error.error));
   }
   return std::chrono::microseconds(usec);
 }

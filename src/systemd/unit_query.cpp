@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "systemd/bus_call.hpp"
+
 namespace vramswap::systemd {
 namespace {
 
@@ -26,21 +28,6 @@ constexpr const char* service_interface = "org.freedesktop.systemd1.Service";
 constexpr int max_journal_entries = 2000;
 // An error line longer than this is cut: it goes into a one-line message.
 constexpr size_t max_error_length = 400;
-
-struct BusError {
-  sd_bus_error error = SD_BUS_ERROR_NULL;
-  ~BusError() { sd_bus_error_free(&error); }
-};
-
-struct Message {
-  sd_bus_message* message = nullptr;
-  ~Message() { sd_bus_message_unref(message); }
-};
-
-std::string describe_failure(int result, const sd_bus_error& error) {
-  if (error.message) return error.message;
-  return std::strerror(-result);
-}
 
 std::string hex(const void* data, size_t size) {
   std::string text;
@@ -142,7 +129,7 @@ struct SystemdUnits::Bus {
     if (r < 0) {
       if (required) {
         throw std::runtime_error(std::string("cannot read ") + name + ": " +
-                                 describe_failure(r, error.error));
+                                 describe_bus_failure(r, error.error));
       }
       return {};
     }
@@ -167,7 +154,7 @@ struct SystemdUnits::Bus {
   // (with '|' and '!' as in the unit file).
   std::string failed_condition(const std::string& path) {
     BusError error;
-    Message reply;
+    BusMessage reply;
     if (sd_bus_get_property(bus, destination, path.c_str(), unit_interface, "Conditions",
                             &error.error, &reply.message, "a(sbbsi)") < 0) {
       return {};
@@ -188,7 +175,7 @@ struct SystemdUnits::Bus {
 
   std::string invocation_id(const std::string& path) {
     BusError error;
-    Message reply;
+    BusMessage reply;
     if (sd_bus_get_property(bus, destination, path.c_str(), unit_interface, "InvocationID",
                             &error.error, &reply.message, "ay") < 0) {
       return {};
