@@ -9,8 +9,10 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <stdexcept>
 #include <string_view>
@@ -62,6 +64,13 @@ TestDaemon::~TestDaemon() {
   if (alive()) {
     kill(pid_, SIGKILL);
     wait_for_exit(pid_, std::chrono::seconds(10));
+  }
+  // A REQUIRE that failed unwinds through here: what the daemon printed (a
+  // sanitizer's report among it) is the first thing to read, and its
+  // directory goes with this object.
+  if (std::uncaught_exceptions() > 0) {
+    std::fprintf(stderr, "== the daemon's log (%s):\n%s== end of the daemon's log\n",
+                 dir_.file("daemon.log").c_str(), log().c_str());
   }
 }
 
