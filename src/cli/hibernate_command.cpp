@@ -187,7 +187,15 @@ int prepare(const std::string& config_path) {
     return refused;
   }
 
-  const HibernateRecord earlier = load_record();
+  // A record an earlier prepare left names devices that are still off; one
+  // that cannot be read must not stop this hibernation (those devices are
+  // not swap, so nothing is at risk): it is replaced, and said so.
+  HibernateRecord earlier;
+  try {
+    earlier = load_record();
+  } catch (const StartupError& e) {
+    std::printf("hibernate: %s; replacing it\n", e.what());
+  }
   HibernateRecord done;
   for (const HibernateSwap& swap : plan.swap_off) {
     // Recorded before the swapoff: a prepare that is killed midway leaves
