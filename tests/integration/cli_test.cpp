@@ -640,3 +640,17 @@ TEST_CASE("hibernate prepare: a daemon whose device is not swap leaves nothing t
   CHECK_THAT(result.output, Contains("no VRAM swap is active; nothing to swap off"));
   CHECK(access(daemon.dir().file("hibernate.record").c_str(), F_OK) != 0);
 }
+
+TEST_CASE("hibernate prepare and resume need root, and say so in one line", "[cli]") {
+  // As nobody (the integration tests run as root).
+  TempDir dir;
+  for (const std::string step : {"prepare", "resume"}) {
+    const CommandResult result =
+        run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                     vramswap_binary(), "hibernate", step, "--runtime-dir", dir.path()});
+    INFO(result.output);
+    CHECK(result.exit_status == 77);
+    CHECK_THAT(result.output, Contains("hibernate " + step + " needs root"));
+    CHECK(std::count(result.output.begin(), result.output.end(), '\n') == 1);
+  }
+}
