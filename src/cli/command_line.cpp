@@ -13,6 +13,7 @@ namespace vramswap::cli {
 const char* usage_text() {
   return "Usage: vramswap [status|probe] [--json] [--config FILE] [--runtime-dir DIR]\n"
          "       vramswap release NAME [SIZE|all] | restore NAME [--runtime-dir DIR]\n"
+         "       vramswap hibernate prepare|resume [--config FILE] [--runtime-dir DIR]\n"
          "Shows the VRAM swap devices and the GPUs that could hold them, and moves a\n"
          "device's VRAM to its spill area and back (see vramswap(8)).\n"
          "\n"
@@ -25,6 +26,11 @@ const char* usage_text() {
          "                         (root) move SIZE (2G, 512M; default all) of NAME's\n"
          "                         VRAM to its spill area and give it back to the GPU\n"
          "  restore NAME           (root) bring NAME's spilled blocks back to VRAM\n"
+         "  hibernate prepare|resume\n"
+         "                         (root; run by vramswap-hibernate.service and\n"
+         "                         vramswap-hibernate-resume.service) swap off every VRAM\n"
+         "                         swap device before a hibernation, or refuse it; swap\n"
+         "                         them on again after\n"
          "\n"
          "Options:\n"
          "  -j, --json             print a JSON document instead of text\n"
@@ -40,6 +46,7 @@ const char* usage_text() {
          "3 not running (and nothing wrong). Of probe: 0, 1 a configured device would not\n"
          "start, 69 no NVIDIA driver or GPU. Of release and restore: 0 done, 1 the daemon\n"
          "refused or failed (its line says why) or did not answer, 3 not running, 77 not\n"
+         "root. Of hibernate: 0 done, 1 refused or failed (its line says why), 77 not\n"
          "root. 64: bad command line.\n";
 }
 
@@ -128,13 +135,24 @@ CommandLine parse_command_line(int argc, char** argv, const std::string& default
     } else if (word == "release" || word == "restore") {
       result.command = word == "release" ? Command::release : Command::restore;
       arguments = parse_control_arguments(argc - optind - 1, argv + optind + 1, result);
+    } else if (word == "hibernate") {
+      result.command = Command::hibernate;
+      const std::string_view step = optind + 1 < argc ? argv[optind + 1] : "";
+      if (step != "prepare" && step != "resume") {
+        throw StartupError(exit_code::usage,
+                           "hibernate needs prepare or resume (vramswap hibernate "
+                           "prepare|resume); the vramswap-hibernate units run them");
+      }
+      result.hibernate_step = step == "prepare" ? HibernateStep::prepare : HibernateStep::resume;
+      arguments = 1;
     } else if (word == "help") {
       help = true;
     } else {
-      throw StartupError(exit_code::usage,
-                         "unknown command \"" + std::string(word) +
-                             "\"; the commands are status, probe, release and restore (see "
-                             "vramswap --help)");
+      throw StartupError(
+          exit_code::usage,
+          "unknown command \"" + std::string(word) +
+              "\"; the commands are status, probe, release, restore and hibernate (see "
+              "vramswap --help)");
     }
     if (optind + 1 + arguments < argc) {
       throw StartupError(exit_code::usage, std::string("unexpected argument \"") +
@@ -146,9 +164,11 @@ CommandLine parse_command_line(int argc, char** argv, const std::string& default
     result.command = Command::help;
   else if (version)
     result.command = Command::version;
-  if (result.json && (result.command == Command::release || result.command == Command::restore)) {
+  if (result.json && (result.command == Command::release || result.command == Command::restore ||
+                      result.command == Command::hibernate)) {
     throw StartupError(exit_code::usage,
-                       "--json is for status and probe; release and restore print one line");
+                       "--json is for status and probe; release, restore and hibernate print "
+                       "lines");
   }
   if (result.config_path.empty()) {
     throw StartupError(exit_code::usage,

@@ -2,11 +2,12 @@
 
 #include <string>
 
+#include "cli/hibernate_command.hpp"
 #include "status/control_protocol.hpp"
 
 namespace vramswap::cli {
 
-enum class Command { status, probe, release, restore, help, version };
+enum class Command { status, probe, release, restore, hibernate, help, version };
 
 struct CommandLine {
   Command command = Command::status;  // `vramswap` alone is `vramswap status`
@@ -16,6 +17,8 @@ struct CommandLine {
   // release and restore: the instance, and what to ask its daemon.
   std::string instance;
   status::ControlRequest request;
+  // hibernate: prepare or resume.
+  HibernateStep hibernate_step = HibernateStep::prepare;
 };
 
 // Options may come before or after the command. Throws

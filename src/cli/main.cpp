@@ -1,12 +1,14 @@
 // vramswap: shows the VRAM swap devices (status) and the GPUs that could
 // hold them (probe); as root, asks a daemon to release its VRAM to the spill
-// area or restore it (release, restore). See vramswap(8).
+// area or restore it (release, restore), and takes VRAM swap out of the way
+// of a hibernation and back (hibernate prepare|resume). See vramswap(8).
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 
 #include "cli/command_line.hpp"
 #include "cli/elastic_command.hpp"
+#include "cli/hibernate_command.hpp"
 #include "cli/probe_command.hpp"
 #include "cli/status_command.hpp"
 #include "common/startup_error.hpp"
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
       case cli::Command::release:
       case cli::Command::restore:
         return cli::run_control(command_line.instance, command_line.request);
+      case cli::Command::hibernate:
+        return cli::run_hibernate(command_line.hibernate_step, command_line.config_path);
     }
     return exit_code::software;
   } catch (const StartupError& e) {

@@ -8,12 +8,14 @@
 #include "common/log.hpp"
 #include "daemon/elastic_tier.hpp"
 #include "daemon/kernel_device.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
 
 std::optional<Handover> find_handover(kernel::NbdNetlink& netlink, const std::string& instance,
                                       const std::string& state_path, uint64_t chunk_bytes) {
-  const std::vector<uint32_t> devices = netlink.find_by_backend(backend_identifier(instance));
+  const std::vector<uint32_t> devices =
+      netlink.find_by_backend(systemd::backend_identifier(instance));
   if (devices.empty()) return std::nullopt;
   std::optional<Handover> handover;
   std::string why = "no spill area, so no restart record";

@@ -10,18 +10,15 @@
 #include "engine/server.hpp"
 #include "kernel/block_device.hpp"
 #include "kernel/swaps.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
-
-std::string backend_identifier(std::string_view instance) {
-  return "vramswap/" + std::string(instance);
-}
 
 KernelDevice::KernelDevice(KernelDeviceOptions options, kernel::NbdNetlink netlink,
                            engine::Server& server, std::optional<uint32_t> adopt)
     : options_(std::move(options)),
       netlink_(std::move(netlink)),
-      backend_(backend_identifier(options_.name)),
+      backend_(systemd::backend_identifier(options_.name)),
       connections_(options_.connections) {
   if (adopt) {
     reattach(*adopt, server);

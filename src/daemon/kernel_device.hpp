@@ -13,11 +13,6 @@ class Server;
 
 namespace vramswap::daemon {
 
-// The backend identifier of an instance's device ("vramswap/NAME"): what
-// udev names /dev/vramswap/NAME after, and how a new daemon finds the device
-// of the one before it.
-std::string backend_identifier(std::string_view instance);
-
 // Disconnects nbd`index`, which an earlier daemon of the instance left
 // configured, when its pages cannot be brought back (`why`): the kernel then
 // fails them (their owners get SIGBUS) rather than a new daemon serving

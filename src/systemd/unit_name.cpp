@@ -65,4 +65,8 @@ std::string mkswap_unit_name(std::string_view device_name) {
   return "vramswap-mkswap@" + std::string(device_name) + ".service";
 }
 
+std::string backend_identifier(std::string_view instance) {
+  return "vramswap/" + std::string(instance);
+}
+
 }  // namespace vramswap::systemd

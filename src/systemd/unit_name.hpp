@@ -28,4 +28,10 @@ std::string swap_unit_name(std::string_view device_name);
 std::string service_unit_name(std::string_view device_name);
 std::string mkswap_unit_name(std::string_view device_name);
 
+// The backend identifier of an instance's nbd device ("vramswap/NAME"): what
+// udev names /dev/vramswap/NAME after, how a new daemon finds the device of
+// the one before it, and how `vramswap hibernate resume` knows that a device
+// is still the instance's.
+std::string backend_identifier(std::string_view instance);
+
 }  // namespace vramswap::systemd

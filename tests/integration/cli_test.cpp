@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <functional>
@@ -594,5 +595,62 @@ TEST_CASE("vramswap --help, --version and wrong words", "[cli]") {
     CHECK(result.exit_status == 64);
     CHECK(result.output.find('\n') == result.output.size() - 1);
     CHECK_THAT(result.output, Contains("vramswap --help"));
+  }
+}
+
+TEST_CASE("hibernate resume: a broken record is one line naming the file and the fix", "[cli]") {
+  TempDir dir;
+  const std::string record = dir.file("hibernate.record");
+  write_file(record, "{\"format\": 1, \"devices\": [{\"instance\": \"0\"}]}", 0644);
+  const CommandResult result = run_vramswap({"hibernate", "resume"}, dir.path());
+  INFO(result.output);
+  CHECK(result.exit_status == kStatusTrouble);
+  CHECK_THAT(result.output, Contains(record + " is not a record of vramswap hibernate prepare"));
+  CHECK_THAT(result.output, Contains("remove it, and start the swap units"));
+  CHECK(std::count(result.output.begin(), result.output.end(), '\n') == 1);
+  // Left for the admin to look at.
+  CHECK(access(record.c_str(), F_OK) == 0);
+}
+
+TEST_CASE("hibernate resume: a recorded device that is gone is left to its own units", "[cli]") {
+  TempDir dir;
+  const std::string record = dir.file("hibernate.record");
+  write_file(record,
+             R"({"format": 1, "devices": [{"instance": "0", "device": "/dev/nbd1023",
+                 "backend": "vramswap/0", "priority": 1000, "discard": false}]})",
+             0644);
+  const CommandResult result = run_vramswap({"hibernate", "resume"}, dir.path());
+  INFO(result.output);
+  CHECK(result.exit_status == kStatusOk);
+  CHECK_THAT(result.output, Contains("/dev/nbd1023 is not swapped on for vramswap 0: it is no "
+                                     "longer connected"));
+  CHECK(access(record.c_str(), F_OK) != 0);
+  const CommandResult again = run_vramswap({"hibernate", "resume"}, dir.path());
+  CHECK(again.exit_status == kStatusOk);
+  CHECK_THAT(again.output, Contains("nothing to swap on"));
+}
+
+TEST_CASE("hibernate prepare: a daemon whose device is not swap leaves nothing to do",
+          "[cli][fake]") {
+  TestDaemon daemon({.size = "64M"});
+  const CommandResult result =
+      run_vramswap({"hibernate", "prepare", "--config", daemon.config_path()}, daemon.dir().path());
+  INFO(result.output);
+  CHECK(result.exit_status == kStatusOk);
+  CHECK_THAT(result.output, Contains("no VRAM swap is active; nothing to swap off"));
+  CHECK(access(daemon.dir().file("hibernate.record").c_str(), F_OK) != 0);
+}
+
+TEST_CASE("hibernate prepare and resume need root, and say so in one line", "[cli]") {
+  // As nobody (the integration tests run as root).
+  TempDir dir;
+  for (const std::string step : {"prepare", "resume"}) {
+    const CommandResult result =
+        run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                     vramswap_binary(), "hibernate", step, "--runtime-dir", dir.path()});
+    INFO(result.output);
+    CHECK(result.exit_status == 77);
+    CHECK_THAT(result.output, Contains("hibernate " + step + " needs root"));
+    CHECK(std::count(result.output.begin(), result.output.end(), '\n') == 1);
   }
 }
