@@ -78,10 +78,22 @@ void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std:
   const bool swap = kernel::active_swap_for_device(path).has_value();
   log_error(
       "%s was left by an earlier vramswapd of this instance, and its pages cannot be brought "
-      "back (%s): disconnecting it%s and making a new device",
+      "back (%s): disconnecting it%s",
       path.c_str(), why.c_str(),
       swap ? " (it is still swap: the processes whose pages were there get SIGBUS)" : "");
   netlink.disconnect(index);
+  if (!swap) return;
+  // Its swap unit no longer goes down with the daemon (a restart leaves it
+  // on): the swap is turned off here, or the kernel would keep writing to a
+  // device that fails every request. Every read fails at once now, so this
+  // swapoff waits for nothing; the kernel marks each page lost.
+  try {
+    kernel::swap_off(path);
+    log_info("swap off %s", path.c_str());
+  } catch (const StartupError& e) {
+    log_error("cannot turn swap off on %s: %s; run swapoff %s", path.c_str(), e.what(),
+              path.c_str());
+  }
 }
 
 void KernelDevice::reattach(uint32_t index, engine::Server& server) {
