@@ -169,6 +169,13 @@ void swap_on(const std::string& path, int priority, bool discard) {
   }
 }
 
+bool swap_off_if_swap(const std::string& path) {
+  if (::swapoff(path.c_str()) == 0) return true;
+  if (errno == EINVAL) return false;
+  swap_off(path);  // again, for its one-line error
+  return true;
+}
+
 void swap_off(const std::string& path) {
   if (::swapoff(path.c_str()) == 0) return;
   const int error = errno;
