@@ -32,10 +32,12 @@
 #include "daemon/signals.hpp"
 #include "daemon/sleep_watch.hpp"
 #include "daemon/status_publisher.hpp"
+#include "daemon/stop_request.hpp"
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
 #include "store/vram_store.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/unit_job.hpp"
 
 namespace vramswap::daemon {
 namespace {
@@ -228,6 +230,7 @@ int run(const CommandLine& command_line) {
   if (device.attach) {
     kernel.emplace(kernel_device_options(device, plan), std::move(*netlink), server,
                    handover ? std::optional<uint32_t>(handover->nbd_index) : std::nullopt);
+    if (handover) log_unserved_gap(*handover);
   }
   if (device.swap) kernel->enable_swap();
 
@@ -245,10 +248,27 @@ int run(const CommandLine& command_line) {
 
   bool stopping = false;
   bool handing_over = false;
+  // Under systemd a stop turns the device's swap off itself (its swap unit
+  // no longer stops first, so that a restart can leave it on); swap = yes
+  // always does.
+  bool swap_off_first = device.swap;
   bool told_waiting = false;
   steady_clock::time_point next_swapoff = steady_clock::now();
   std::string waiting_for;
   steady_clock::time_point next_restore = steady_clock::now();
+  // Stops serving for a restart if the device can be handed over, else
+  // stops as for a stop, swap off first.
+  const auto hand_over_or_stop = [&] {
+    std::string why;
+    handing_over = prepare_handover(tier.get(), kernel ? &*kernel : nullptr, why);
+    if (!handing_over) {
+      swap_off_first = swap_off_first || systemd::own_unit().has_value();
+      log_warning(
+          "restart requested, but the device cannot be handed over (%s): stopping as for a "
+          "stop, swap off first",
+          why.c_str());
+    }
+  };
   for (;;) {
     pollfd fds[2] = {{signals.get(), POLLIN, 0}, {server.kernel_connection_closed_fd(), POLLIN, 0}};
     poll(fds, 2, stopping ? stopping_tick_ms : serving_tick_ms);
@@ -262,24 +282,19 @@ int run(const CommandLine& command_line) {
         if (!stopping) {
           stopping = true;
           systemd::notify::stopping();
-          log_info("stop requested");
+          const StopRequest request = judge_sigterm(command_line.config_path, device.name);
+          swap_off_first = swap_off_first || request.under_systemd;
+          if (request.restart) hand_over_or_stop();
         }
         break;
       case SignalEvent::reload:
         log_info("SIGHUP ignored: restart the service to apply a changed configuration");
         break;
       case SignalEvent::restart:
-        if (!stopping) {
+        if (!stopping && may_hand_over_on_sigusr2()) {
           stopping = true;
           systemd::notify::stopping();
-          std::string why;
-          handing_over = prepare_handover(tier.get(), kernel ? &*kernel : nullptr, why);
-          if (!handing_over) {
-            log_warning(
-                "restart requested, but the device cannot be handed over (%s): stopping "
-                "as for a stop, swap off first",
-                why.c_str());
-          }
+          hand_over_or_stop();
         }
         break;
       case SignalEvent::none:
@@ -317,7 +332,7 @@ int run(const CommandLine& command_line) {
     }
     if (stopping) {
       if (!kernel) break;
-      if (device.swap && steady_clock::now() >= next_swapoff) {
+      if (swap_off_first && steady_clock::now() >= next_swapoff) {
         std::string why;
         if (!kernel->disable_swap(why)) {
           log_warning("swapoff %s failed: %s; still serving, retrying in %lld s",

@@ -1,5 +1,7 @@
 #include "daemon/handover.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -37,7 +39,14 @@ std::optional<Handover> find_handover(kernel::NbdNetlink& netlink, const std::st
             "restart record " + state_path + " is for /dev/nbd" + std::to_string(saved->nbd_index);
         continue;
       }
-      handover = Handover{index, std::move(*saved)};
+      handover = Handover{index, std::move(*saved), std::nullopt};
+      struct stat record {};
+      if (stat(state_path.c_str(), &record) == 0) {
+        handover->recorded_at = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::seconds(record.st_mtim.tv_sec) +
+                std::chrono::nanoseconds(record.st_mtim.tv_nsec)));
+      }
       break;
     }
   }
@@ -51,6 +60,16 @@ std::optional<Handover> find_handover(kernel::NbdNetlink& netlink, const std::st
              state_path.substr(0, state_path.size() - 6).c_str());
   }
   return handover;
+}
+
+void log_unserved_gap(const Handover& handover) {
+  if (!handover.recorded_at) return;
+  const std::chrono::duration<double> gap =
+      std::chrono::system_clock::now() - *handover.recorded_at;
+  log_info(
+      "/dev/nbd%u went unserved for %.2f s, from the handover record to this reattach: the "
+      "requests the kernel queued meanwhile waited at most that long",
+      handover.nbd_index, gap.count());
 }
 
 bool prepare_handover(ElasticTier* tier, KernelDevice* kernel, std::string& why) {

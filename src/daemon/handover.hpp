@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -20,7 +21,17 @@ inline constexpr unsigned dead_connection_timeout_s = 60;
 struct Handover {
   uint32_t nbd_index = 0;
   store::SavedChunks saved;
+  // When the record was written (its file's modification time, to the
+  // nanosecond; the record's own time is in seconds): the device has been
+  // unserved since about then.
+  std::optional<std::chrono::system_clock::time_point> recorded_at;
 };
+
+// After the reattach: one line saying how long the device went unserved
+// (requests the kernel queued waited at most that long, but for those the
+// daemon before had read and not answered: the kernel sends them again
+// when its request timer finds them).
+void log_unserved_gap(const Handover& handover);
 
 // Looks for the instance's device (by backend identifier) and, with
 // `state_path` (empty without a spill area), the record beside the spill

@@ -72,13 +72,27 @@ KernelDevice::~KernelDevice() {
 
 void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std::string& why) {
   const std::string path = "/dev/nbd" + std::to_string(index);
-  const bool swap = kernel::active_swap_for_device(path).has_value();
+  // Held exclusively counts: /proc/swaps may name the area by a path that no
+  // longer resolves (kernel::swap_off_if_swap()).
+  const bool swap =
+      kernel::active_swap_for_device(path).has_value() || kernel::block_device_use(path).in_use;
   log_error(
       "%s was left by an earlier vramswapd of this instance, and its pages cannot be brought "
-      "back (%s): disconnecting it%s and making a new device",
+      "back (%s): disconnecting it%s",
       path.c_str(), why.c_str(),
       swap ? " (it is still swap: the processes whose pages were there get SIGBUS)" : "");
   netlink.disconnect(index);
+  if (!swap) return;
+  // Its swap unit no longer goes down with the daemon (a restart leaves it
+  // on): the swap is turned off here, or the kernel would keep writing to a
+  // device that fails every request. Every read fails at once now, so this
+  // swapoff waits for nothing; the kernel marks each page lost.
+  try {
+    if (kernel::swap_off_if_swap(path)) log_info("swap off %s", path.c_str());
+  } catch (const StartupError& e) {
+    log_error("cannot turn swap off on %s: %s; run swapoff %s", path.c_str(), e.what(),
+              path.c_str());
+  }
 }
 
 void KernelDevice::reattach(uint32_t index, engine::Server& server) {
@@ -133,7 +147,12 @@ unsigned KernelDevice::restore_connections(engine::Server& server) {
 }
 
 void KernelDevice::enable_swap() {
-  if (adopted_ && kernel::active_swap_for_device(path_)) {
+  // A handed-over device that something holds is still the swap the daemon
+  // before turned on, even where /proc/swaps names it by a path of that
+  // daemon's gone mount namespace (kernel::swap_off_if_swap()): mkswap would
+  // fail on it, and the daemon must never drop it.
+  std::string holder;
+  if (adopted_ && (kernel::active_swap_for_device(path_) || in_use(holder))) {
     swap_enabled_ = true;
     log_info("%s is still swap: kept as it is", path_.c_str());
     return;
@@ -146,12 +165,17 @@ void KernelDevice::enable_swap() {
 }
 
 bool KernelDevice::disable_swap(std::string& why) {
-  if (!kernel::active_swap_for_device(path_)) {
+  std::string holder;
+  if (!kernel::active_swap_for_device(path_) && !in_use(holder)) {
     swap_enabled_ = false;
     return true;
   }
   try {
-    kernel::swap_off(path_);
+    // In use but not listed under its path: swapoff itself tells.
+    if (!kernel::swap_off_if_swap(path_)) {
+      swap_enabled_ = false;
+      return true;
+    }
   } catch (const StartupError& e) {
     why = e.what();
     return false;

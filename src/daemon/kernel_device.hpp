@@ -16,7 +16,8 @@ namespace vramswap::daemon {
 // Disconnects nbd`index`, which an earlier daemon of the instance left
 // configured, when its pages cannot be brought back (`why`): the kernel then
 // fails them (their owners get SIGBUS) rather than a new daemon serving
-// other bytes in their place. Says so in one line.
+// other bytes in their place, and turns its swap off (the reads fail at
+// once: the kernel marks those pages lost). Says so in one line.
 void release_left_device(kernel::NbdNetlink& netlink, uint32_t index, const std::string& why);
 
 // What the nbd device is made of: the instance's name (its backend name and

@@ -20,7 +20,10 @@ int main(int argc, char** argv) {
       return exit_code::ok;
     }
     if (command_line.version) {
-      std::printf("vramswapd %s\n", VRAMSWAP_VERSION);
+      // The second line is read by the packages' maintainer scripts: they
+      // restart a running daemon into a new version only if it hands its
+      // device over on "systemctl restart" (vramswapd(8), RESTART).
+      std::printf("vramswapd %s\nfeatures: restart-handover\n", VRAMSWAP_VERSION);
       return exit_code::ok;
     }
     if (command_line.record_exit) return daemon::record_exit(command_line.instance);

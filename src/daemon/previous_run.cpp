@@ -11,6 +11,8 @@
 #include "common/log.hpp"
 #include "common/startup_error.hpp"
 #include "daemon/instance_lock.hpp"
+#include "daemon/kernel_device.hpp"
+#include "kernel/nbd_netlink.hpp"
 #include "status/instance_status.hpp"
 #include "systemd/notify.hpp"
 
@@ -20,6 +22,29 @@ namespace {
 std::string environment(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
+}
+
+// The daemon died while serving: it handed nothing over and its VRAM went
+// with it. Its device is released now, not when (and if) systemd starts the
+// next daemon: the swap unit no longer goes down with the service (so that a
+// restart can leave swap on), and until then the kernel would queue its
+// requests for a daemon that cannot serve them. The owners of its pages get
+// SIGBUS at once instead of waiting; the next daemon makes a new device.
+void release_devices_left(const std::string& instance, const std::string& cause) {
+  std::optional<kernel::NbdNetlink> netlink;
+  try {
+    netlink.emplace(kernel::NbdNetlink::open());
+  } catch (const StartupError&) {
+    return;  // no nbd driver: no device either
+  }
+  try {
+    const std::string why = "the daemon serving it ended" + (cause.empty() ? "" : ", " + cause) +
+                            ", without handing it over";
+    for (const uint32_t index : netlink->find_by_backend(backend_identifier(instance)))
+      release_left_device(*netlink, index, why);
+  } catch (const StartupError& e) {
+    log_error("cannot release the device of %s: %s", instance.c_str(), e.what());
+  }
 }
 
 }  // namespace
@@ -55,6 +80,7 @@ int record_exit(const std::string& instance) {
   const std::string what = status::describe_crash(*crash, "vramswapd");
   log_error("%s", what.c_str());
   systemd::notify::status("DIED: " + what);
+  if (!left->device.empty()) release_devices_left(instance, cause);
   return exit_code::ok;
 }
 

@@ -27,12 +27,18 @@ std::string header(const config::DeviceConfig& device, const Settings& settings)
          "vramswap-generator(8).\n\n";
 }
 
-// The [Unit] lines that make swap stop before its daemon, and before file
-// systems go at shutdown.
-std::string swap_stop_order(const std::string& service) {
+// The [Unit] lines that tie swap to its daemon. Not BindsTo= (nor
+// Requires=, PartOf=, StopPropagatedFrom=): systemd carries a restart of the
+// service over each of those to the swap unit, and "systemctl restart
+// vramswap@NAME" must leave swap on while the device is handed over. After=
+// still makes swap stop before its daemon when both stop (shutdown); a stop
+// of the daemon alone turns the swap off in the daemon itself first
+// (vramswapd(8), RESTART). `wants`: starting the swap starts its daemon.
+std::string swap_stop_order(const std::string& service, bool wants) {
   std::string text;
-  text += "# Swap comes and goes with its daemon: swapoff runs before the daemon stops.\n";
-  text += "BindsTo=" + service + "\n";
+  text += "# Swap stops before its daemon; a restart of the daemon hands the device over\n";
+  text += "# and leaves swap on, a stop of the daemon alone turns swap off first.\n";
+  if (wants) text += "Wants=" + service + "\n";
   text += "After=" + service + "\n";
   return text;
 }
@@ -65,7 +71,7 @@ std::string swap_unit(const config::DeviceConfig& device, const Settings& settin
   text += "Description=VRAM swap on " + device_link(device.name) + "\n";
   text += "Documentation=man:vramswap-generator(8) man:vramswap.conf(5)\n";
   text += "SourcePath=" + settings.config_path + "\n";
-  text += swap_stop_order(service);
+  text += swap_stop_order(service, /*wants=*/true);
   text += "Requires=" + mkswap + "\n";
   text += "After=" + mkswap + "\n";
   text += swap_shutdown_order();
@@ -90,7 +96,7 @@ std::string stop_only_swap_unit(const std::string& name, const std::string& orig
   text += "Description=VRAM swap on " + device_link(name) + " (stop only)\n";
   text += "Documentation=man:vramswap-generator(8) man:vramswap.conf(5)\n";
   if (!source_path.empty()) text += "SourcePath=" + source_path + "\n";
-  text += swap_stop_order(service_unit_name(name));
+  text += swap_stop_order(service_unit_name(name), /*wants=*/false);
   text += swap_shutdown_order();
   text += "\n[Swap]\n";
   text += "What=" + device_link(name) + "\n";

@@ -107,6 +107,12 @@ std::optional<SwapEntry> find_swap_for_device(const std::vector<SwapEntry>& entr
   for (const SwapEntry& entry : entries) {
     if (entry.type != "partition") continue;
     if (block_device_number(entry.path) == wanted) return entry;
+    // A swapon run in a mount namespace that is gone (a sandboxed daemon's,
+    // swap = yes, after a handover) leaves its /dev mount detached, and the
+    // kernel shows the path from that mount's root: "/nbd0" for
+    // /dev/nbd0 (swap_off_if_swap() in swaps.hpp).
+    if (!block_device_number(entry.path) && block_device_number("/dev" + entry.path) == wanted)
+      return entry;
   }
   return std::nullopt;
 }
@@ -167,6 +173,13 @@ void swap_on(const std::string& path, int priority, bool discard) {
       throw StartupError(exit_code::os_error,
                          "swapon " + path + " failed: " + std::strerror(error));
   }
+}
+
+bool swap_off_if_swap(const std::string& path) {
+  if (::swapoff(path.c_str()) == 0) return true;
+  if (errno == EINVAL) return false;
+  swap_off(path);  // again, for its one-line error
+  return true;
 }
 
 void swap_off(const std::string& path) {

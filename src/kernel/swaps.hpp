@@ -62,4 +62,12 @@ void swap_on(const std::string& path, int priority, bool discard);
 // Throws StartupError with the cause and fix.
 void swap_off(const std::string& path);
 
+// swap_off() for a device that may or may not be swap: false when the kernel
+// says it is not an active swap area (EINVAL), which /proc/swaps alone
+// cannot always tell: it shows each area by the path its swapon resolved,
+// as seen from the reader's mount namespace, and a path resolved in a
+// namespace that is gone (a sandboxed daemon's, after it exited) reads
+// "/nbd0", not "/dev/nbd0". swapoff(2) matches the device itself.
+bool swap_off_if_swap(const std::string& path);
+
 }  // namespace vramswap::kernel

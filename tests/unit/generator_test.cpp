@@ -146,6 +146,18 @@ TEST_CASE("the generator writes the units and links of every usable device", "[r
   const std::string swap = read_text(out / "dev-vramswap-x\\x2dy.swap");
   CHECK_THAT(swap, Catch::Contains("\nSourcePath=" + (dir.path / "vramswap.conf").string() + "\n"));
   CHECK_THAT(swap, Catch::Contains("\nWhat=/dev/vramswap/x-y\nPriority=1000\nOptions=discard\n"));
+  // A restart of the service must leave swap on (the device is handed over):
+  // only Wants= and After=, none of the relations over which systemd carries
+  // a restart (or a stop) of the service to the swap unit.
+  CHECK_THAT(swap, Catch::Contains("\nWants=vramswap@x-y.service\nAfter=vramswap@x-y.service\n"));
+  const std::string stop_only = read_text(out / "dev-vramswap-broken.swap");
+  CHECK_THAT(stop_only, Catch::Contains("\nAfter=vramswap@broken.service\n"));
+  for (const std::string& written : {swap, stop_only}) {
+    for (const char* restart_carrier : {"BindsTo=", "PartOf=", "Requires=vramswap@",
+                                        "StopPropagatedFrom=", "Wants=vramswap@broken"}) {
+      CHECK_THAT(written, !Catch::Contains(restart_carrier));
+    }
+  }
 
   SECTION("running it again into the same directory gives the same result") {
     const Run again = run_generator(out, dir.path / "vramswap.conf");
