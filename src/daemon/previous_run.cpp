@@ -15,6 +15,7 @@
 #include "kernel/nbd_netlink.hpp"
 #include "status/instance_status.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
 namespace {
@@ -40,7 +41,7 @@ void release_devices_left(const std::string& instance, const std::string& cause)
   try {
     const std::string why = "the daemon serving it ended" + (cause.empty() ? "" : ", " + cause) +
                             ", without handing it over";
-    for (const uint32_t index : netlink->find_by_backend(backend_identifier(instance)))
+    for (const uint32_t index : netlink->find_by_backend(systemd::backend_identifier(instance)))
       release_left_device(*netlink, index, why);
   } catch (const StartupError& e) {
     log_error("cannot release the device of %s: %s", instance.c_str(), e.what());
