@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/byte_size.hpp"
+#include "common/text_lines.hpp"
 #include "systemd/unit_name.hpp"
 
 namespace vramswap::cli {
@@ -19,23 +20,19 @@ bool is_zram(const std::string& path) {
 }
 
 std::optional<uint64_t> meminfo_kib(std::string_view text, std::string_view key) {
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(start, end - start);
-    start = end + 1;
-    if (!line.starts_with(key) || line.size() <= key.size() || line[key.size()] != ':') continue;
+  std::optional<uint64_t> found;
+  for_each_line(text, [&](std::string_view line) {
+    if (!line.starts_with(key) || line.size() <= key.size() || line[key.size()] != ':') return true;
     line.remove_prefix(key.size() + 1);
     while (!line.empty() && line.front() == ' ')
       line.remove_prefix(1);
     uint64_t kib = 0;
     const auto [end_of_number, error] =
         std::from_chars(line.data(), line.data() + line.size(), kib);
-    if (error != std::errc{} || end_of_number == line.data()) return std::nullopt;
-    return kib;
-  }
-  return std::nullopt;
+    if (error == std::errc{} && end_of_number != line.data()) found = kib;
+    return false;
+  });
+  return found;
 }
 
 }  // namespace

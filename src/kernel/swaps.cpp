@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/startup_error.hpp"
+#include "common/text_lines.hpp"
 #include "kernel/run_program.hpp"
 
 namespace vramswap::kernel {
@@ -64,28 +65,23 @@ std::optional<dev_t> block_device_number(const std::string& path) {
 
 std::vector<SwapEntry> parse_proc_swaps(std::string_view text) {
   std::vector<SwapEntry> entries;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(start, end - start);
-    start = end + 1;
-
+  for_each_line(text, [&entries](std::string_view line) {
     std::vector<std::string_view> fields = split_fields(line);
-    if (fields.size() < 5) continue;
+    if (fields.size() < 5) return true;
     SwapEntry entry;
     uint64_t size_kib = 0, used_kib = 0;
     // The header ("Filename Type Size Used Priority") fails here too.
     if (!parse_number(fields[2], size_kib) || !parse_number(fields[3], used_kib) ||
         !parse_number(fields[4], entry.priority)) {
-      continue;
+      return true;
     }
     entry.path = decode_octal_escapes(fields[0]);
     entry.type = std::string(fields[1]);
     entry.size_bytes = size_kib * 1024;
     entry.used_bytes = used_kib * 1024;
     entries.push_back(std::move(entry));
-  }
+    return true;
+  });
   return entries;
 }
 

@@ -10,6 +10,7 @@
 
 #include "cli/command_line.hpp"
 #include "cli/hibernate_plan.hpp"
+#include "cli_command_line_support.hpp"
 #include "common/exit_codes.hpp"
 #include "common/startup_error.hpp"
 
@@ -32,16 +33,6 @@ VramSwap vram(std::string instance, std::string device, uint64_t used, int prior
 }
 
 const MemoryState plenty{8 * gib, 6 * gib};
-
-CommandLine parse(std::vector<std::string> words) {
-  std::vector<char*> argv;
-  static std::string program = "vramswap";
-  argv.push_back(program.data());
-  for (auto& word : words)
-    argv.push_back(word.data());
-  argv.push_back(nullptr);
-  return parse_command_line(static_cast<int>(argv.size() - 1), argv.data(), "/etc/vramswap.conf");
-}
 
 }  // namespace
 

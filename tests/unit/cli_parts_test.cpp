@@ -10,6 +10,7 @@
 #include "cli/daemon_process.hpp"
 #include "cli/swap_lookup.hpp"
 #include "cli/text.hpp"
+#include "cli_command_line_support.hpp"
 #include "common/exit_codes.hpp"
 #include "common/startup_error.hpp"
 #include "config/config.hpp"
@@ -20,16 +21,6 @@ using namespace vramswap::cli;
 using Catch::Matchers::Contains;
 
 namespace {
-
-CommandLine parse(std::vector<std::string> words) {
-  std::vector<char*> argv;
-  static std::string program = "vramswap";
-  argv.push_back(program.data());
-  for (auto& word : words)
-    argv.push_back(word.data());
-  argv.push_back(nullptr);
-  return parse_command_line(static_cast<int>(argv.size() - 1), argv.data(), "/etc/vramswap.conf");
-}
 
 std::string usage_error(std::vector<std::string> words) {
   try {
