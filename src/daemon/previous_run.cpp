@@ -15,6 +15,7 @@
 #include "kernel/nbd_netlink.hpp"
 #include "status/instance_status.hpp"
 #include "systemd/notify.hpp"
+#include "systemd/unit_job.hpp"
 #include "systemd/unit_name.hpp"
 
 namespace vramswap::daemon {
@@ -46,6 +47,26 @@ void release_devices_left(const std::string& instance, const std::string& cause)
   } catch (const StartupError& e) {
     log_error("cannot release the device of %s: %s", instance.c_str(), e.what());
   }
+}
+
+// After a daemon that kept its VRAM in systemd's file descriptor store
+// died: whether a new one is coming for it. Run from ExecStopPost=, where a
+// crash that Restart= answers has no job (systemd restarts the unit once
+// this returns) and anything else (systemctl stop, a shutdown) has a stop
+// job: then systemd empties the store and the VRAM goes with it, so the
+// device must go now too. When systemd cannot be asked, the device is
+// released: SIGBUS now rather than requests queued for a daemon that may
+// never come.
+bool systemd_restarts_it() {
+  const std::optional<std::string> unit = systemd::own_unit();
+  if (!unit) return false;
+  std::string why;
+  const std::optional<std::string> job = systemd::unit_job_type(*unit, why);
+  if (!job) {
+    log_warning("cannot tell whether systemd restarts %s (%s)", unit->c_str(), why.c_str());
+    return false;
+  }
+  return job->empty() || *job == "restart" || *job == "start";
 }
 
 }  // namespace
@@ -81,7 +102,16 @@ int record_exit(const std::string& instance) {
   const std::string what = status::describe_crash(*crash, "vramswapd");
   log_error("%s", what.c_str());
   systemd::notify::status("DIED: " + what);
-  if (!left->device.empty()) release_devices_left(instance, cause);
+  if (left->device.empty()) return exit_code::ok;
+  if (left->fd_store_handover && systemd_restarts_it()) {
+    log_notice(
+        "%s stays configured: systemd restarts vramswapd, which takes it over with the VRAM and "
+        "block map kept in systemd's file descriptor store; the kernel queues its requests "
+        "meanwhile",
+        left->device.c_str());
+    return exit_code::ok;
+  }
+  release_devices_left(instance, cause);
   return exit_code::ok;
 }
 

@@ -54,6 +54,10 @@ struct InstanceStatus : IoCounters {
   std::string last_move, last_move_reason;
   int64_t last_move_unix = 0;
   bool gpu_released = false;  // no CUDA context held: the GPU may power down
+  // Live restart (added within format 1): the VRAM and the block map are
+  // kept in systemd's file descriptor store, so the next daemon of the unit
+  // takes the device over in place, even after this one crashed.
+  bool fd_store_handover = false;
 
   bool memory_locked = false, oom_protected = false, io_flusher = false;
   int64_t updated_unix = 0;

@@ -35,6 +35,7 @@ std::optional<PreviousCrash> crash_from_leftover(const std::optional<InstanceSta
   crash.swap_active = left->swap_active;
   crash.swap_used_bytes = left->swap_active ? left->swap_used_bytes : 0;
   crash.count = (left->previous_crash ? left->previous_crash->count : 0) + 1;
+  crash.vram_kept = left->fd_store_handover && !left->device.empty();
   return crash;
 }
 
@@ -60,6 +61,16 @@ std::string describe_crash_time(const PreviousCrash& crash) {
 }
 
 std::string describe_crash_loss(const PreviousCrash& crash) {
+  if (crash.taken_over) {
+    return "this daemon took " + crash.device +
+           " over with every swapped page (its VRAM and block map waited in systemd's file "
+           "descriptor store)";
+  }
+  if (crash.vram_kept) {
+    return (crash.swap_active ? format_byte_size(crash.swap_used_bytes) + " in swap on " : "") +
+           crash.device + (crash.swap_active ? " wait" : " waits") +
+           " in systemd's file descriptor store for the restarted daemon";
+  }
   if (crash.swap_active) {
     return format_byte_size(crash.swap_used_bytes) + " were in swap on " + crash.device +
            " and are lost: the programs that owned those pages were killed when they touched "
@@ -70,6 +81,8 @@ std::string describe_crash_loss(const PreviousCrash& crash) {
 }
 
 std::string summarize_crash_loss(const PreviousCrash& crash) {
+  if (crash.taken_over) return "nothing lost, taken over";
+  if (crash.vram_kept) return "swap kept for the restart";
   if (crash.swap_active) return format_byte_size(crash.swap_used_bytes) + " of swap lost";
   if (!crash.device.empty()) return "no swap lost";
   return "its clients' data lost";

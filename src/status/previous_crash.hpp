@@ -27,6 +27,13 @@ struct PreviousCrash {
   bool swap_active = false;
   uint64_t swap_used_bytes = 0;  // swapped out to it at its last status: lost
   uint64_t count = 1;            // unclean ends in a row since a clean stop or boot
+  // Its VRAM and block map were in systemd's file descriptor store (live
+  // restart): the pages wait there for the restarted daemon, and are lost
+  // only if that one cannot take them over.
+  bool vram_kept = false;
+  // This daemon took the device over with every page (set by it, never read
+  // from a file).
+  bool taken_over = false;
 };
 
 // What a starting daemon makes of the status file it finds for its instance
@@ -51,7 +58,8 @@ std::string describe_exit(const std::string& exit_code, const std::string& exit_
 // status)", in local time.
 std::string describe_crash_time(const PreviousCrash& crash);
 
-// What was lost: "160.2 MiB were in swap on /dev/nbd0 and are lost: ...".
+// What was lost: "160.2 MiB were in swap on /dev/nbd0 and are lost: ...",
+// or that nothing was (kept for, or taken over by, the restarted daemon).
 std::string describe_crash_loss(const PreviousCrash& crash);
 // The same for the status line: "160.2 MiB of swap lost".
 std::string summarize_crash_loss(const PreviousCrash& crash);

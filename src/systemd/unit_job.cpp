@@ -41,6 +41,25 @@ int connect(Connection& connection) {
   return sd_bus_open_system(&connection.bus);
 }
 
+// Connects with the short call timeout and finds `unit`'s object path;
+// false with `why`.
+bool open_unit(Connection& connection, const std::string& unit, std::string& path,
+               std::string& why) {
+  if (const int r = connect(connection); r < 0) {
+    why = std::string("cannot connect to systemd: ") + std::strerror(-r);
+    return false;
+  }
+  sd_bus_set_method_call_timeout(connection.bus, call_timeout_us);
+  char* unit_path = nullptr;
+  if (sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit.c_str(), &unit_path) < 0) {
+    why = "cannot encode the object path of " + unit;
+    return false;
+  }
+  path = unit_path;
+  std::free(unit_path);
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::string> own_unit() {
@@ -56,18 +75,8 @@ std::optional<std::string> own_unit() {
 
 std::optional<std::string> unit_job_type(const std::string& unit, std::string& why) {
   Connection connection;
-  if (const int r = connect(connection); r < 0) {
-    why = std::string("cannot connect to systemd: ") + std::strerror(-r);
-    return std::nullopt;
-  }
-  sd_bus_set_method_call_timeout(connection.bus, call_timeout_us);
-  char* unit_path = nullptr;
-  if (sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit.c_str(), &unit_path) < 0) {
-    why = "cannot encode the object path of " + unit;
-    return std::nullopt;
-  }
-  const std::string path = unit_path;
-  std::free(unit_path);
+  std::string path;
+  if (!open_unit(connection, unit, path, why)) return std::nullopt;
 
   // Unit.Job is (job id, job object path); id 0: no job.
   BusError error;
@@ -99,6 +108,23 @@ std::optional<std::string> unit_job_type(const std::string& unit, std::string& w
   std::string result = type ? type : "";
   std::free(type);
   return result;
+}
+
+std::optional<uint32_t> fd_store_max(const std::string& unit, std::string& why) {
+  Connection connection;
+  std::string path;
+  if (!open_unit(connection, unit, path, why)) return std::nullopt;
+  BusError error;
+  uint32_t max = 0;
+  const int r = sd_bus_get_property_trivial(connection.bus, destination, path.c_str(),
+                                            "org.freedesktop.systemd1.Service",
+                                            "FileDescriptorStoreMax", &error.error, 'u', &max);
+  if (r < 0) {
+    why = "cannot read FileDescriptorStoreMax of " + unit + ": " +
+          describe_bus_failure(r, error.error);
+    return std::nullopt;
+  }
+  return max;
 }
 
 }  // namespace vramswap::systemd

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -16,5 +17,10 @@ std::optional<std::string> own_unit();
 // upgrade's restart) from a stop. Answers within a few seconds; nothing,
 // with `why`, when systemd cannot be reached or does not answer.
 std::optional<std::string> unit_job_type(const std::string& unit, std::string& why);
+
+// How many descriptors systemd keeps for `unit` in its file descriptor store
+// (FileDescriptorStoreMax=): more sent are dropped, and the sender is not
+// told. Nothing, with `why`, when systemd cannot be asked.
+std::optional<uint32_t> fd_store_max(const std::string& unit, std::string& why);
 
 }  // namespace vramswap::systemd

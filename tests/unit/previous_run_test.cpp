@@ -130,6 +130,25 @@ TEST_CASE("what was lost: swap, nothing when the device was not swap, or a clien
         "what its clients had written is lost");
 }
 
+TEST_CASE("a daemon whose VRAM was in systemd's store lost nothing: kept, then taken over") {
+  InstanceStatus file = serving(100);
+  file.fd_store_handover = true;
+  std::optional<status::PreviousCrash> crash = status::crash_from_leftover(file, 1);
+  REQUIRE(crash);
+  CHECK(crash->vram_kept);
+  CHECK(status::describe_crash_loss(*crash) ==
+        "160.0 MiB in swap on /dev/nbd3 wait in systemd's file descriptor store for the "
+        "restarted daemon");
+  CHECK(status::summarize_crash_loss(*crash) == "swap kept for the restart");
+  crash->taken_over = true;
+  CHECK_THAT(status::describe_crash(*crash),
+             Contains("; this daemon took /dev/nbd3 over with every swapped page"));
+  CHECK(status::summarize_crash_loss(*crash) == "nothing lost, taken over");
+  // Without a device there is nothing for a restarted daemon to take over.
+  file.device.clear();
+  CHECK_FALSE(status::crash_from_leftover(file, 1)->vram_kept);
+}
+
 TEST_CASE("systemd's report of the end is kept once, and the next daemon uses it") {
   InstanceStatus file = serving(100);
   REQUIRE(status::mark_ended(file, "killed by SIGKILL", kNow));

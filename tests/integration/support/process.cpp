@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,9 +21,11 @@ namespace vramswap::test {
 namespace {
 
 [[noreturn]] void exec_child(const std::vector<std::string>& argv, const Environment& environment) {
-  for (const auto& [name, value] : environment) setenv(name.c_str(), value.c_str(), 1);
+  for (const auto& [name, value] : environment)
+    setenv(name.c_str(), value.c_str(), 1);
   std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   execvp(args[0], args.data());
   std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
@@ -76,17 +79,38 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::sec
 }
 
 pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
-            const Environment& environment) {
+            const Environment& environment, const std::vector<PassedFd>& passed) {
+  // Everything the child needs is made here: after fork() in a process with
+  // threads, the child should allocate as little as it can.
+  std::string names;
+  for (const PassedFd& p : passed)
+    names += (names.empty() ? "" : ":") + p.name;
+  const std::string count = std::to_string(passed.size());
+  std::vector<int> moved(passed.size(), -1);
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
-    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log >= 0) {
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
     }
-    int devnull = open("/dev/null", O_RDONLY);
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    if (!passed.empty()) {
+      // Out of the way first (a passed fd may sit where another must go),
+      // then into place from fd 3, without FD_CLOEXEC.
+      constexpr int out_of_the_way = 10000;
+      for (size_t i = 0; i < passed.size(); ++i)
+        moved[i] = fcntl(passed[i].fd, F_DUPFD_CLOEXEC, out_of_the_way);
+      for (size_t i = 0; i < moved.size(); ++i)
+        dup2(moved[i], 3 + static_cast<int>(i));
+      char pid_text[16];
+      std::snprintf(pid_text, sizeof pid_text, "%d", static_cast<int>(getpid()));
+      setenv("LISTEN_FDS", count.c_str(), 1);
+      setenv("LISTEN_FDNAMES", names.c_str(), 1);
+      setenv("LISTEN_PID", pid_text, 1);
+    }
     exec_child(argv, environment);
   }
   return pid;

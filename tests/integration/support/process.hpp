@@ -14,7 +14,7 @@ using Environment = std::vector<std::pair<std::string, std::string>>;
 struct CommandResult {
   int exit_status = -1;  // the exit code, or 128 + signal
   bool timed_out = false;
-  std::string output;    // stdout and stderr, interleaved
+  std::string output;  // stdout and stderr, interleaved
 };
 
 // Runs a program to completion (killing it after `timeout`), capturing its output.
@@ -22,9 +22,17 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           std::chrono::seconds timeout = std::chrono::seconds(120),
                           const Environment& environment = {});
 
+// A descriptor handed to a started program the way systemd hands a service
+// its sockets and its file descriptor store: from fd 3 on, named in
+// $LISTEN_FDNAMES, counted in $LISTEN_FDS, for $LISTEN_PID.
+struct PassedFd {
+  std::string name;
+  int fd = -1;  // the caller's; the child gets a copy
+};
+
 // Starts a program in the background with stdout/stderr appended to `log_path`.
 pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
-            const Environment& environment = {});
+            const Environment& environment = {}, const std::vector<PassedFd>& passed = {});
 
 // Waits for `pid` up to `timeout`; returns the exit code (128 + signal), or -1 on timeout.
 int wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);

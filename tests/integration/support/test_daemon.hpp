@@ -7,6 +7,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/unique_fd.hpp"
 #include "support/process.hpp"
@@ -26,8 +28,12 @@ struct DaemonSpec {
   // The spill key: off unless a test asks, so that no test writes a spill
   // file under /var/lib/vramswap.
   std::string spill = "no";
-  std::string listen;       // the socket; empty: socket_path() in the private directory
-  bool attach = false;      // a kernel nbd device too (needs the nbd module and root)
+  std::string listen;   // the socket; empty: socket_path() in the private directory
+  bool attach = false;  // a kernel nbd device too (needs the nbd module and root)
+  // Keep what the daemon puts in systemd's file descriptor store (FDSTORE=1)
+  // and hand it to the next start(), as systemd does across a restart. Off:
+  // the descriptors are closed as they arrive (a unit without a store).
+  bool fd_store = false;
   Environment environment;  // e.g. VRAMSWAP_FAKE_* knobs of the fake driver
 };
 
@@ -63,6 +69,12 @@ class TestDaemon {
   // line containing `text`.
   bool status_shows(const std::string& text,
                     std::chrono::seconds timeout = std::chrono::seconds(10));
+  // The names in the file descriptor store now, one per stored descriptor,
+  // sorted (with fd_store).
+  std::vector<std::string> stored_fd_names();
+  // Empties the store, as systemd does when a unit stops for good.
+  void clear_fd_store();
+
   // Where each of the running daemon's threads is: /proc's state, wait
   // channel and system call of each, and gdb's backtraces where gdb is
   // installed. For a test to print when the daemon stalls.
@@ -78,7 +90,9 @@ class TestDaemon {
   pid_t pid_ = -1;
   std::atomic<bool> ready_{false};
   std::mutex status_mutex_;
-  std::string status_;   // guarded by status_mutex_
+  std::string status_;  // guarded by status_mutex_
+  // The file descriptor store, in the order stored; guarded by status_mutex_.
+  std::vector<std::pair<std::string, UniqueFd>> fd_store_;
   std::thread drainer_;  // reads the notify socket while the daemon runs
   std::atomic<bool> stop_draining_{false};
 };
