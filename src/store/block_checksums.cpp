@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
 
 namespace vramswap::store {
 
@@ -14,15 +17,84 @@ uint32_t BlockChecksums::crc32c(uint32_t crc, const std::byte* data, size_t len)
   return ~crc32_iscsi(bytes, static_cast<int>(len), ~crc);
 }
 
-BlockChecksums::BlockChecksums(uint64_t export_bytes)
-    : blocks_(export_bytes / block_bytes),
-      table_(std::make_unique<std::atomic<uint32_t>[]>(export_bytes / block_bytes)),
-      writers_(std::make_unique<std::atomic<uint16_t>[]>(export_bytes / block_bytes)) {
+namespace {
+
+constexpr uint64_t round_up(uint64_t value, uint64_t to) noexcept {
+  return (value + to - 1) / to * to;
+}
+
+// The entries may lie in memory that outlives the process (live restart):
+// the atomics must be the plain integers they hold, with no lock beside them.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+static_assert(sizeof(std::atomic<uint16_t>) == sizeof(uint16_t));
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<uint16_t>::is_always_lock_free);
+
+// Starts the lifetime of an atomic in storage the table did not allocate,
+// holding the value its bytes hold (left by a daemon before this one).
+template <class T>
+void adopt_bytes(std::atomic<T>* object) noexcept {
+  T value;
+  std::memcpy(&value, static_cast<const void*>(object), sizeof value);
+  std::construct_at(object, value);
+}
+
+}  // namespace
+
+uint64_t BlockChecksums::storage_bytes(uint64_t export_bytes) noexcept {
+  const uint64_t blocks = export_bytes / block_bytes;
+  return round_up(blocks * sizeof(uint32_t), sizeof(uint64_t)) +
+         round_up(blocks * sizeof(uint16_t), sizeof(uint64_t));
+}
+
+ChecksumStorage BlockChecksums::storage_at(void* base, uint64_t export_bytes) noexcept {
+  auto* bytes = static_cast<std::byte*>(base);
+  const uint64_t blocks = export_bytes / block_bytes;
+  return {reinterpret_cast<std::atomic<uint32_t>*>(bytes),
+          reinterpret_cast<std::atomic<uint16_t>*>(
+              bytes + round_up(blocks * sizeof(uint32_t), sizeof(uint64_t)))};
+}
+
+void BlockChecksums::set_geometry(uint64_t export_bytes, ChecksumStorage storage) {
+  if (storage.table == nullptr || storage.writers == nullptr)
+    throw std::invalid_argument("checksums: no storage");
+  blocks_ = export_bytes / block_bytes;
+  table_ = storage.table;
+  writers_ = storage.writers;
   static constexpr std::array<std::byte, block_bytes> zeros{};
   zero_block_ = crc32c(0, zeros.data(), zeros.size());
+}
+
+BlockChecksums::BlockChecksums(uint64_t export_bytes)
+    : owned_(std::make_unique_for_overwrite<uint64_t[]>(storage_bytes(export_bytes) /
+                                                        sizeof(uint64_t))) {
+  set_geometry(export_bytes, storage_at(owned_.get(), export_bytes));
   for (uint64_t i = 0; i < blocks_; ++i) {
-    table_[i].store(zero_block_, std::memory_order_relaxed);
-    writers_[i].store(0, std::memory_order_relaxed);
+    std::construct_at(&table_[i], zero_block_);
+    std::construct_at(&writers_[i], uint16_t{0});
+  }
+}
+
+BlockChecksums::BlockChecksums(uint64_t export_bytes, ChecksumStorage storage) {
+  set_geometry(export_bytes, storage);
+  for (uint64_t i = 0; i < blocks_; ++i) {
+    std::construct_at(&table_[i], zero_block_);
+    std::construct_at(&writers_[i], uint16_t{0});
+  }
+}
+
+BlockChecksums::BlockChecksums(uint64_t export_bytes, ChecksumStorage storage, Recovery& report) {
+  set_geometry(export_bytes, storage);
+  report = Recovery{};
+  for (uint64_t i = 0; i < blocks_; ++i) {
+    adopt_bytes(&table_[i]);
+    adopt_bytes(&writers_[i]);
+    // Writers in flight died with the daemon (a saturated count included):
+    // what landed of them is the block's content until a write replaces it.
+    if ((writers_[i].load(std::memory_order_relaxed) & writers_mask) != 0) {
+      writers_[i].store(raced_mark, std::memory_order_relaxed);
+      ++report.raced_blocks;
+    }
   }
 }
 

@@ -10,6 +10,15 @@
 
 namespace vramswap::store {
 
+// Where a checksum table keeps its entries: one checksum and one writer
+// count per block. Memory the table does not own: the live restart's shared
+// region (handover_region.hpp). BlockChecksums::storage_at() cuts a block of
+// BlockChecksums::storage_bytes() into these.
+struct ChecksumStorage {
+  std::atomic<uint32_t>* table = nullptr;
+  std::atomic<uint16_t>* writers = nullptr;
+};
+
 // A CRC32C of every 4 KiB block of the export (verify = yes), kept in host
 // RAM, apart from the VRAM it vouches for: a flipped bit in VRAM (most
 // consumer GPUs have no ECC) then fails the read that meets it instead of
@@ -46,6 +55,26 @@ class BlockChecksums {
   // export must be zeroed before it is served. `export_bytes` must be a
   // multiple of block_bytes.
   explicit BlockChecksums(uint64_t export_bytes);
+  // The same, on `storage` (storage_bytes() of it, from storage_at()), which
+  // the table only uses: it must outlive the table.
+  BlockChecksums(uint64_t export_bytes, ChecksumStorage storage);
+
+  // What recovering a table a dead daemon left found.
+  struct Recovery {
+    uint64_t raced_blocks = 0;  // blocks with writes in flight at its death
+  };
+  // Takes over `storage` as a daemon killed at any instant left it (live
+  // restart), keeping every entry. A block with writes in flight then (none
+  // acknowledged: the client sends them again) may hold a checksum whose
+  // data never landed: it becomes raced with no writer, so the next read
+  // adopts what landed instead of failing, as after two overlapping writes.
+  BlockChecksums(uint64_t export_bytes, ChecksumStorage storage, Recovery& report);
+
+  // The bytes of storage a table for `export_bytes` needs: the checksums,
+  // then the writer counts, 8-byte aligned.
+  static uint64_t storage_bytes(uint64_t export_bytes) noexcept;
+  // The storage in `base` (8-byte aligned, storage_bytes() long).
+  static ChecksumStorage storage_at(void* base, uint64_t export_bytes) noexcept;
 
   // Records the checksums of export bytes [offset, offset + len) = data,
   // with `partial` carrying a block across calls. `offset` must follow on
@@ -85,10 +114,15 @@ class BlockChecksums {
   static constexpr uint16_t raced_mark = 0x8000;
   static constexpr uint16_t writers_mask = 0x7fff;  // saturates: then never adopted
 
-  uint64_t blocks_;
-  uint32_t zero_block_;
-  std::unique_ptr<std::atomic<uint32_t>[]> table_;
-  std::unique_ptr<std::atomic<uint16_t>[]> writers_;
+  // Sets the size and the storage; throws std::invalid_argument without storage.
+  void set_geometry(uint64_t export_bytes, ChecksumStorage storage);
+
+  uint64_t blocks_ = 0;
+  uint32_t zero_block_ = 0;
+  // The entries, owned or the caller's: one mechanism either way.
+  std::atomic<uint32_t>* table_ = nullptr;
+  std::atomic<uint16_t>* writers_ = nullptr;
+  std::unique_ptr<uint64_t[]> owned_;  // the owning constructor's storage
 };
 
 }  // namespace vramswap::store

@@ -8,7 +8,9 @@
 #include <bit>
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <iterator>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 
@@ -20,6 +22,11 @@ namespace {
 // leave motion, a mover for its pins to drain.
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
+// The state may lie in memory that outlives the process (live restart): the
+// atomics must be the plain integers they hold, with no lock beside them.
+static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(alignof(std::atomic<uint64_t>) == sizeof(uint64_t));
 
 uint32_t* futex_address(std::atomic<uint32_t>& word) noexcept {
   return reinterpret_cast<uint32_t*>(&word);
@@ -38,6 +45,28 @@ bool futex_wait_until(std::atomic<uint32_t>& word, uint32_t expected,
 void futex_wake_all(std::atomic<uint32_t>& word) noexcept {
   syscall(SYS_futex, futex_address(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, nullptr,
           nullptr, 0);
+}
+
+constexpr uint64_t round_up(uint64_t value, uint64_t to) noexcept {
+  return (value + to - 1) / to * to;
+}
+
+uint64_t chunk_count_of(uint64_t export_bytes, uint64_t chunk_bytes) noexcept {
+  return (export_bytes + chunk_bytes - 1) / chunk_bytes;
+}
+
+uint64_t words_per_chunk_of(uint64_t chunk_bytes) noexcept {
+  return (chunk_bytes / ChunkMap::block_bytes + 63) / 64;
+}
+
+// Starts the lifetime of an atomic in storage the map did not allocate,
+// holding the value its bytes hold (written by this process or by a daemon
+// before it), so that the map only ever uses objects that exist.
+template <class T>
+void adopt_bytes(std::atomic<T>* object) noexcept {
+  T value;
+  std::memcpy(&value, static_cast<const void*>(object), sizeof value);
+  std::construct_at(object, value);
 }
 
 uint64_t word_mask(uint64_t first_bit, uint64_t end_bit) noexcept {
@@ -97,21 +126,111 @@ void ChunkPins::release() noexcept {
 
 // ---- ChunkMap ----
 
-ChunkMap::ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, Tier initial)
-    : export_bytes_(export_bytes), chunk_bytes_(chunk_bytes) {
+uint64_t ChunkMap::storage_bytes(uint64_t export_bytes, uint64_t chunk_bytes) noexcept {
+  const uint64_t chunks = chunk_count_of(export_bytes, chunk_bytes);
+  return round_up(chunks * sizeof(uint32_t), sizeof(uint64_t)) +
+         chunks * words_per_chunk_of(chunk_bytes) * sizeof(uint64_t);
+}
+
+ChunkMapStorage ChunkMap::storage_at(void* base, uint64_t export_bytes,
+                                     uint64_t chunk_bytes) noexcept {
+  auto* bytes = static_cast<std::byte*>(base);
+  const uint64_t chunks = chunk_count_of(export_bytes, chunk_bytes);
+  return {reinterpret_cast<std::atomic<uint32_t>*>(bytes),
+          reinterpret_cast<std::atomic<uint64_t>*>(
+              bytes + round_up(chunks * sizeof(uint32_t), sizeof(uint64_t)))};
+}
+
+void ChunkMap::set_geometry(uint64_t export_bytes, uint64_t chunk_bytes) {
   if (export_bytes == 0 || export_bytes % block_bytes != 0)
     throw std::invalid_argument("chunk map: the export must be a whole number of 4 KiB blocks");
   if (chunk_bytes == 0 || chunk_bytes % block_bytes != 0)
     throw std::invalid_argument("chunk map: a chunk must be a whole number of 4 KiB blocks");
-  chunk_count_ = static_cast<size_t>((export_bytes + chunk_bytes - 1) / chunk_bytes);
+  export_bytes_ = export_bytes;
+  chunk_bytes_ = chunk_bytes;
+  chunk_count_ = static_cast<size_t>(chunk_count_of(export_bytes, chunk_bytes));
   blocks_per_chunk_ = chunk_bytes / block_bytes;
-  words_per_chunk_ = static_cast<size_t>((blocks_per_chunk_ + 63) / 64);
-  words_ = std::make_unique<std::atomic<uint32_t>[]>(chunk_count_);
-  live_ = std::make_unique<std::atomic<uint64_t>[]>(chunk_count_ * words_per_chunk_);
+  words_per_chunk_ = static_cast<size_t>(words_per_chunk_of(chunk_bytes));
+}
+
+ChunkMap::ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, Tier initial) {
+  set_geometry(export_bytes, chunk_bytes);
+  owned_ = std::make_unique_for_overwrite<uint64_t[]>(storage_bytes(export_bytes, chunk_bytes) /
+                                                      sizeof(uint64_t));
+  start_fresh(storage_at(owned_.get(), export_bytes, chunk_bytes), initial);
+}
+
+ChunkMap::ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, ChunkMapStorage storage,
+                   Tier initial) {
+  set_geometry(export_bytes, chunk_bytes);
+  start_fresh(storage, initial);
+}
+
+ChunkMap::ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, ChunkMapStorage storage,
+                   const std::function<bool(size_t)>& vram_kept, Recovery& report) {
+  set_geometry(export_bytes, chunk_bytes);
+  recover(storage, vram_kept, report);
+}
+
+void ChunkMap::start_fresh(ChunkMapStorage storage, Tier initial) {
+  if (storage.words == nullptr || storage.live == nullptr)
+    throw std::invalid_argument("chunk map: no storage");
+  words_ = storage.words;
+  live_ = storage.live;
   for (size_t i = 0; i < chunk_count_; ++i)
-    words_[i].store(static_cast<uint32_t>(initial));
+    std::construct_at(&words_[i], static_cast<uint32_t>(initial));
   for (size_t i = 0; i < chunk_count_ * words_per_chunk_; ++i)
-    live_[i].store(0);
+    std::construct_at(&live_[i], uint64_t{0});
+}
+
+void ChunkMap::recover(ChunkMapStorage storage, const std::function<bool(size_t)>& vram_kept,
+                       Recovery& report) {
+  if (storage.words == nullptr || storage.live == nullptr)
+    throw std::invalid_argument("chunk map: no storage");
+  words_ = storage.words;
+  live_ = storage.live;
+  report = Recovery{};
+  for (size_t i = 0; i < chunk_count_; ++i)
+    adopt_bytes(&words_[i]);
+  for (size_t i = 0; i < chunk_count_ * words_per_chunk_; ++i)
+    adopt_bytes(&live_[i]);
+  // Bits 4-7 are never set; a motion is only ever the one its tier allows.
+  constexpr uint32_t unused_bits = 0xf0;
+  for (size_t chunk = 0; chunk < chunk_count_; ++chunk) {
+    const uint32_t word = words_[chunk].load(std::memory_order_relaxed);
+    const auto tier = tier_of(word);
+    const auto motion = motion_of(word);
+    const bool valid = tier <= Tier::none && motion <= Motion::restoring &&
+                       (word & unused_bits) == 0 &&
+                       (motion != Motion::evicting || tier == Tier::vram) &&
+                       (motion != Motion::restoring || tier != Tier::vram);
+    if (!valid) {
+      if (report.damaged_chunks++ == 0) report.first_damaged = chunk;
+      continue;
+    }
+    if (pins_of(word) != 0) ++report.pins_cleared;
+    const bool live = has_live_data(chunk);
+    Tier settled = tier;
+    if (motion == Motion::evicting) {
+      ++report.evicting_fixed;
+      // Decided below with the resident ones: VRAM if it came back.
+    } else if (motion == Motion::restoring) {
+      ++report.restoring_fixed;
+    }
+    if (settled == Tier::vram && !vram_kept(chunk)) {
+      if (motion == Motion::evicting) {
+        // The copy out completed before the VRAM went: the spill area has it.
+        settled = live ? Tier::spill : Tier::none;
+      } else if (!live) {
+        settled = Tier::none;
+        ++report.empty_vram_dropped;
+      } else if (report.vram_lost_chunks++ == 0) {
+        report.first_lost = chunk;
+      }
+    }
+    words_[chunk].store(static_cast<uint32_t>(settled), std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_release);
 }
 
 uint64_t ChunkMap::chunk_length(size_t chunk) const noexcept {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include "common/geometry.hpp"
 
@@ -35,6 +36,16 @@ struct Deadline {
 };
 
 class ChunkMap;
+
+// Where a chunk map keeps its state: one word per chunk, then the live bits
+// (ChunkMap::live_words_per_chunk() per chunk). Memory the map does not own:
+// the live restart's shared region (handover_region.hpp), which outlives the
+// daemon that writes it. ChunkMap::storage_at() cuts a block of
+// ChunkMap::storage_bytes() into these.
+struct ChunkMapStorage {
+  std::atomic<uint32_t>* words = nullptr;
+  std::atomic<uint64_t>* live = nullptr;
+};
 
 // The chunks of one request, pinned: none of them can start moving until the
 // pins are released (by the destructor), so the tier each had when pinned is
@@ -83,7 +94,7 @@ class ChunkPins {
 // in motion (new pins then wait), waits for the pins already taken to drain,
 // moves the bytes, and flips the tier as it marks the chunk resident again;
 // waits sleep on the word itself (futex), bounded by a deadline. Everything
-// is allocated by the constructor.
+// is allocated by the constructor, or lies in storage the caller gives it.
 //
 // Deadlock freedom: a request that meets a chunk in motion releases every pin
 // it took before it waits, so a mover never waits for a request that is
@@ -99,8 +110,55 @@ class ChunkMap {
   // resident in `initial` with no live data.
   ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes = default_chunk_bytes,
            Tier initial = Tier::vram);
+  // The same, on `storage` (storage_bytes() of it, from storage_at()), which
+  // the map only uses: it must outlive the map.
+  ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, ChunkMapStorage storage, Tier initial);
+
+  // What recovering a map a dead daemon left found (see below).
+  struct Recovery {
+    // Chunks in VRAM with live data whose VRAM did not come back: their
+    // bytes are gone, so the whole handover must be refused (serving them
+    // would read zeros for written pages). Left in VRAM, unpinned.
+    size_t vram_lost_chunks = 0;
+    size_t first_lost = 0;  // the first of them, when there are any
+    // Chunks whose word no daemon writes (an unknown tier or motion, or a
+    // motion its tier cannot have): the region is damaged; refuse it too.
+    size_t damaged_chunks = 0;
+    size_t first_damaged = 0;
+    size_t evicting_fixed = 0;      // caught evicting, now resident
+    size_t restoring_fixed = 0;     // caught restoring, now resident where they were
+    size_t pins_cleared = 0;        // held pins of requests that died with the daemon
+    size_t empty_vram_dropped = 0;  // in VRAM, no live data, VRAM gone: now `none`
+    bool usable() const noexcept { return vram_lost_chunks == 0 && damaged_chunks == 0; }
+  };
+
+  // Takes over `storage` as a daemon killed at any instant left it (live
+  // restart: nothing could be written at its death), keeping every live bit
+  // and settling every chunk word so that no chunk is pinned or in motion:
+  //  - pins are cleared (their requests died; the kernel resends them);
+  //  - a chunk caught evicting stays in VRAM if vram_kept(chunk) (its VRAM
+  //    came back, with the bytes the move was copying); otherwise its copy
+  //    to the spill area had completed (the mover releases VRAM only after
+  //    it), so it is in the spill area, or `none` without live data;
+  //  - a chunk caught restoring stays where it was (spill or none): the
+  //    restore only read the spill area, and VRAM it may have taken holds
+  //    nothing the chunk relies on;
+  //  - a resident chunk in VRAM whose VRAM did not come back is `none` if it
+  //    has no live data, and is reported in `report` (not fixed) if it has.
+  // The caller must refuse the handover unless report.usable().
+  ChunkMap(uint64_t export_bytes, uint64_t chunk_bytes, ChunkMapStorage storage,
+           const std::function<bool(size_t)>& vram_kept, Recovery& report);
+
   ChunkMap(const ChunkMap&) = delete;
   ChunkMap& operator=(const ChunkMap&) = delete;
+
+  // The bytes of storage a map of this geometry needs (whole blocks, as the
+  // constructors require): the chunk words, then the live bits, 8-byte
+  // aligned.
+  static uint64_t storage_bytes(uint64_t export_bytes, uint64_t chunk_bytes) noexcept;
+  // The storage in `base` (8-byte aligned, storage_bytes() long).
+  static ChunkMapStorage storage_at(void* base, uint64_t export_bytes,
+                                    uint64_t chunk_bytes) noexcept;
 
   uint64_t export_bytes() const noexcept { return export_bytes_; }
   uint64_t chunk_bytes() const noexcept { return chunk_bytes_; }
@@ -200,6 +258,11 @@ class ChunkMap {
   // Sleeps while `chunk` is in motion; false once the deadline has passed.
   bool wait_while_moving(size_t chunk, const Deadline& deadline) noexcept;
   void unpin(size_t first, size_t count) noexcept;
+  // Checks and records the geometry; throws std::invalid_argument.
+  void set_geometry(uint64_t export_bytes, uint64_t chunk_bytes);
+  void start_fresh(ChunkMapStorage storage, Tier initial);
+  void recover(ChunkMapStorage storage, const std::function<bool(size_t)>& vram_kept,
+               Recovery& report);
   void end_move(size_t chunk, Tier tier) noexcept;
   std::atomic<uint64_t>* live_words(size_t chunk) const noexcept {
     return &live_[chunk * words_per_chunk_];
@@ -207,13 +270,15 @@ class ChunkMap {
   // Sets (live) or clears the bits of blocks [first_block, end_block).
   void set_live(uint64_t first_block, uint64_t end_block, bool live) noexcept;
 
-  uint64_t export_bytes_;
-  uint64_t chunk_bytes_;
-  size_t chunk_count_;
-  uint64_t blocks_per_chunk_;
-  size_t words_per_chunk_;
-  std::unique_ptr<std::atomic<uint32_t>[]> words_;
-  std::unique_ptr<std::atomic<uint64_t>[]> live_;
+  uint64_t export_bytes_ = 0;
+  uint64_t chunk_bytes_ = 0;
+  size_t chunk_count_ = 0;
+  uint64_t blocks_per_chunk_ = 0;
+  size_t words_per_chunk_ = 0;
+  // The state, owned or the caller's: one mechanism either way.
+  std::atomic<uint32_t>* words_ = nullptr;
+  std::atomic<uint64_t>* live_ = nullptr;
+  std::unique_ptr<uint64_t[]> owned_;  // the owning constructor's storage
 };
 
 }  // namespace vramswap::store

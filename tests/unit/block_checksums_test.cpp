@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -142,4 +143,86 @@ TEST_CASE("a block two writes raced for takes what landed, once neither is in fl
     CHECK_FALSE(sums.raced_checksum(at - kBlock));
     CHECK_FALSE(sums.raced_checksum(at + 3 * kBlock));
   }
+}
+
+// ---- On given storage (the live restart's region) ----
+
+using vramswap::store::ChecksumStorage;
+
+TEST_CASE("storage: the checksums, then the writer counts, 8-byte aligned") {
+  CHECK(BlockChecksums::storage_bytes(3 * kBlock) == 16 + 8);
+  CHECK(BlockChecksums::storage_bytes(16 * kBlock) == 64 + 32);
+  std::vector<uint64_t> bytes(3);
+  const ChecksumStorage storage = BlockChecksums::storage_at(bytes.data(), 3 * kBlock);
+  CHECK(reinterpret_cast<std::byte*>(storage.table) == reinterpret_cast<std::byte*>(bytes.data()));
+  CHECK(reinterpret_cast<std::byte*>(storage.writers) ==
+        reinterpret_cast<std::byte*>(bytes.data()) + 16);
+}
+
+TEST_CASE("a table on given storage starts fresh over whatever it held, and keeps it there") {
+  constexpr uint64_t kExport = 8 * kBlock;
+  std::vector<uint64_t> bytes(BlockChecksums::storage_bytes(kExport) / 8, ~0ull);
+  BlockChecksums sums(kExport, BlockChecksums::storage_at(bytes.data(), kExport));
+  const std::vector<std::byte> zeros(kExport);
+  CHECK(sums.first_mismatch(0, zeros.data(), zeros.size()) == BlockChecksums::no_mismatch);
+  CHECK_FALSE(sums.raced_checksum(0));
+  const auto data = random_bytes(kBlock, 9);
+  record(sums, 2 * kBlock, data);
+  const ChecksumStorage view = BlockChecksums::storage_at(bytes.data(), kExport);
+  CHECK(view.table[2].load() == BlockChecksums::crc32c(0, data.data(), kBlock));
+  CHECK_THROWS_AS(BlockChecksums(kExport, ChecksumStorage{}), std::invalid_argument);
+}
+
+TEST_CASE(
+    "recovery keeps every checksum: a write in flight at the daemon's death cannot fail a read") {
+  constexpr uint64_t kExport = 8 * kBlock;
+  std::vector<uint64_t> bytes(BlockChecksums::storage_bytes(kExport) / 8, 0);
+  BlockChecksums sums(kExport, BlockChecksums::storage_at(bytes.data(), kExport));
+  const auto done = random_bytes(kBlock, 10);
+  const auto unlanded = random_bytes(kBlock, 11);
+  // 0: a write that completed.
+  sums.writes_begin(0, kBlock);
+  record(sums, 0, done);
+  sums.writes_end(0, kBlock);
+  // 1: a write recorded whose copy never landed (the block still holds zeros).
+  sums.writes_begin(kBlock, kBlock);
+  record(sums, kBlock, unlanded);
+  // 2: two writes that raced, both over: raced already.
+  sums.writes_begin(2 * kBlock, kBlock);
+  sums.writes_begin(2 * kBlock, kBlock);
+  sums.writes_end(2 * kBlock, kBlock);
+  sums.writes_end(2 * kBlock, kBlock);
+  // 3: two writes still in flight.
+  sums.writes_begin(3 * kBlock, kBlock);
+  sums.writes_begin(3 * kBlock, kBlock);
+
+  std::vector<uint64_t> dead = bytes;  // the storage at the instant of death
+  BlockChecksums::Recovery report;
+  BlockChecksums recovered(kExport, BlockChecksums::storage_at(dead.data(), kExport), report);
+  CHECK(report.raced_blocks == 2);
+
+  CHECK_FALSE(recovered.raced_checksum(0));
+  CHECK(recovered.first_mismatch(0, done.data(), kBlock) == BlockChecksums::no_mismatch);
+  CHECK(recovered.first_mismatch(0, unlanded.data(), kBlock) == 0);
+  CHECK(recovered.raced_checksum(2 * kBlock));
+  CHECK(recovered.raced_checksum(3 * kBlock));
+  CHECK_FALSE(recovered.raced_checksum(4 * kBlock));
+
+  // Block 1 holds zeros under the unlanded write's checksum: the read that
+  // meets it adopts the zeros, as after a race, and checks them from then on.
+  const std::vector<std::byte> zeros(kBlock);
+  CHECK(recovered.first_mismatch(kBlock, zeros.data(), kBlock) == kBlock);
+  const auto recorded = recovered.raced_checksum(kBlock);
+  REQUIRE(recorded);
+  CHECK(*recorded == BlockChecksums::crc32c(0, unlanded.data(), kBlock));
+  CHECK(recovered.adopt(kBlock, *recorded, zeros.data()));
+  CHECK_FALSE(recovered.raced_checksum(kBlock));
+  CHECK(recovered.first_mismatch(kBlock, zeros.data(), kBlock) == BlockChecksums::no_mismatch);
+
+  // A write after the restart starts the block's history afresh.
+  recovered.writes_begin(3 * kBlock, kBlock);
+  record(recovered, 3 * kBlock, done);
+  recovered.writes_end(3 * kBlock, kBlock);
+  CHECK_FALSE(recovered.raced_checksum(3 * kBlock));
+  CHECK(recovered.first_mismatch(3 * kBlock, done.data(), kBlock) == BlockChecksums::no_mismatch);
 }
