@@ -24,6 +24,7 @@
 #include "daemon/connection_plan.hpp"
 #include "daemon/control_socket.hpp"
 #include "daemon/elastic_tier.hpp"
+#include "daemon/fd_store_handover.hpp"
 #include "daemon/handover.hpp"
 #include "daemon/instance_lock.hpp"
 #include "daemon/kernel_device.hpp"
@@ -36,6 +37,7 @@
 #include "engine/server.hpp"
 #include "kernel/hardening.hpp"
 #include "store/vram_store.hpp"
+#include "systemd/fd_store.hpp"
 #include "systemd/notify.hpp"
 #include "systemd/unit_job.hpp"
 
@@ -122,6 +124,28 @@ ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
   return options;
 }
 
+// A device taken over keeps what it was made with: the daemon before made
+// its block map (spill) and checksums (verify) in the region. A changed
+// setting applies once the device is stopped (swapoff) and made again, but
+// a map without a spill area would have nowhere to find the pages it placed
+// there: refused (returned as the line to say), like a changed section.
+std::string changed_layout(store::HandoverLayout layout, bool with_spill, bool verify) {
+  if (layout.checksums != verify) {
+    log_notice("verify = %s applies once the device is stopped (swapoff): the handed-over "
+               "device keeps verify = %s",
+               verify ? "yes" : "no", layout.checksums ? "yes" : "no");
+  }
+  if (!layout.chunk_map && with_spill) {
+    log_notice("spill applies once the device is stopped (swapoff): the handed-over device "
+               "has no spill area");
+  }
+  if (layout.chunk_map && !with_spill) {
+    return "spill = no, but the handed-over device keeps pages in its spill area; set spill "
+           "back until the device is stopped (swapoff)";
+  }
+  return "";
+}
+
 KernelDeviceOptions kernel_device_options(const config::DeviceConfig& device,
                                           const ConnectionPlan& plan) {
   return {device.name,     device.nbd_index, plan.kernel_connections,  plan.timeout_s,
@@ -137,17 +161,25 @@ int run(const CommandLine& command_line) {
   log_init("vramswapd", device.name);
   const InstanceLock lock(device.name, device.attach);
   // Before this daemon writes its own status over the record of the last one.
-  const std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
+  std::optional<status::PreviousCrash> previous_crash = take_previous_crash(device.name);
+  // What systemd kept for the instance in its file descriptor store.
+  std::vector<NamedFd> passed = systemd::fd_store::take_passed();
+  systemd::fd_store::Sink fd_store;
   check_before_allocating(configured.report, device);
   // A kernel without the nbd driver is refused before the VRAM is taken.
   std::optional<kernel::NbdNetlink> netlink;
   if (device.attach) netlink.emplace(kernel::NbdNetlink::open());
-  // Live restart (vramswapd(8), RESTART): the device the daemon before left
-  // and its record, judged before any VRAM is taken. A device it left with
-  // no usable record is disconnected here.
+  // Live restart (vramswapd(8), RESTART), judged before any VRAM is taken:
+  // first what the daemon before left in systemd's file descriptor store
+  // (its VRAM and block map: after a restart or a crash); else the device it
+  // left and its record in the spill area. A device it left with neither is
+  // disconnected here.
   const ElasticTierOptions tier_options = elastic_options(device);
+  std::optional<StoredState> stored =
+      take_stored_state(std::move(passed), netlink ? &*netlink : nullptr, device.name,
+                        store::VramStore::default_chunk_bytes, fd_store);
   std::optional<Handover> handover;
-  if (netlink) {
+  if (netlink && !stored) {
     handover = find_handover(*netlink, device.name,
                              device.spill.kind == config::SpillKind::off
                                  ? std::string()
@@ -174,7 +206,44 @@ int run(const CommandLine& command_line) {
   kernel::protect_from_oom();
   store::VramStore store(context);
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
-  if (handover) {
+  // The live state region (the chunk map and the checksums live in it) and
+  // the VRAM parked in systemd's store: fd_store_handover.hpp.
+  std::unique_ptr<FdStoreHandover> live;
+  std::unique_ptr<store::ChunkMap> taken_map;
+  std::optional<uint32_t> taken_index;  // the device taken over from the store
+  std::optional<std::chrono::system_clock::time_point> taken_since;
+  const char* taken_since_what = "";
+  const bool taken_over = stored.has_value();
+  if (stored) {
+    taken_index = stored->nbd_index;
+    try {
+      taken_map = take_over_export(*stored, store);
+    } catch (const StartupError& e) {
+      // Never reattach with other bytes: the device goes, and the store is
+      // emptied so that the next start is a fresh one.
+      if (stored->nbd_index) release_left_device(*netlink, *stored->nbd_index, e.what());
+      forget_stored_state(*stored, fd_store);
+      throw StartupError(exit_code::software,
+                         std::string("the handed-over device could not be taken over (") +
+                             e.what() + "); the next start makes a new one");
+    }
+    if (store.size() != wanted.bytes) {
+      log_notice(
+          "the handed-over device keeps its %s; the configured size (%s) applies once it "
+          "is stopped (swapoff)",
+          format_byte_size(store.size()).c_str(), format_byte_size(wanted.bytes).c_str());
+    }
+    if (previous_crash) previous_crash->taken_over = true;
+    // Unserved since the handover, or since the daemon before died.
+    if (stored->handed_at) {
+      taken_since = *stored->handed_at;
+      taken_since_what = "the handover";
+    } else if (previous_crash && previous_crash->end_seen) {
+      taken_since = std::chrono::system_clock::from_time_t(previous_crash->ended_unix);
+      taken_since_what = "the death of the vramswapd before (to the second)";
+    }
+    live = std::make_unique<FdStoreHandover>(std::move(*stored), fd_store);
+  } else if (handover) {
     // The handed-over export keeps its size; its chunks come back to VRAM
     // from the spill area once serving.
     const uint64_t handed = store.reserve_released(handover->saved.identity.export_bytes);
@@ -191,19 +260,64 @@ int run(const CommandLine& command_line) {
              format_byte_size(memory.total_bytes).c_str());
   }
 
+  const bool with_spill = device.spill.kind != config::SpillKind::off;
+  if (!live) {
+    live = std::make_unique<FdStoreHandover>(
+        store::HandoverRegion::create({device.name, store.size(), store.chunk_bytes()},
+                                      {with_spill, device.verify}),
+        fd_store);
+  }
+  const store::HandoverLayout layout = live->region().layout();
+  if (taken_over) {
+    if (std::string refused = changed_layout(layout, with_spill, device.verify);
+        !refused.empty()) {
+      if (taken_index) release_left_device(*netlink, *taken_index, refused);
+      live->discard();
+      throw StartupError(exit_code::config, refused);
+    }
+  }
+
   // Elastic VRAM: after the store it moves, before the Server that serves
   // its map; destroyed after the Server, before the store.
   std::unique_ptr<ElasticTier> tier;
-  if (device.spill.kind != config::SpillKind::off)
-    tier = ElasticTier::create(context, store, tier_options, handover ? &handover->saved : nullptr);
-  if (handover && !tier) {
+  if (layout.chunk_map) {
+    std::unique_ptr<store::ChunkMap> map =
+        taken_map ? std::move(taken_map)
+                  : std::make_unique<store::ChunkMap>(store.size(), store.chunk_bytes(),
+                                                      live->region().chunk_map_storage(),
+                                                      store::Tier::vram);
+    tier = ElasticTier::create(context, store, tier_options,
+                               handover ? &handover->saved : nullptr, std::move(map));
+  }
+  if ((handover || taken_over) && layout.chunk_map && !tier) {
     // The pages cannot be served: never reattach with other bytes.
-    release_left_device(*netlink, handover->nbd_index, "its spill area cannot be used");
+    const std::optional<uint32_t> index =
+        handover ? std::optional<uint32_t>(handover->nbd_index) : taken_index;
+    if (index) release_left_device(*netlink, *index, "its spill area cannot be used");
+    live->discard();
     throw StartupError(exit_code::unavailable,
                        "the handed-over device could not be taken over; the next start makes a "
                        "new one");
   }
+  if (layout.chunk_map && !tier) {
+    // No spill area after all: the region's map would not follow the export.
+    live = std::make_unique<FdStoreHandover>(
+        store::HandoverRegion::create({device.name, store.size(), store.chunk_bytes()},
+                                      {false, device.verify}),
+        fd_store);
+  }
+  if (std::string why; !live->arm(store, why)) {
+    log_notice(
+        "the VRAM is not kept in systemd's file descriptor store (%s): a restart goes through "
+        "the spill area, and a crash loses what is swapped here",
+        why.c_str());
+  }
   engine::ServerOptions options = server_options(device, plan, "vramswap on " + gpu_label);
+  options.engine.verify = live->region().layout().checksums;
+  if (options.engine.verify) {
+    options.checksum_storage = live->region().checksum_storage();
+    options.checksums_taken_over = taken_over;
+  }
   if (tier) {
     options.chunks = tier->chunks();
     options.spill = tier->spill();
@@ -229,14 +343,15 @@ int run(const CommandLine& command_line) {
   std::optional<KernelDevice> kernel;
   if (device.attach) {
     kernel.emplace(kernel_device_options(device, plan), std::move(*netlink), server,
-                   handover ? std::optional<uint32_t>(handover->nbd_index) : std::nullopt);
+                   handover ? std::optional<uint32_t>(handover->nbd_index) : taken_index);
     if (handover) log_unserved_gap(*handover);
+    if (taken_index) log_unserved_gap(*taken_index, taken_since, taken_since_what);
   }
   if (device.swap) kernel->enable_swap();
 
   UniqueFd signals = open_signalfd();
   StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash,
-                         tier.get());
+                         tier.get(), live.get());
   const std::string ready_line = status.publish({});
   // The admin's control socket (vramswap release / restore), after the status
   // file, next to which it lives. Without an elastic tier it answers that the
@@ -248,6 +363,7 @@ int run(const CommandLine& command_line) {
 
   bool stopping = false;
   bool handing_over = false;
+  bool in_place = false;  // through systemd's store, not the spill area
   // Under systemd a stop turns the device's swap off itself (its swap unit
   // no longer stops first, so that a restart can leave it on); swap = yes
   // always does.
@@ -260,6 +376,11 @@ int run(const CommandLine& command_line) {
   // stops as for a stop, swap off first.
   const auto hand_over_or_stop = [&] {
     std::string why;
+    if (live->ready()) {
+      // Everything the next daemon needs is in systemd's store already.
+      handing_over = in_place = true;
+      return;
+    }
     handing_over = prepare_handover(tier.get(), kernel ? &*kernel : nullptr, why);
     if (!handing_over) {
       swap_off_first = swap_off_first || systemd::own_unit().has_value();
@@ -328,6 +449,7 @@ int run(const CommandLine& command_line) {
       status.publish("the kernel dropped the device");
       if (tier) tier->stop();
       server.stop();
+      live->discard();
       return 1;
     }
     if (stopping) {
@@ -357,9 +479,23 @@ int run(const CommandLine& command_line) {
     // on), then the moves: the map holds still while it is recorded.
     systemd::notify::status(status.publish("handing the device over"));
     server.stop();
-    tier->stop();
+    if (tier) tier->stop();
     sleep_watch.reset();
     control.reset();
+    if (in_place) {
+      // The map and the checksums are in the region as the last request
+      // left them, the VRAM parked: nothing to write.
+      live->note_handed_over();
+      if (kernel) kernel->keep_for_next_daemon();
+      log_info(
+          "handed over %s in place: %s of VRAM and the block map stay in systemd's file "
+          "descriptor store; the kernel queues its requests for up to %u s until the next "
+          "vramswapd reattaches",
+          kernel ? kernel->path().c_str() : "the export",
+          format_byte_size(store.committed_bytes()).c_str(), dead_connection_timeout_s);
+      status::remove_status_file(device.name);
+      return exit_code::ok;
+    }
     const int handed = finish_handover(*tier, *kernel);
     status::remove_status_file(device.name);
     return handed;
@@ -381,6 +517,8 @@ int run(const CommandLine& command_line) {
     kernel.reset();
   }
   server.stop();
+  // Nothing is left to hand over: the VRAM goes with this daemon.
+  live->discard();
   status::remove_status_file(device.name);
   log_info("stopped");
   return exit_code::ok;

@@ -62,9 +62,13 @@ double seconds_since(steady_clock::time_point start) {
 
 std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::VramStore& store,
                                                  const ElasticTierOptions& options,
-                                                 const store::SavedChunks* handed_over) {
+                                                 const store::SavedChunks* handed_over,
+                                                 std::unique_ptr<store::ChunkMap> map) {
   const char* without = "; serving from VRAM alone, nothing is moved out of it";
-  if (options.spill_automatic && !handed_over) {
+  // Pages of the daemon before that are in the spill area: the file must be
+  // there as it was.
+  const bool pages_in_spill = handed_over || (map && map->census().spill_bytes > 0);
+  if (options.spill_automatic && !pages_in_spill) {
     if (const std::string problem = automatic_room_problem(options.spill_path, store.size());
         !problem.empty()) {
       log_notice("%s%s", problem.c_str(), without);
@@ -80,7 +84,7 @@ std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::
     return nullptr;
   }
   if (spill->created()) {
-    if (handed_over) {
+    if (pages_in_spill) {
       log_error("the spill file %s was made again: the pages handed over in it are gone",
                 options.spill_path.c_str());
       return nullptr;
@@ -94,7 +98,7 @@ std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::
   try {
     state.emplace(store::RestartStateFile::open(state_path, store.size(), store.chunk_bytes()));
   } catch (const StartupError& e) {
-    if (handed_over) {
+    if (pages_in_spill) {
       log_error("%s; the pages handed over cannot be taken safely", e.what());
       return nullptr;
     }
@@ -102,18 +106,22 @@ std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::
                 e.what());
   }
   return std::unique_ptr<ElasticTier>(
-      new ElasticTier(context, store, std::move(*spill), std::move(state), options, handed_over));
+      new ElasticTier(context, store, std::move(*spill), std::move(state), options, handed_over,
+                      std::move(map)));
 }
 
 ElasticTier::ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
                          std::optional<store::RestartStateFile> state,
-                         const ElasticTierOptions& options, const store::SavedChunks* handed_over)
+                         const ElasticTierOptions& options, const store::SavedChunks* handed_over,
+                         std::unique_ptr<store::ChunkMap> map)
     : context_(context),
       store_(store),
       spill_(std::move(spill)),
       state_(std::move(state)),
-      restore_at_start_(handed_over != nullptr),
-      map_(store.size(), store.chunk_bytes(), store::Tier::vram),
+      map_holder_(map ? std::move(map)
+                      : std::make_unique<store::ChunkMap>(store.size(), store.chunk_bytes(),
+                                                          store::Tier::vram)),
+      map_(*map_holder_),
       mover_(map_, store_, spill_),
       options_(options),
       policy_(options.reserve, options.release_on_battery, store.chunk_bytes(),
@@ -126,6 +134,8 @@ ElasticTier::ElasticTier(cuda::Context& context, store::VramStore& store, store:
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
   if (handed_over) handed_over->apply(map_);
+  // Chunks outside VRAM at the start were handed over so: bring them back.
+  restore_at_start_ = map_.census().vram_bytes < map_.export_bytes();
   wanted_ = std::make_unique<std::atomic<uint64_t>[]>(wanted_words_);
   for (size_t i = 0; i < wanted_words_; ++i)
     wanted_[i].store(0, std::memory_order_relaxed);

@@ -93,9 +93,16 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   // The spill file must then be reused as it is: without it (missing, made
   // again) nothing is returned and the caller must not reattach.
   // Every start marks the restart record beside the spill file as taken.
+  //
+  // `map`: the chunk map, made by the caller in the live state region that
+  // systemd's file descriptor store keeps (live restart, fd_store_handover.hpp),
+  // fresh or as a daemon before left it; null: the tier makes its own, every
+  // chunk in VRAM. Chunks it puts in the spill area need the spill file as
+  // it is, as for `handed_over`, and come back to VRAM in the background.
   static std::unique_ptr<ElasticTier> create(cuda::Context& context, store::VramStore& store,
                                              const ElasticTierOptions& options,
-                                             const store::SavedChunks* handed_over = nullptr);
+                                             const store::SavedChunks* handed_over = nullptr,
+                                             std::unique_ptr<store::ChunkMap> map = nullptr);
   ~ElasticTier() override;
   ElasticTier(const ElasticTier&) = delete;
   ElasticTier& operator=(const ElasticTier&) = delete;
@@ -137,7 +144,7 @@ class ElasticTier final : public ElasticControl, public SleepActions {
 
   ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,
               std::optional<store::RestartStateFile> state, const ElasticTierOptions& options,
-              const store::SavedChunks* handed_over);
+              const store::SavedChunks* handed_over, std::unique_ptr<store::ChunkMap> map);
   Answer ask(Command command, uint64_t bytes);
   void run() noexcept;
   void tick() noexcept;
@@ -175,8 +182,9 @@ class ElasticTier final : public ElasticControl, public SleepActions {
   store::VramStore& store_;
   store::SpillArea spill_;
   std::optional<store::RestartStateFile> state_;  // none: restarts cannot hand over
-  bool restore_at_start_ = false;                 // chunks were handed over
-  store::ChunkMap map_;
+  std::unique_ptr<store::ChunkMap> map_holder_;
+  store::ChunkMap& map_;
+  bool restore_at_start_ = false;  // chunks were handed over in the spill area
   store::ChunkMover mover_;
   ElasticTierOptions options_;
   TierPolicy policy_;

@@ -62,14 +62,19 @@ std::optional<Handover> find_handover(kernel::NbdNetlink& netlink, const std::st
   return handover;
 }
 
-void log_unserved_gap(const Handover& handover) {
-  if (!handover.recorded_at) return;
-  const std::chrono::duration<double> gap =
-      std::chrono::system_clock::now() - *handover.recorded_at;
+void log_unserved_gap(uint32_t nbd_index,
+                      std::optional<std::chrono::system_clock::time_point> since,
+                      const char* what) {
+  if (!since) return;
+  const std::chrono::duration<double> gap = std::chrono::system_clock::now() - *since;
   log_info(
-      "/dev/nbd%u went unserved for %.2f s, from the handover record to this reattach: the "
-      "requests the kernel queued meanwhile waited at most that long",
-      handover.nbd_index, gap.count());
+      "/dev/nbd%u went unserved for %.2f s, from %s to this reattach: the requests the kernel "
+      "queued meanwhile waited at most that long",
+      nbd_index, gap.count(), what);
+}
+
+void log_unserved_gap(const Handover& handover) {
+  log_unserved_gap(handover.nbd_index, handover.recorded_at, "the handover record");
 }
 
 bool prepare_handover(ElasticTier* tier, KernelDevice* kernel, std::string& why) {

@@ -16,8 +16,8 @@ StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda:
                                  uint64_t gpu_total_bytes, const engine::Server& server,
                                  const std::optional<KernelDevice>& nbd_device,
                                  std::optional<status::PreviousCrash> previous_crash,
-                                 const ElasticTier* tier)
-    : server_(server), nbd_device_(nbd_device), tier_(tier) {
+                                 const ElasticTier* tier, const FdStoreHandover* live)
+    : server_(server), nbd_device_(nbd_device), tier_(tier), live_(live) {
   status::InstanceStatus& s = published_;
   s.instance = device.name;
   s.pid = getpid();
@@ -56,6 +56,7 @@ std::string StatusPublisher::publish(const std::string& stopping) {
   s.memory_locked = hardening.memory_locked;
   s.oom_protected = hardening.oom_protected;
   s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
+  s.fd_store_handover = live_ && live_->ready();
   if (tier_) {
     const ElasticSnapshot elastic = tier_->snapshot();
     s.elastic = true;

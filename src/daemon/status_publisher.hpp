@@ -7,6 +7,7 @@
 #include "config/config.hpp"
 #include "cuda/device.hpp"
 #include "daemon/elastic_tier.hpp"
+#include "daemon/fd_store_handover.hpp"
 #include "daemon/kernel_device.hpp"
 #include "daemon/status_file.hpp"
 #include "engine/server.hpp"
@@ -27,7 +28,7 @@ class StatusPublisher {
                   uint64_t gpu_total_bytes, const engine::Server& server,
                   const std::optional<KernelDevice>& nbd_device,
                   std::optional<status::PreviousCrash> previous_crash,
-                  const ElasticTier* tier = nullptr);
+                  const ElasticTier* tier = nullptr, const FdStoreHandover* live = nullptr);
 
   // Publishes the state now: serving, or stopping because of `stopping`
   // (non-empty). Returns the line for systemd's STATUS=, which says so when
@@ -39,7 +40,8 @@ class StatusPublisher {
   StatusFile file_;
   const engine::Server& server_;
   const std::optional<KernelDevice>& nbd_device_;
-  const ElasticTier* tier_;  // null: no elastic tier
+  const ElasticTier* tier_;         // null: no elastic tier
+  const FdStoreHandover* live_;     // null: no live restart state
 };
 
 }  // namespace vramswap::daemon

@@ -30,8 +30,10 @@ int fcntl_nonblock(int fd) {
 
 // verify = yes: the checksums start out vouching for zeros, so the VRAM must
 // hold zeros too (fresh allocations hold whatever was there before).
-std::unique_ptr<store::BlockChecksums> checksums_for_zeroed(store::VramStore& store) {
-  auto checksums = std::make_unique<store::BlockChecksums>(store.size());
+std::unique_ptr<store::BlockChecksums> checksums_for_zeroed(store::VramStore& store,
+                                                            store::ChecksumStorage storage) {
+  auto checksums = storage.table ? std::make_unique<store::BlockChecksums>(store.size(), storage)
+                                 : std::make_unique<store::BlockChecksums>(store.size());
   store::CopyStream stream(store);
   cuda::Status status = stream.zero(0, store.size());
   const cuda::Status synchronized = stream.synchronize();
@@ -43,6 +45,22 @@ std::unique_ptr<store::BlockChecksums> checksums_for_zeroed(store::VramStore& st
   }
   log_info("verify = yes: a checksum of every 4 KiB block, %s of RAM",
            format_byte_size(checksums->table_bytes()).c_str());
+  return checksums;
+}
+
+// verify = yes after a live restart: the checksums the daemon before left,
+// for the VRAM it left; a write it never acknowledged is taken as it landed.
+std::unique_ptr<store::BlockChecksums> checksums_taken_over(store::VramStore& store,
+                                                            store::ChecksumStorage storage) {
+  store::BlockChecksums::Recovery recovery;
+  auto checksums = std::make_unique<store::BlockChecksums>(store.size(), storage, recovery);
+  log_info("verify = yes: the checksums of the vramswapd before, %s of RAM%s",
+           format_byte_size(checksums->table_bytes()).c_str(),
+           recovery.raced_blocks == 0
+               ? ""
+               : (", " + std::to_string(recovery.raced_blocks) +
+                  " blocks taken as they landed (written while it ended)")
+                     .c_str());
   return checksums;
 }
 
@@ -58,7 +76,11 @@ Server::Server(store::VramStore& store, cuda::Context& cuda, ServerOptions optio
                        std::string("cannot create an eventfd: ") + std::strerror(errno));
   }
   if (options_.engine.copy_kernel) copy_kernel_ = store::CopyKernel::load(cuda);
-  if (options_.engine.verify) checksums_ = checksums_for_zeroed(store);
+  if (options_.engine.verify) {
+    checksums_ = options_.checksums_taken_over
+                     ? checksums_taken_over(store, options_.checksum_storage)
+                     : checksums_for_zeroed(store, options_.checksum_storage);
+  }
   context_.store = &store;
   context_.copy_kernel = copy_kernel_.get();
   context_.checksums = checksums_.get();

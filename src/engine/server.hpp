@@ -32,6 +32,12 @@ struct ServerOptions {
   store::ChunkMap* chunks = nullptr;
   store::SpillArea* spill = nullptr;
   std::function<void(size_t chunk)> want_storage;
+  // verify = yes in the live state region (live restart): where the
+  // checksums live (null table: in the Server's own memory), and whether
+  // they are the daemon before's, vouching for the VRAM handed over as it
+  // is, or start out for VRAM the Server zeroes.
+  store::ChecksumStorage checksum_storage{};
+  bool checksums_taken_over = false;
 };
 
 // The NBD server over one VRAM store: workers, the optional listen socket,

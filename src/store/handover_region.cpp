@@ -107,7 +107,7 @@ std::string mismatch(const Header& found, const RestartIdentity& expected) {
   if (found.chunk_bytes != expected.chunk_bytes)
     return "it was written with chunks of " + format_byte_size(found.chunk_bytes) +
            ", this vramswapd uses " + format_byte_size(expected.chunk_bytes);
-  if (found.export_bytes != expected.export_bytes)
+  if (expected.export_bytes != 0 && found.export_bytes != expected.export_bytes)
     return "it records an export of " + exact_text(found.export_bytes) + ", the device has " +
            exact_text(expected.export_bytes);
   return "";

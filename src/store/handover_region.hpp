@@ -52,7 +52,8 @@ class HandoverRegion {
   // damaged header, another format version, instance, export or chunk size,
   // or sections that do not fit the file. Everything is checked before the
   // file is mapped, and nothing is written to a refused one. The caller
-  // compares layout() with what it needs.
+  // compares layout() with what it needs. An `expected` export size of 0
+  // takes the region's own (no device to hold it against: attach = no).
   static std::optional<HandoverRegion> adopt(UniqueFd fd, const RestartIdentity& expected,
                                              std::string& why);
 
