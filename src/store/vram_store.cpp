@@ -189,7 +189,11 @@ cuda::Status VramStore::release(size_t chunk) noexcept {
   if (unmapped != cuda::CUDA_SUCCESS) return unmapped;
   const cuda::CUmemGenericAllocationHandle handle = std::exchange(handles_[chunk], 0);
   committed_chunks_.fetch_sub(1, std::memory_order_relaxed);
-  return driver.cuMemRelease(handle);
+  const cuda::Status released = driver.cuMemRelease(handle);
+  // Whatever the release says, the chunk counts as released: whoever keeps
+  // its descriptor must let go of it too, or its VRAM stays taken.
+  if (observer_) observer_->chunk_released(chunk);
+  return released;
 }
 
 cuda::Status VramStore::commit(size_t chunk) noexcept {
@@ -206,6 +210,46 @@ cuda::Status VramStore::commit(size_t chunk) noexcept {
     return access;
   }
   committed_chunks_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_) observer_->chunk_committed(chunk);
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::Status VramStore::export_chunk(size_t chunk, UniqueFd& fd) const noexcept {
+  if (!committed(chunk) || !exportable()) return cuda::CUDA_ERROR_INVALID_VALUE;
+  int exported = -1;
+  const cuda::CUresult result = context_->driver().cuMemExportToShareableHandle(
+      &exported, handles_[chunk], cuda::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+  if (result == cuda::CUDA_SUCCESS) fd.reset(exported);
+  return result;
+}
+
+cuda::Status VramStore::import_chunk(size_t chunk, int fd) noexcept {
+  if (chunk >= handles_.size() || handles_[chunk] != 0 || fd < 0) {
+    return cuda::CUDA_ERROR_INVALID_VALUE;
+  }
+  const cuda::Driver& driver = context_->driver();
+  cuda::CUmemGenericAllocationHandle handle = 0;
+  // The descriptor itself, cast to a pointer, is the handle (cuda.h).
+  const cuda::CUresult imported = driver.cuMemImportFromShareableHandle(
+      &handle, reinterpret_cast<void*>(static_cast<intptr_t>(fd)),
+      cuda::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+  if (imported != cuda::CUDA_SUCCESS) return imported;
+  // A smaller allocation than a chunk fails to map (the driver checks the
+  // size); the parking header's chunk size rules out a larger one.
+  const cuda::CUresult mapped = driver.cuMemMap(chunk_address(chunk), chunk_bytes_, 0, handle, 0);
+  if (mapped != cuda::CUDA_SUCCESS) {
+    (void)driver.cuMemRelease(handle);
+    return mapped;
+  }
+  const cuda::CUresult access = enable_access(chunk * chunk_bytes_, chunk_bytes_);
+  if (access != cuda::CUDA_SUCCESS) {
+    (void)driver.cuMemUnmap(chunk_address(chunk), chunk_bytes_);
+    (void)driver.cuMemRelease(handle);
+    return access;
+  }
+  handles_[chunk] = handle;
+  committed_chunks_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_) observer_->chunk_committed(chunk);
   return cuda::CUDA_SUCCESS;
 }
 

@@ -6,9 +6,23 @@
 
 #include "common/byte_size.hpp"
 #include "common/geometry.hpp"
+#include "common/unique_fd.hpp"
 #include "cuda/context.hpp"
 
 namespace vramswap::store {
+
+// Told when a chunk's VRAM comes or goes, on the thread that commits and
+// releases (the chunk mover): what keeps the chunks' descriptors for a live
+// restart (store/vram_parking.hpp) follows the store without the mover
+// knowing about it. Must not throw; called after the change is made.
+class ChunkObserver {
+ public:
+  virtual void chunk_committed(size_t chunk) noexcept = 0;
+  virtual void chunk_released(size_t chunk) noexcept = 0;
+
+ protected:
+  ~ChunkObserver() = default;
+};
 
 // A contiguous piece of device memory: where an export offset lives and how
 // many bytes from there on are contiguous (to the end of the export).
@@ -131,6 +145,32 @@ class VramStore {
   // released and nothing is held. Committing a committed chunk is a no-op.
   cuda::Status commit(size_t chunk) noexcept;
 
+  // Live restart: whether chunks can be exported as file descriptors (false
+  // once the driver refused to make exportable VRAM and the store fell back
+  // to plain chunks).
+  bool exportable() const noexcept {
+    return prop_.requestedHandleTypes == cuda::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  }
+  // A new descriptor of committed chunk `chunk`'s VRAM
+  // (cuMemExportToShareableHandle), owned by the caller: it keeps the VRAM
+  // alive after release() and after this process ends, until it and every
+  // copy of it are closed. CUDA_ERROR_INVALID_VALUE for a released chunk or
+  // a store that is not exportable().
+  cuda::Status export_chunk(size_t chunk, UniqueFd& fd) const noexcept;
+  // Maps VRAM exported by an earlier run (`fd`, which the caller keeps) at
+  // released chunk `chunk`'s place, readable and writable
+  // (cuMemImportFromShareableHandle, cuMemMap, cuMemSetAccess); it then
+  // counts as committed, with the contents it had. For a store made by
+  // reserve_released(). CUDA_ERROR_INVALID_VALUE for a committed chunk; on
+  // any failure the chunk stays released and nothing is held.
+  cuda::Status import_chunk(size_t chunk, int fd) noexcept;
+
+  // Tells `observer` (nullptr: nobody, as by default) of every later
+  // successful commit() and import_chunk(), and of every release() that
+  // took the chunk's VRAM away; not of what the destructor frees. Set it
+  // while no commit or release runs.
+  void set_observer(ChunkObserver* observer) noexcept { observer_ = observer; }
+
   // Before the context is released (Context::release()): gives the address
   // range back; every chunk must be released already
   // (CUDA_ERROR_ILLEGAL_STATE otherwise, and nothing changes). attach()
@@ -167,6 +207,7 @@ class VramStore {
   // One handle per chunk of the export; 0 while the chunk is released.
   std::vector<cuda::CUmemGenericAllocationHandle> handles_;
   std::atomic<uint64_t> committed_chunks_{0};
+  ChunkObserver* observer_ = nullptr;
 };
 
 }  // namespace vramswap::store

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -394,4 +396,71 @@ TEST_CASE("a store destroyed with chunks released frees the rest") {
   // With the context still alive (its reset would free everything anyway).
   CHECK(allocated_bytes(gpu.dir.file("control")) == 0);
   CHECK(context.memory_info().free_bytes == 240 * MiB);
+}
+
+namespace {
+
+// Records what the store tells its observer.
+struct RecordingObserver final : ChunkObserver {
+  void chunk_committed(size_t chunk) noexcept override {
+    events.push_back("+" + std::to_string(chunk));
+  }
+  void chunk_released(size_t chunk) noexcept override {
+    events.push_back("-" + std::to_string(chunk));
+  }
+  std::vector<std::string> events;
+};
+
+}  // namespace
+
+TEST_CASE("an observer hears of every commit and release that changed a chunk, and only those") {
+  SmallGpu gpu;
+  const auto driver = cuda::Driver::load();
+  cuda::Context context(driver, 0);
+  test::ControlBlock control(gpu.dir.file("control"));
+  RecordingObserver observer;
+  {
+    VramStore store(context, 2 * MiB);
+    store.allocate(8 * MiB, 0);
+    store.set_observer(&observer);
+    REQUIRE(store.release(1).ok());
+    REQUIRE(store.release(1).ok());  // no-op: nothing to tell
+    CHECK(store.commit(9) == CUDA_ERROR_INVALID_VALUE);
+    control->fail_create_at.store(control->creates.load() + 1);
+    CHECK(store.commit(1) == cuda::CUDA_ERROR_OUT_OF_MEMORY);  // failed: nothing to tell
+    REQUIRE(store.commit(1).ok());
+    REQUIRE(store.commit(1).ok());  // no-op
+    CHECK(observer.events == std::vector<std::string>{"-1", "+1"});
+    // What the destructor frees is not told.
+  }
+  CHECK(observer.events.size() == 2);
+}
+
+TEST_CASE("an exported chunk is imported at a released chunk's place with its bytes") {
+  SmallGpu gpu;
+  FilledStore filled(gpu);
+  VramStore& store = filled.store;
+  REQUIRE(store.exportable());
+  UniqueFd fd;
+  REQUIRE(store.export_chunk(1, fd).ok());
+  REQUIRE(fd);
+  UniqueFd none;
+  CHECK(store.export_chunk(4, none) == CUDA_ERROR_INVALID_VALUE);
+
+  // Released, the descriptor keeps the memory; imported at chunk 3's place.
+  REQUIRE(store.release(1).ok());
+  CHECK(store.export_chunk(1, none) == CUDA_ERROR_INVALID_VALUE);
+  CHECK(store.import_chunk(0, fd.get()) == CUDA_ERROR_INVALID_VALUE);  // committed
+  REQUIRE(store.release(3).ok());
+  REQUIRE(store.import_chunk(3, fd.get()).ok());
+  CHECK(store.committed(3));
+  CHECK(store.committed_bytes() == 6 * MiB);
+  CHECK(filled.holds(3, 0xa1));
+  filled.fill(3, 0x77);  // and it is writable
+  CHECK(filled.holds(3, 0x77));
+  // Not a descriptor of VRAM: refused, nothing held.
+  UniqueFd other(memfd_create("not-vram", MFD_CLOEXEC));
+  CHECK_FALSE(store.import_chunk(1, other.get()).ok());
+  CHECK_FALSE(store.committed(1));
+  CHECK(store.import_chunk(1, -1) == CUDA_ERROR_INVALID_VALUE);
 }
