@@ -131,13 +131,15 @@ ElasticTierOptions elastic_options(const config::DeviceConfig& device) {
 // there: refused (returned as the line to say), like a changed section.
 std::string changed_layout(store::HandoverLayout layout, bool with_spill, bool verify) {
   if (layout.checksums != verify) {
-    log_notice("verify = %s applies once the device is stopped (swapoff): the handed-over "
-               "device keeps verify = %s",
-               verify ? "yes" : "no", layout.checksums ? "yes" : "no");
+    log_notice(
+        "verify = %s applies once the device is stopped (swapoff): the handed-over "
+        "device keeps verify = %s",
+        verify ? "yes" : "no", layout.checksums ? "yes" : "no");
   }
   if (!layout.chunk_map && with_spill) {
-    log_notice("spill applies once the device is stopped (swapoff): the handed-over device "
-               "has no spill area");
+    log_notice(
+        "spill applies once the device is stopped (swapoff): the handed-over device "
+        "has no spill area");
   }
   if (layout.chunk_map && !with_spill) {
     return "spill = no, but the handed-over device keeps pages in its spill area; set spill "
@@ -178,6 +180,8 @@ int run(const CommandLine& command_line) {
   std::optional<StoredState> stored =
       take_stored_state(std::move(passed), netlink ? &*netlink : nullptr, device.name,
                         store::VramStore::default_chunk_bytes, fd_store);
+  if (previous_crash) previous_crash->taken_over = stored.has_value();
+  log_previous_crash(previous_crash);
   std::optional<Handover> handover;
   if (netlink && !stored) {
     handover = find_handover(*netlink, device.name,
@@ -208,7 +212,7 @@ int run(const CommandLine& command_line) {
   const std::string gpu_label = "GPU " + std::to_string(gpu.index) + " (" + gpu.name + ")";
   // The live state region (the chunk map and the checksums live in it) and
   // the VRAM parked in systemd's store: fd_store_handover.hpp.
-  std::unique_ptr<FdStoreHandover> live;
+  std::unique_ptr<FdStoreHandover> handover_state;
   std::unique_ptr<store::ChunkMap> taken_map;
   std::optional<uint32_t> taken_index;  // the device taken over from the store
   std::optional<std::chrono::system_clock::time_point> taken_since;
@@ -233,7 +237,6 @@ int run(const CommandLine& command_line) {
           "is stopped (swapoff)",
           format_byte_size(store.size()).c_str(), format_byte_size(wanted.bytes).c_str());
     }
-    if (previous_crash) previous_crash->taken_over = true;
     // Unserved since the handover, or since the daemon before died.
     if (stored->handed_at) {
       taken_since = *stored->handed_at;
@@ -242,7 +245,7 @@ int run(const CommandLine& command_line) {
       taken_since = std::chrono::system_clock::from_time_t(previous_crash->ended_unix);
       taken_since_what = "the death of the vramswapd before (to the second)";
     }
-    live = std::make_unique<FdStoreHandover>(std::move(*stored), fd_store);
+    handover_state = std::make_unique<FdStoreHandover>(std::move(*stored), fd_store);
   } else if (handover) {
     // The handed-over export keeps its size; its chunks come back to VRAM
     // from the spill area once serving.
@@ -261,18 +264,17 @@ int run(const CommandLine& command_line) {
   }
 
   const bool with_spill = device.spill.kind != config::SpillKind::off;
-  if (!live) {
-    live = std::make_unique<FdStoreHandover>(
+  if (!handover_state) {
+    handover_state = std::make_unique<FdStoreHandover>(
         store::HandoverRegion::create({device.name, store.size(), store.chunk_bytes()},
                                       {with_spill, device.verify}),
         fd_store);
   }
-  const store::HandoverLayout layout = live->region().layout();
+  const store::HandoverLayout layout = handover_state->region().layout();
   if (taken_over) {
-    if (std::string refused = changed_layout(layout, with_spill, device.verify);
-        !refused.empty()) {
+    if (std::string refused = changed_layout(layout, with_spill, device.verify); !refused.empty()) {
       if (taken_index) release_left_device(*netlink, *taken_index, refused);
-      live->discard();
+      handover_state->discard();
       throw StartupError(exit_code::config, refused);
     }
   }
@@ -284,38 +286,38 @@ int run(const CommandLine& command_line) {
     std::unique_ptr<store::ChunkMap> map =
         taken_map ? std::move(taken_map)
                   : std::make_unique<store::ChunkMap>(store.size(), store.chunk_bytes(),
-                                                      live->region().chunk_map_storage(),
+                                                      handover_state->region().chunk_map_storage(),
                                                       store::Tier::vram);
-    tier = ElasticTier::create(context, store, tier_options,
-                               handover ? &handover->saved : nullptr, std::move(map));
+    tier = ElasticTier::create(context, store, tier_options, handover ? &handover->saved : nullptr,
+                               std::move(map));
   }
   if ((handover || taken_over) && layout.chunk_map && !tier) {
     // The pages cannot be served: never reattach with other bytes.
     const std::optional<uint32_t> index =
         handover ? std::optional<uint32_t>(handover->nbd_index) : taken_index;
     if (index) release_left_device(*netlink, *index, "its spill area cannot be used");
-    live->discard();
+    handover_state->discard();
     throw StartupError(exit_code::unavailable,
                        "the handed-over device could not be taken over; the next start makes a "
                        "new one");
   }
   if (layout.chunk_map && !tier) {
     // No spill area after all: the region's map would not follow the export.
-    live = std::make_unique<FdStoreHandover>(
+    handover_state = std::make_unique<FdStoreHandover>(
         store::HandoverRegion::create({device.name, store.size(), store.chunk_bytes()},
                                       {false, device.verify}),
         fd_store);
   }
-  if (std::string why; !live->arm(store, why)) {
+  if (std::string why; !handover_state->arm(store, why)) {
     log_notice(
         "the VRAM is not kept in systemd's file descriptor store (%s): a restart goes through "
         "the spill area, and a crash loses what is swapped here",
         why.c_str());
   }
   engine::ServerOptions options = server_options(device, plan, "vramswap on " + gpu_label);
-  options.engine.verify = live->region().layout().checksums;
+  options.engine.verify = handover_state->region().layout().checksums;
   if (options.engine.verify) {
-    options.checksum_storage = live->region().checksum_storage();
+    options.checksum_storage = handover_state->region().checksum_storage();
     options.checksums_taken_over = taken_over;
   }
   if (tier) {
@@ -351,7 +353,7 @@ int run(const CommandLine& command_line) {
 
   UniqueFd signals = open_signalfd();
   StatusPublisher status(device, gpu, memory.total_bytes, server, kernel, previous_crash,
-                         tier.get(), live.get());
+                         tier.get(), handover_state.get());
   const std::string ready_line = status.publish({});
   // The admin's control socket (vramswap release / restore), after the status
   // file, next to which it lives. Without an elastic tier it answers that the
@@ -376,7 +378,7 @@ int run(const CommandLine& command_line) {
   // stops as for a stop, swap off first.
   const auto hand_over_or_stop = [&] {
     std::string why;
-    if (live->ready()) {
+    if (handover_state->ready()) {
       // Everything the next daemon needs is in systemd's store already.
       handing_over = in_place = true;
       return;
@@ -449,7 +451,7 @@ int run(const CommandLine& command_line) {
       status.publish("the kernel dropped the device");
       if (tier) tier->stop();
       server.stop();
-      live->discard();
+      handover_state->discard();
       return 1;
     }
     if (stopping) {
@@ -485,7 +487,7 @@ int run(const CommandLine& command_line) {
     if (in_place) {
       // The map and the checksums are in the region as the last request
       // left them, the VRAM parked: nothing to write.
-      live->note_handed_over();
+      handover_state->note_handed_over();
       if (kernel) kernel->keep_for_next_daemon();
       log_info(
           "handed over %s in place: %s of VRAM and the block map stay in systemd's file "
@@ -518,7 +520,7 @@ int run(const CommandLine& command_line) {
   }
   server.stop();
   // Nothing is left to hand over: the VRAM goes with this daemon.
-  live->discard();
+  handover_state->discard();
   status::remove_status_file(device.name);
   log_info("stopped");
   return exit_code::ok;

@@ -105,9 +105,8 @@ std::unique_ptr<ElasticTier> ElasticTier::create(cuda::Context& context, store::
     log_warning("%s; a restart of this daemon will swap off first instead of handing over",
                 e.what());
   }
-  return std::unique_ptr<ElasticTier>(
-      new ElasticTier(context, store, std::move(*spill), std::move(state), options, handed_over,
-                      std::move(map)));
+  return std::unique_ptr<ElasticTier>(new ElasticTier(
+      context, store, std::move(*spill), std::move(state), options, handed_over, std::move(map)));
 }
 
 ElasticTier::ElasticTier(cuda::Context& context, store::VramStore& store, store::SpillArea spill,

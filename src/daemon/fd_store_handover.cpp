@@ -136,11 +136,11 @@ std::optional<StoredState> take_stored_state(std::vector<NamedFd> passed,
   }
 
   std::string why;
-  std::optional<store::HandoverRegion> region = store::HandoverRegion::adopt(
-      std::move(*state), {instance, device_bytes, chunk_bytes}, why);
+  std::optional<store::HandoverRegion> region =
+      store::HandoverRegion::adopt(std::move(*state), {instance, device_bytes, chunk_bytes}, why);
   if (!region) return refuse("block map: " + why, names, sink);
-  const size_t chunk_count = static_cast<size_t>(
-      (region->identity().export_bytes + chunk_bytes - 1) / chunk_bytes);
+  const size_t chunk_count =
+      static_cast<size_t>((region->identity().export_bytes + chunk_bytes - 1) / chunk_bytes);
   std::optional<store::ParkedVram> vram =
       store::VramParking::unpark(parked, instance, chunk_bytes, chunk_count, why);
   if (!vram) return refuse("parked VRAM: " + why, names, sink);
@@ -178,23 +178,22 @@ std::unique_ptr<store::ChunkMap> take_over_export(StoredState& stored, store::Vr
   if (stored.region.layout().chunk_map) {
     store::ChunkMap::Recovery recovery;
     map = std::make_unique<store::ChunkMap>(identity.export_bytes, identity.chunk_bytes,
-                                            stored.region.chunk_map_storage(), vram_kept,
-                                            recovery);
+                                            stored.region.chunk_map_storage(), vram_kept, recovery);
     if (!recovery.usable()) {
-      throw StartupError(
-          exit_code::software,
-          recovery.vram_lost_chunks > 0
-              ? "chunk " + std::to_string(recovery.first_lost) + " (and " +
-                    std::to_string(recovery.vram_lost_chunks - 1) +
-                    " more) holds data in VRAM, but its VRAM was not handed over"
-              : "chunk " + std::to_string(recovery.first_damaged) + " (and " +
-                    std::to_string(recovery.damaged_chunks - 1) +
-                    " more) has a state no vramswapd writes");
+      throw StartupError(exit_code::software,
+                         recovery.vram_lost_chunks > 0
+                             ? "chunk " + std::to_string(recovery.first_lost) + " (and " +
+                                   std::to_string(recovery.vram_lost_chunks - 1) +
+                                   " more) holds data in VRAM, but its VRAM was not handed over"
+                             : "chunk " + std::to_string(recovery.first_damaged) + " (and " +
+                                   std::to_string(recovery.damaged_chunks - 1) +
+                                   " more) has a state no vramswapd writes");
     }
     if (recovery.evicting_fixed + recovery.restoring_fixed > 0) {
-      log_notice("%zu chunks were moving when the vramswapd before ended: each is where its "
-                 "complete copy is",
-                 recovery.evicting_fixed + recovery.restoring_fixed);
+      log_notice(
+          "%zu chunks were moving when the vramswapd before ended: each is where its "
+          "complete copy is",
+          recovery.evicting_fixed + recovery.restoring_fixed);
     }
   }
   for (size_t chunk = 0; chunk < store.chunk_count(); ++chunk) {

@@ -35,8 +35,7 @@ void log_unserved_gap(const Handover& handover);
 // The same for a device taken over from systemd's file descriptor store:
 // unserved since `since` (`what` says what happened then), when known.
 void log_unserved_gap(uint32_t nbd_index,
-                      std::optional<std::chrono::system_clock::time_point> since,
-                      const char* what);
+                      std::optional<std::chrono::system_clock::time_point> since, const char* what);
 
 // Looks for the instance's device (by backend identifier) and, with
 // `state_path` (empty without a spill area), the record beside the spill

@@ -72,10 +72,17 @@ bool systemd_restarts_it() {
 }  // namespace
 
 std::optional<status::PreviousCrash> take_previous_crash(const std::string& instance) {
-  std::optional<status::PreviousCrash> crash =
-      status::crash_from_leftover(status::read_status_file(instance), getpid());
-  if (crash) log_error("%s", status::describe_crash(*crash).c_str());
-  return crash;
+  return status::crash_from_leftover(status::read_status_file(instance), getpid());
+}
+
+void log_previous_crash(const std::optional<status::PreviousCrash>& crash) {
+  if (!crash) return;
+  const std::string text = status::describe_crash(*crash);
+  if (crash->taken_over) {
+    log_warning("%s", text.c_str());
+  } else {
+    log_error("%s", text.c_str());
+  }
 }
 
 int record_exit(const std::string& instance) {

@@ -40,8 +40,8 @@ class StatusPublisher {
   StatusFile file_;
   const engine::Server& server_;
   const std::optional<KernelDevice>& nbd_device_;
-  const ElasticTier* tier_;         // null: no elastic tier
-  const FdStoreHandover* live_;     // null: no live restart state
+  const ElasticTier* tier_;      // null: no elastic tier
+  const FdStoreHandover* live_;  // null: no live restart state
 };
 
 }  // namespace vramswap::daemon

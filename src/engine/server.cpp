@@ -56,11 +56,10 @@ std::unique_ptr<store::BlockChecksums> checksums_taken_over(store::VramStore& st
   auto checksums = std::make_unique<store::BlockChecksums>(store.size(), storage, recovery);
   log_info("verify = yes: the checksums of the vramswapd before, %s of RAM%s",
            format_byte_size(checksums->table_bytes()).c_str(),
-           recovery.raced_blocks == 0
-               ? ""
-               : (", " + std::to_string(recovery.raced_blocks) +
-                  " blocks taken as they landed (written while it ended)")
-                     .c_str());
+           recovery.raced_blocks == 0 ? ""
+                                      : (", " + std::to_string(recovery.raced_blocks) +
+                                         " blocks taken as they landed (written while it ended)")
+                                            .c_str());
   return checksums;
 }
 

@@ -216,7 +216,8 @@ std::optional<HandoverRegion> HandoverRegion::adopt(UniqueFd fd, const RestartId
   const HandoverLayout layout{(found.layout & layout_chunk_map) != 0,
                               (found.layout & layout_checksums) != 0};
   // Every size and offset is what this identity and layout make.
-  Header want = expected_header(expected, layout);
+  Header want = expected_header(
+      RestartIdentity{expected.instance, found.export_bytes, expected.chunk_bytes}, layout);
   want.crc = found.crc;
   if (std::memcmp(&want, &found, sizeof found) != 0) {
     why = "its sections do not add up (a damaged state)";

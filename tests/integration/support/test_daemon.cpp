@@ -179,6 +179,13 @@ std::vector<std::string> TestDaemon::stored_fd_names() {
   return names;
 }
 
+int TestDaemon::stored_fd(const std::string& name) {
+  std::lock_guard lock(status_mutex_);
+  for (const auto& [stored_name, fd] : fd_store_)
+    if (stored_name == name) return fd.get();
+  return -1;
+}
+
 void TestDaemon::clear_fd_store() {
   std::lock_guard lock(status_mutex_);
   fd_store_.clear();

@@ -74,6 +74,8 @@ class TestDaemon {
   std::vector<std::string> stored_fd_names();
   // Empties the store, as systemd does when a unit stops for good.
   void clear_fd_store();
+  // The first descriptor stored under `name` (the store keeps it), or -1.
+  int stored_fd(const std::string& name);
 
   // Where each of the running daemon's threads is: /proc's state, wait
   // channel and system call of each, and gdb's backtraces where gdb is
