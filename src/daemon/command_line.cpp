@@ -23,31 +23,23 @@ const char* usage_text() {
 CommandLine parse_command_line(int argc, char** argv) {
   CommandLine result;
   result.config_path = config::default_config_path;
-  static const option options[] = {
-      {"config", required_argument, nullptr, 'c'}, {"instance", required_argument, nullptr, 'i'},
-      {"record-exit", no_argument, nullptr, 'R'},  {"help", no_argument, nullptr, 'h'},
-      {"version", no_argument, nullptr, 'V'},      {nullptr, 0, nullptr, 0}};
+  static const option options[] = {{"config", required_argument, nullptr, 'c'},
+                                   {"instance", required_argument, nullptr, 'i'},
+                                   {"record-exit", no_argument, nullptr, 'R'},
+                                   {"help", no_argument, nullptr, 'h'},
+                                   {"version", no_argument, nullptr, 'V'},
+                                   {nullptr, 0, nullptr, 0}};
   opterr = 0;
   optind = 1;
   for (;;) {
     const int c = getopt_long(argc, argv, "c:i:hV", options, nullptr);
     if (c == -1) break;
     switch (c) {
-      case 'c':
-        result.config_path = optarg;
-        break;
-      case 'i':
-        result.instance = optarg;
-        break;
-      case 'R':
-        result.record_exit = true;
-        break;
-      case 'h':
-        result.help = true;
-        break;
-      case 'V':
-        result.version = true;
-        break;
+      case 'c': result.config_path = optarg; break;
+      case 'i': result.instance = optarg; break;
+      case 'R': result.record_exit = true; break;
+      case 'h': result.help = true; break;
+      case 'V': result.version = true; break;
       default: {
         const std::string bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
         throw StartupError(exit_code::usage,
