@@ -86,6 +86,10 @@ std::string format_instance_text(const InstanceView& view) {
     if (s.flushes) io += ", " + plural(s.flushes, "flush", "flushes");
     out += format_field("I/O", io);
     out += format_field("errors", errors_summary(s));
+    out += format_field("restart", s.fd_store_handover
+                                       ? "in place: VRAM and block map kept by systemd, a crash "
+                                         "loses nothing"
+                                       : "not kept by systemd: a crash loses what is swapped here");
   }
   for (const Message& message : view.messages)
     out += format_message(message, 2);
@@ -178,6 +182,7 @@ Json instance_json(const InstanceView& view) {
   j["elastic"] = s && s->elastic ? elastic_json(*s) : Json(nullptr);
   j["previous_crash"] =
       s && s->previous_crash ? previous_crash_json(*s->previous_crash) : Json(nullptr);
+  j["kept_by_systemd"] = s ? Json(s->fd_store_handover) : Json(nullptr);
   j["hardening"] = s ? Json{{"memory_locked", s->memory_locked},
                             {"oom_protected", s->oom_protected},
                             {"io_flusher", s->io_flusher}}

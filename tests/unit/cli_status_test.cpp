@@ -634,6 +634,7 @@ TEST_CASE("the JSON document has the documented fields") {
   CHECK(serving_json["hardening"]["memory_locked"] == true);
   CHECK(serving_json["hardening"]["oom_protected"] == true);
   CHECK(serving_json["hardening"]["io_flusher"] == true);
+  CHECK(serving_json["kept_by_systemd"] == false);
   CHECK(serving_json["status_line"] == "8.0 GiB of GPU 0 (Test GPU) on /dev/nbd0");
   CHECK(serving_json["updated_unix"] == kNow - 2);
   CHECK(serving_json["status_age_s"] == 2);
@@ -645,7 +646,7 @@ TEST_CASE("the JSON document has the documented fields") {
   CHECK(failed_json["state"] == "failed");
   for (const char* key :
        {"health", "pid", "gpu", "size_bytes", "device", "link", "io", "faults", "hardening",
-        "status_line", "status_age_s", "kernel_connections", "elastic"}) {
+        "status_line", "status_age_s", "kernel_connections", "elastic", "kept_by_systemd"}) {
     INFO(key);
     CHECK(failed_json[key].is_null());
   }
@@ -691,9 +692,24 @@ TEST_CASE("the text fits 80 columns and shows what the table promises") {
   CHECK_THAT(text, Contains("300.0 MiB used of 8.0 GiB, priority 1000"));
   CHECK_THAT(text, Contains("10 reads (40.0 KiB), 20 writes (80.0 KiB)"));
   CHECK_THAT(text, Contains("2 I/O errors"));
+  CHECK_THAT(text, Contains("not kept by systemd: a crash loses what is swapped here"));
   CHECK_THAT(text, Contains("warning: vramswapd's memory is not locked"));
   CHECK_THAT(text, Contains("1: failed"));
   CHECK_THAT(text, Contains("error: vramswap@1.service failed"));
+}
+
+TEST_CASE("a daemon whose VRAM systemd keeps says a crash loses nothing, in text and JSON") {
+  StatusInputs inputs = base_inputs();
+  inputs.config = configured("[device.0]\n");
+  status::InstanceStatus file = serving("0");
+  file.fd_store_handover = true;
+  inputs.daemons.push_back(live(file, swap_entry(8 * GiB, 300 * MiB, 1000)));
+  const StatusReport report = build_status_report(inputs);
+  const std::string text = format_status_text(report);
+  INFO(text);
+  CHECK_THAT(text, Contains("in place: VRAM and block map kept by systemd, a crash loses nothing"));
+  CHECK(nlohmann::json::parse(format_status_json(report))["instances"][0]["kept_by_systemd"] ==
+        true);
 }
 
 TEST_CASE("the elastic tier shows where the export is and the last move, in text and JSON") {
