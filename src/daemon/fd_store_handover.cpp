@@ -52,24 +52,19 @@ std::nullopt_t refuse(const std::string& why, const std::vector<std::string>& na
 }
 
 // Room for one descriptor per committed chunk besides everything else the
-// daemon opens: the soft limit goes up to the hard one (systemd's default
-// hard limit, 524288, is room for 1 TiB of chunks).
-bool raise_open_file_limit(uint64_t chunks, std::string& why) {
+// daemon opens (the package's unit sets LimitNOFILE= for it). The limit is
+// the admin's: not raised here.
+bool open_file_limit_allows(uint64_t chunks, std::string& why) {
   constexpr uint64_t headroom = 1024;
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     why = std::string("cannot read RLIMIT_NOFILE: ") + std::strerror(errno);
     return false;
   }
-  if (limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    (void)setrlimit(RLIMIT_NOFILE, &limit);
-    (void)getrlimit(RLIMIT_NOFILE, &limit);
-  }
   if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < chunks + headroom) {
     why = "the daemon may open " + std::to_string(limit.rlim_cur) +
-          " files, too few to hold a descriptor for each of its " + std::to_string(chunks) +
-          " chunks; raise LimitNOFILE= of the unit";
+          " files, too few to keep a descriptor for each of its " + std::to_string(chunks) +
+          " chunks and " + std::to_string(headroom) + " more; raise LimitNOFILE= of the unit";
     return false;
   }
   return true;
@@ -231,7 +226,7 @@ bool FdStoreHandover::arm(store::VramStore& store, std::string& why) {
     why = "this driver cannot export VRAM as file descriptors";
     return false;
   }
-  if (!raise_open_file_limit(store.chunk_count(), why)) return false;
+  if (!open_file_limit_allows(store.chunk_count(), why)) return false;
   if (!store_has_room(store.chunk_count(), why)) return false;
   if (futimens(region_.fd(), std::array<timespec, 2>{serving_mark, serving_mark}.data()) != 0) {
     why = std::string("cannot mark the block map as serving: ") + std::strerror(errno);

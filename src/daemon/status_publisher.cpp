@@ -38,6 +38,9 @@ StatusPublisher::StatusPublisher(const config::DeviceConfig& device, const cuda:
 std::string StatusPublisher::publish(const std::string& stopping) {
   status::InstanceStatus& s = published_;
   s.state = stopping.empty() ? "serving" : "stopping";
+  // A group of chunks that could not be parked again makes it false until
+  // it is (the parking logs why).
+  s.fd_store_handover = live_ && live_->ready();
   if (nbd_device_) {
     s.kernel_connections = server_.live_kernel_connections();
     const auto swap = kernel::active_swap_for_device(nbd_device_->path());
@@ -56,7 +59,6 @@ std::string StatusPublisher::publish(const std::string& stopping) {
   s.memory_locked = hardening.memory_locked;
   s.oom_protected = hardening.oom_protected;
   s.io_flusher = hardening.io_flusher_threads > 0 && hardening.io_flusher_failed_threads == 0;
-  s.fd_store_handover = live_ && live_->ready();
   if (tier_) {
     const ElasticSnapshot elastic = tier_->snapshot();
     s.elastic = true;

@@ -47,7 +47,11 @@ TEST_CASE("verify = yes: a flipped bit in VRAM fails only the reads that meet it
   TempDir vram;
   TestDaemon daemon({.size = "256M",
                      .extra_config = "verify = yes\n",
-                     .environment = {{"VRAMSWAP_FAKE_BACKING_DIR", vram.path()}}});
+                     // VRAM stays in the device's pool file, where the bit
+                     // is flipped: the fake moves an exported chunk to a
+                     // memfd of its own, so no export (no live restart).
+                     .environment = {{"VRAMSWAP_FAKE_BACKING_DIR", vram.path()},
+                                     {"VRAMSWAP_FAKE_NO_SHAREABLE", "1"}}});
   if (!daemon.start()) FAIL("the daemon did not start:\n" << daemon.log());
   NbdTestClient client(daemon.socket_path()), other(daemon.socket_path());
   REQUIRE(client.negotiate() == 1);
