@@ -57,8 +57,13 @@ bool VramParking::park_all(std::string& why) {
     why = "this driver cannot export VRAM as file descriptors, so it cannot outlive the daemon";
     return false;
   }
+  return repark_groups(std::vector<bool>(names_.size(), true), why);
+}
+
+bool VramParking::repark_groups(const std::vector<bool>& which, std::string& why) {
   bool all = true;
   for (size_t group = 0; group < names_.size(); ++group) {
+    if (!which[group]) continue;
     std::string failure;
     failed_[group] = !repark(group, failure);
     if (failed_[group] && all) {
@@ -92,19 +97,7 @@ bool VramParking::adopt(ParkedVram&& parked, std::string& why) {
   names_ = std::move(parked.names);
   for (const std::string& name : parked.stale)
     remove_name(name);
-  bool all = true;
-  for (size_t group = 0; group < names_.size(); ++group) {
-    if (!differs[group]) continue;
-    std::string failure;
-    failed_[group] = !repark(group, failure);
-    if (failed_[group] && all) {
-      why = failure;
-      all = false;
-    }
-  }
-  parked_ = all;
-  update_intact();
-  return all;
+  return repark_groups(differs, why);
 }
 
 bool VramParking::repark(size_t group, std::string& why) {

@@ -128,6 +128,9 @@ class VramParking final : public ChunkObserver {
   // Parks group `group` again from the store's committed chunks (removing
   // its name when it holds none). Called with mutex_ held.
   bool repark(size_t group, std::string& why);
+  // repark() of every group `which` marks; the first failure in `why`.
+  // Called with mutex_ held.
+  bool repark_groups(const std::vector<bool>& which, std::string& why);
   // Removes `name` from the store, or remembers it to try again.
   void remove_name(const std::string& name);
   // repark() from a hook: logs and remembers a failure.
