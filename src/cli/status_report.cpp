@@ -251,8 +251,10 @@ void describe_live(InstanceView& view, const DaemonObservation& observed,
   }
 
   if (file.previous_crash) {
+    // A crash whose pages were taken over lost nothing, but still wants a
+    // look at why the daemon died.
     raise(view.verdict, Verdict::trouble);
-    add(view, Level::error,
+    add(view, file.previous_crash->taken_over ? Level::warning : Level::error,
         status::describe_crash(*file.previous_crash) + "; see journalctl -u " + service +
             " for why (this is said until the instance is stopped cleanly or the machine "
             "reboots)");

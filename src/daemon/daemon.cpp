@@ -180,7 +180,11 @@ int run(const CommandLine& command_line) {
   std::optional<StoredState> stored =
       take_stored_state(std::move(passed), netlink ? &*netlink : nullptr, device.name,
                         store::VramStore::default_chunk_bytes, fd_store);
-  if (previous_crash) previous_crash->taken_over = stored.has_value();
+  if (previous_crash) {
+    // Whatever the store was to keep, this is what came back.
+    previous_crash->taken_over = stored.has_value();
+    previous_crash->vram_kept = stored.has_value();
+  }
   log_previous_crash(previous_crash);
   std::optional<Handover> handover;
   if (netlink && !stored) {

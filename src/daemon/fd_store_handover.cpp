@@ -51,11 +51,14 @@ std::nullopt_t refuse(const std::string& why, const std::vector<std::string>& na
   return std::nullopt;
 }
 
-// Room for one descriptor per committed chunk besides everything else the
-// daemon opens (the package's unit sets LimitNOFILE= for it). The limit is
-// the admin's: not raised here.
+// Room for one descriptor per chunk besides what the daemon needs itself
+// (the package's unit sets LimitNOFILE= for it; the limit is the admin's,
+// not raised here). Clients get what is left: the server counts the
+// descriptors open when it starts. A chunk that comes back to VRAM later
+// opens one more; if that fails, the parking says so and the daemon's status
+// stops claiming a crash loses nothing.
 bool open_file_limit_allows(uint64_t chunks, std::string& why) {
-  constexpr uint64_t headroom = 1024;
+  constexpr uint64_t headroom = 256;
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     why = std::string("cannot read RLIMIT_NOFILE: ") + std::strerror(errno);

@@ -19,22 +19,25 @@ using nlohmann::json;
 
 // One list of fields for both directions, so they cannot drift apart.
 // The I/O counters (common/io_counters.hpp) under their own names.
-#define VRAMSWAP_STATUS_FIELDS(X)                                                               \
-  X(format)                                                                                     \
-  X(instance)                                                                                   \
-  X(pid)                                                                                        \
-  X(state)                                                                                      \
-  X(health) X(status_line) X(gpu_index) X(gpu_name) X(gpu_uuid) X(gpu_pci_bus_id)               \
-      X(gpu_total_bytes) X(size_bytes) X(device) X(link) X(listen) X(kernel_connections)        \
-          X(swap_active) X(swap_size_bytes) X(swap_used_bytes) X(swap_priority)                 \
-              VRAMSWAP_IO_COUNTERS(X) X(device_lost) X(copy_failures) X(checksum_failures)      \
-                  X(memory_locked) X(oom_protected) X(io_flusher) X(updated_unix) X(exit_cause) \
-                      X(ended_unix) X(elastic) X(vram_bytes) X(spill_bytes) X(none_bytes)       \
-                          X(gpu_free_bytes) X(spill_path) X(last_move) X(last_move_reason)      \
-                              X(last_move_unix) X(gpu_released) X(fd_store_handover)
+#define VRAMSWAP_STATUS_FIELDS(X)                                                             \
+  X(format)                                                                                   \
+  X(instance)                                                                                 \
+  X(pid)                                                                                      \
+  X(state)                                                                                    \
+  X(health)                                                                                   \
+  X(status_line) X(gpu_index) X(gpu_name) X(gpu_uuid) X(gpu_pci_bus_id) X(gpu_total_bytes)    \
+      X(size_bytes) X(device) X(link) X(listen) X(kernel_connections) X(swap_active)          \
+          X(swap_size_bytes) X(swap_used_bytes) X(swap_priority) VRAMSWAP_IO_COUNTERS(X)      \
+              X(device_lost) X(copy_failures) X(checksum_failures) X(memory_locked)           \
+                  X(oom_protected) X(io_flusher) X(updated_unix) X(exit_cause) X(ended_unix)  \
+                      X(elastic) X(vram_bytes) X(spill_bytes) X(none_bytes) X(gpu_free_bytes) \
+                          X(spill_path) X(last_move) X(last_move_reason) X(last_move_unix)    \
+                              X(gpu_released) X(fd_store_handover)
 
-#define VRAMSWAP_CRASH_FIELDS(X) \
-  X(pid) X(ended_unix) X(end_seen) X(cause) X(device) X(swap_active) X(swap_used_bytes) X(count)
+#define VRAMSWAP_CRASH_FIELDS(X)                                                          \
+  X(pid)                                                                                  \
+  X(ended_unix) X(end_seen) X(cause) X(device) X(swap_active) X(swap_used_bytes) X(count) \
+      X(vram_kept) X(taken_over)
 
 json crash_to_json(const PreviousCrash& c) {
   json j;

@@ -35,7 +35,7 @@ std::optional<PreviousCrash> crash_from_leftover(const std::optional<InstanceSta
   crash.swap_active = left->swap_active;
   crash.swap_used_bytes = left->swap_active ? left->swap_used_bytes : 0;
   crash.count = (left->previous_crash ? left->previous_crash->count : 0) + 1;
-  crash.vram_kept = left->fd_store_handover && !left->device.empty();
+  crash.vram_kept = left->fd_store_handover;
   return crash;
 }
 
@@ -61,14 +61,15 @@ std::string describe_crash_time(const PreviousCrash& crash) {
 }
 
 std::string describe_crash_loss(const PreviousCrash& crash) {
+  const std::string device = crash.device.empty() ? "the export" : crash.device;
   if (crash.taken_over) {
-    return "this daemon took " + crash.device +
-           " over with every swapped page (its VRAM and block map waited in systemd's file "
+    return "this daemon took " + device +
+           " over with every written page (its VRAM and block map waited in systemd's file "
            "descriptor store)";
   }
   if (crash.vram_kept) {
     return (crash.swap_active ? format_byte_size(crash.swap_used_bytes) + " in swap on " : "") +
-           crash.device + (crash.swap_active ? " wait" : " waits") +
+           device + (crash.swap_active ? " wait" : " waits") +
            " in systemd's file descriptor store for the restarted daemon";
   }
   if (crash.swap_active) {

@@ -31,8 +31,7 @@ struct PreviousCrash {
   // restart): the pages wait there for the restarted daemon, and are lost
   // only if that one cannot take them over.
   bool vram_kept = false;
-  // This daemon took the device over with every page (set by it, never read
-  // from a file).
+  // The daemon that reports it took the device over with every page.
   bool taken_over = false;
 };
 

@@ -142,11 +142,14 @@ TEST_CASE("a daemon whose VRAM was in systemd's store lost nothing: kept, then t
   CHECK(status::summarize_crash_loss(*crash) == "swap kept for the restart");
   crash->taken_over = true;
   CHECK_THAT(status::describe_crash(*crash),
-             Contains("; this daemon took /dev/nbd3 over with every swapped page"));
+             Contains("; this daemon took /dev/nbd3 over with every written page"));
   CHECK(status::summarize_crash_loss(*crash) == "nothing lost, taken over");
-  // Without a device there is nothing for a restarted daemon to take over.
+  // attach = no: the export itself is kept.
   file.device.clear();
-  CHECK_FALSE(status::crash_from_leftover(file, 1)->vram_kept);
+  file.swap_active = false;
+  crash = status::crash_from_leftover(file, 1);
+  CHECK(status::describe_crash_loss(*crash) ==
+        "the export waits in systemd's file descriptor store for the restarted daemon");
 }
 
 TEST_CASE("systemd's report of the end is kept once, and the next daemon uses it") {

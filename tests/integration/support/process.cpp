@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -79,14 +78,7 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::sec
 }
 
 pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
-            const Environment& environment, const std::vector<PassedFd>& passed) {
-  // Everything the child needs is made here: after fork() in a process with
-  // threads, the child should allocate as little as it can.
-  std::string names;
-  for (const PassedFd& p : passed)
-    names += (names.empty() ? "" : ":") + p.name;
-  const std::string count = std::to_string(passed.size());
-  std::vector<int> moved(passed.size(), -1);
+            const Environment& environment, const PassedFds* passed) {
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -97,20 +89,7 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
     }
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-    if (!passed.empty()) {
-      // Out of the way first (a passed fd may sit where another must go),
-      // then into place from fd 3, without FD_CLOEXEC.
-      constexpr int out_of_the_way = 10000;
-      for (size_t i = 0; i < passed.size(); ++i)
-        moved[i] = fcntl(passed[i].fd, F_DUPFD_CLOEXEC, out_of_the_way);
-      for (size_t i = 0; i < moved.size(); ++i)
-        dup2(moved[i], 3 + static_cast<int>(i));
-      char pid_text[16];
-      std::snprintf(pid_text, sizeof pid_text, "%d", static_cast<int>(getpid()));
-      setenv("LISTEN_FDS", count.c_str(), 1);
-      setenv("LISTEN_FDNAMES", names.c_str(), 1);
-      setenv("LISTEN_PID", pid_text, 1);
-    }
+    if (passed) passed->install_in_child();
     exec_child(argv, environment);
   }
   return pid;

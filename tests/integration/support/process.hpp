@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "fd_store_host.hpp"
+
 namespace vramswap::test {
 
 using Environment = std::vector<std::pair<std::string, std::string>>;
@@ -22,17 +24,10 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           std::chrono::seconds timeout = std::chrono::seconds(120),
                           const Environment& environment = {});
 
-// A descriptor handed to a started program the way systemd hands a service
-// its sockets and its file descriptor store: from fd 3 on, named in
-// $LISTEN_FDNAMES, counted in $LISTEN_FDS, for $LISTEN_PID.
-struct PassedFd {
-  std::string name;
-  int fd = -1;  // the caller's; the child gets a copy
-};
-
 // Starts a program in the background with stdout/stderr appended to `log_path`.
+// `passed`: descriptors handed over as systemd does (fd_store_host.hpp).
 pid_t spawn(const std::vector<std::string>& argv, const std::string& log_path,
-            const Environment& environment = {}, const std::vector<PassedFd>& passed = {});
+            const Environment& environment = {}, const PassedFds* passed = nullptr);
 
 // Waits for `pid` up to `timeout`; returns the exit code (128 + signal), or -1 on timeout.
 int wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);

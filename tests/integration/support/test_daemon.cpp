@@ -15,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 #include <thread>
@@ -38,7 +39,7 @@ std::string fake_libcuda() {
   return from_environment("VRAMSWAP_TEST_LIBCUDA", VRAMSWAP_TEST_FAKE_LIBCUDA);
 }
 
-TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)) {
+TestDaemon::TestDaemon(DaemonSpec spec) : spec_(std::move(spec)), fd_store_(spec_.fd_store) {
   std::string config = "[device." + spec_.instance + "]\n";
   config += "size = " + spec_.size + "\n";
   config += "connections = " + std::to_string(spec_.connections) + "\n";
@@ -87,14 +88,13 @@ bool TestDaemon::start(std::chrono::seconds timeout) {
                      {"NOTIFY_SOCKET", dir_.file("notify")},
                      {"VRAMSWAP_RUNTIME_DIR", dir_.path()}};
   env.insert(env.end(), spec_.environment.begin(), spec_.environment.end());
-  std::vector<PassedFd> passed;
+  std::optional<PassedFds> passed;
   {
     std::lock_guard lock(status_mutex_);
-    for (const auto& [name, fd] : fd_store_)
-      passed.push_back({name, fd.get()});
+    passed.emplace(fd_store_.passed());
   }
   pid_ = spawn({vramswapd_binary(), "--config", config_path(), "--instance", spec_.instance},
-               dir_.file("daemon.log"), env, passed);
+               dir_.file("daemon.log"), env, &*passed);
   // Read the notify socket all the time, as systemd does: a datagram socket
   // queues only net.unix.max_dgram_qlen messages (10 without systemd's
   // sysctl), after which the daemon's sd_notify() blocks, and with it its
@@ -116,55 +116,12 @@ bool TestDaemon::start(std::chrono::seconds timeout) {
 void TestDaemon::drain_notifications(int timeout_ms) {
   pollfd pfd{notify_.get(), POLLIN, 0};
   if (poll(&pfd, 1, timeout_ms) <= 0) return;
-  char message[4096];
-  // Room for as many descriptors as systemd takes in one message.
-  constexpr size_t max_fds = 768;
-  alignas(cmsghdr) char control[CMSG_SPACE(max_fds * sizeof(int))];
   for (;;) {
-    iovec iov{message, sizeof message - 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    const ssize_t n = recvmsg(notify_.get(), &msg, MSG_CMSG_CLOEXEC);
-    if (n <= 0) return;
-    std::vector<UniqueFd> fds;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd = -1;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        fds.emplace_back(fd);
-      }
-    }
-    std::string_view text(message, static_cast<size_t>(n));
-    bool store = false, remove = false;
-    std::string name = "stored";
-    while (!text.empty()) {
-      const auto end = text.find('\n');
-      const std::string_view line = text.substr(0, end);
-      if (line == "READY=1") ready_ = true;
-      if (line.substr(0, 7) == "STATUS=") {
-        std::lock_guard lock(status_mutex_);
-        status_ = std::string(line.substr(7));
-      }
-      if (line == "FDSTORE=1") store = true;
-      if (line == "FDSTOREREMOVE=1") remove = true;
-      if (line.substr(0, 7) == "FDNAME=") name = std::string(line.substr(7));
-      if (end == std::string_view::npos) break;
-      text.remove_prefix(end + 1);
-    }
-    if (!spec_.fd_store) continue;  // the descriptors close here
+    FdStoreHost::Message message;
     std::lock_guard lock(status_mutex_);
-    if (remove) {
-      std::erase_if(fd_store_, [&](const auto& entry) { return entry.first == name; });
-    }
-    if (store) {
-      for (UniqueFd& fd : fds)
-        fd_store_.emplace_back(name, std::move(fd));
-    }
+    if (!fd_store_.receive(notify_.get(), message)) return;
+    if (message.ready) ready_ = true;
+    if (!message.status.empty()) status_ = message.status;
   }
 }
 
@@ -172,7 +129,7 @@ std::vector<std::string> TestDaemon::stored_fd_names() {
   std::vector<std::string> names;
   {
     std::lock_guard lock(status_mutex_);
-    for (const auto& entry : fd_store_)
+    for (const auto& entry : fd_store_.stored())
       names.push_back(entry.first);
   }
   std::sort(names.begin(), names.end());
@@ -181,7 +138,7 @@ std::vector<std::string> TestDaemon::stored_fd_names() {
 
 int TestDaemon::stored_fd(const std::string& name) {
   std::lock_guard lock(status_mutex_);
-  for (const auto& [stored_name, fd] : fd_store_)
+  for (const auto& [stored_name, fd] : fd_store_.stored())
     if (stored_name == name) return fd.get();
   return -1;
 }

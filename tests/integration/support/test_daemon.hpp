@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/unique_fd.hpp"
+#include "fd_store_host.hpp"
 #include "support/process.hpp"
 
 namespace vramswap::test {
@@ -93,8 +94,9 @@ class TestDaemon {
   std::atomic<bool> ready_{false};
   std::mutex status_mutex_;
   std::string status_;  // guarded by status_mutex_
-  // The file descriptor store, in the order stored; guarded by status_mutex_.
-  std::vector<std::pair<std::string, UniqueFd>> fd_store_;
+  // systemd's side of the notify socket, with its file descriptor store;
+  // guarded by status_mutex_.
+  FdStoreHost fd_store_;
   std::thread drainer_;  // reads the notify socket while the daemon runs
   std::atomic<bool> stop_draining_{false};
 };

@@ -12,9 +12,13 @@
 #    requests complete, and the process verifies every word;
 #  - the crash path: kill -9 of that daemon, then a new one: it must not
 #    reattach (no record): it disconnects the old device, whose reads then
-#    fail, and makes a new one.
-# Needs in the initramfs: vramswapd, the fake libcuda.so.1 at $FAKE_LIBCUDA,
-# util-linux swapon/mkswap/swapoff, memhog; modules nbd, loop, ext4, crc32c_generic
+#    fail, and makes a new one;
+#  - the crash path with a file descriptor store (fd-store-keeper playing
+#    systemd's part): kill -9 while the process reads its pages back; the
+#    restarted daemon takes the VRAM and block map from the store and
+#    reattaches to the same /dev/nbdX; the process verifies every word.
+# Needs in the initramfs: vramswapd, fd-store-keeper, the fake libcuda.so.1 at
+# $FAKE_LIBCUDA, util-linux swapon/mkswap/swapoff, memhog; modules nbd, loop, ext4, crc32c_generic
 # (ext4 asks for crc32c at mount, not through modules.dep).
 
 : "${INSTANCE:=0}" "${SWAP_SIZE:=96M}" "${HOG_LIMIT:=32M}" "${HOG_SIZE:=96M}"
@@ -134,4 +138,60 @@ assert nbd_connected "${new_device#/dev/}"
 vt_log "ok: the daemon after the crash serves a new device, $new_device"
 kill -TERM "$daemon"
 wait_for 60 "the third vramswapd to exit" sh -c "! kill -0 $daemon 2>/dev/null"
+
+# The kernel side of a crash that loses nothing: fd-store-keeper stands in
+# for systemd (notify socket, file descriptor store, Restart=), so the daemon
+# keeps its VRAM and block map there; after kill -9 the next one takes the
+# same /dev/nbdX over while the process's swap-ins wait in the kernel.
+step "crash with a file descriptor store: kill -9 under fd-store-keeper, the next vramswapd takes over"
+wait_for 30 "$new_device to go away" sh -c "[ ! -e /sys/block/${new_device#/dev/} ]"
+fd-store-keeper /run/vramswap-notify /run/vramswapd.pid \
+  vramswapd --config /etc/vramswap.conf --instance "$INSTANCE" >>/run/vramswapd.4.log 2>&1 &
+keeper=$!
+keeper_ready() {
+  kill -0 "$keeper" 2>/dev/null || { cat /run/vramswapd.4.log; fail "fd-store-keeper exited"; }
+  grep -q "fd-store-keeper: pid [0-9]* ready" /run/vramswapd.4.log
+}
+wait_for 120 "the fourth vramswapd to be ready" keeper_ready
+grep -qE "ready, [1-9][0-9]* descriptors stored" /run/vramswapd.4.log ||
+  { cat /run/vramswapd.4.log; fail "the daemon stored nothing in the file descriptor store"; }
+kept=$(nbd_for_backend "vramswap/$INSTANCE")
+[ -n "$kept" ] || fail "no device with backend vramswap/$INSTANCE under fd-store-keeper"
+wait_for 30 "$kept to connect" nbd_connected "${kept#/dev/}"
+mkswap "$kept" >/dev/null
+swapon -p "$PRIORITY" "$kept"
+rm -f /run/memhog.ready /run/memhog.go
+vmstat_save before_kill
+cgroup_exec hog memhog --size "$HOG_SIZE" --passes 1 \
+  --ready-file /run/memhog.ready --wait-file /run/memhog.go &
+hog=$!
+until [ -e /run/memhog.ready ]; do
+  kill -0 "$hog" 2>/dev/null || fail "the second memhog ended before its data was in place"
+  sleep 1
+done
+assert_ge "$(vmstat_delta before_kill pswpout)" "$excess_pages" "pages swapped out before kill -9"
+victim=$(cat /run/vramswapd.pid)
+vmstat_save killed
+kill_start=$(uptime_s)
+# The process starts reading its pages back as the daemon dies.
+touch /run/memhog.go
+kill -9 "$victim"
+wait_for 120 "a new vramswapd to reattach $kept" daemon_said 4 "reattached $kept"
+vt_log "reattached $(elapsed_since "$kill_start") s after kill -9"
+wait "$hog" || { cat /run/vramswapd.4.log; fail "memhog found wrong data or was killed after kill -9 (exit status $?)"; }
+vt_log "memhog verified every word, $(elapsed_since "$kill_start") s after kill -9"
+cat /run/vramswapd.4.log
+assert daemon_said 4 "killed by signal 9; starting it again with"
+assert daemon_said 4 "$kept was handed over by the vramswapd before (it died)"
+assert daemon_said 4 "this daemon took $kept over with every written page"
+assert_ge "$(vmstat_delta killed pswpin)" "$excess_pages" "pages swapped in across kill -9"
+assert_eq "$(nbd_for_backend "vramswap/$INSTANCE")" "$kept" "the same device after kill -9"
+assert_eq "$(swap_priority "$kept")" "$PRIORITY" "$kept still swap after kill -9"
+if dmesg | grep -q "I/O error.*${kept#/dev/}"; then
+  dmesg | grep "${kept#/dev/}" | tail -20
+  fail "the kernel logged I/O errors on $kept across kill -9"
+fi
+swapoff "$kept"
+kill -TERM "$(cat /run/vramswapd.pid)"
+wait_for 60 "fd-store-keeper to exit with its daemon" sh -c "! kill -0 $keeper 2>/dev/null"
 nbd_report_timeouts
