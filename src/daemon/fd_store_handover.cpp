@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -73,24 +74,34 @@ bool open_file_limit_allows(uint64_t chunks, std::string& why) {
   return true;
 }
 
-// Under systemd: whether its store keeps as many descriptors as parking
-// needs (one per group, one more while a group changes, and the region).
+// Whether the service manager's store keeps as many descriptors as parking
+// needs (one per group, one more while a group changes, and the region): it
+// drops what is beyond its room without telling the sender. systemd 254 and
+// later say the room in $FDSTORE; systemd 252 (Debian 12) answers over
+// D-Bus (FileDescriptorStoreMax). Another supervisor that says neither is
+// taken at its word ($NOTIFY_SOCKET).
 bool store_has_room(size_t chunk_count, std::string& why) {
-  const std::optional<std::string> unit = systemd::own_unit();
-  if (!unit) return true;  // another supervisor: it says nothing of its room
   const size_t groups =
       (chunk_count + store::parking::group_chunks - 1) / store::parking::group_chunks;
   const size_t needed = groups + 2;
-  std::string asked;
-  const std::optional<uint32_t> max = systemd::fd_store_max(*unit, asked);
-  if (!max) {
-    why = asked;
-    return false;
+  std::optional<uint64_t> max;
+  std::string where = "$FDSTORE";
+  if (const char* env = std::getenv("FDSTORE"); env && *env) {
+    max = std::strtoull(env, nullptr, 10);
+  } else if (const std::optional<std::string> unit = systemd::own_unit()) {
+    std::string asked;
+    const std::optional<uint32_t> answer = systemd::fd_store_max(*unit, asked);
+    if (!answer) {
+      why = asked;
+      return false;
+    }
+    max = *answer;
+    where = "FileDescriptorStoreMax= of " + *unit;
   }
-  if (*max < needed) {
-    why = "FileDescriptorStoreMax=" + std::to_string(*max) + " of " + *unit +
-          " keeps fewer than the " + std::to_string(needed) +
-          " descriptors this device needs; raise it in a drop-in";
+  if (max && *max < needed) {
+    why = where + " is " + std::to_string(*max) + ", fewer than the " + std::to_string(needed) +
+          " descriptors this device needs" +
+          (where[0] == '$' ? std::string() : "; raise it in a drop-in");
     return false;
   }
   return true;

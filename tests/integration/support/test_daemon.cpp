@@ -86,7 +86,9 @@ bool TestDaemon::start(std::chrono::seconds timeout) {
   Environment env = {{"VRAMSWAP_LIBCUDA", fake_libcuda()},
                      {"VRAMSWAP_FAKE_CONTROL", control_path()},
                      {"NOTIFY_SOCKET", dir_.file("notify")},
-                     {"VRAMSWAP_RUNTIME_DIR", dir_.path()}};
+                     {"VRAMSWAP_RUNTIME_DIR", dir_.path()},
+                     // The store's room, as systemd 254 and later say it.
+                     {"FDSTORE", spec_.fd_store ? "4096" : "0"}};
   env.insert(env.end(), spec_.environment.begin(), spec_.environment.end());
   std::optional<PassedFds> passed;
   {
