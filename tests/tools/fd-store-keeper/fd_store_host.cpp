@@ -22,8 +22,11 @@ PassedFds::PassedFds(const std::vector<std::pair<std::string, int>>& fds)
 void PassedFds::install_in_child() const noexcept {
   if (fds_.empty()) return;
   // Out of the way first (a passed descriptor may sit where another must
-  // go), then into place from fd 3, without FD_CLOEXEC.
-  constexpr int out_of_the_way = 10000;
+  // go): above every target and every passed descriptor, and no higher,
+  // since RLIMIT_NOFILE may be as low as 1024. Then into place from fd 3,
+  // without FD_CLOEXEC.
+  int out_of_the_way = 3 + static_cast<int>(fds_.size());
+  for (const int fd : fds_) out_of_the_way = std::max(out_of_the_way, fd + 1);
   for (size_t i = 0; i < fds_.size(); ++i)
     moved_[i] = fcntl(fds_[i], F_DUPFD_CLOEXEC, out_of_the_way);
   for (size_t i = 0; i < moved_.size(); ++i)
