@@ -75,7 +75,7 @@ void kill_hard(TestDaemon& daemon) {
 TEST_CASE(
     "a daemon killed with SIGKILL leaves VRAM and block map in the store; the next one "
     "serves every written byte",
-    "[live-restart][fake]") {
+    "[live-restart]") {
   const bool verify = GENERATE(false, true);
   TempDir spill_dir;
   const bool with_spill = GENERATE(false, true);
@@ -113,7 +113,7 @@ TEST_CASE(
 }
 
 TEST_CASE("a restart (SIGUSR2 outside systemd) hands over in place, with nothing to move",
-          "[live-restart][fake]") {
+          "[live-restart]") {
   TempDir spill_dir;
   TestDaemon daemon({.size = "256M", .spill = spill_dir.file("test.spill"), .fd_store = true});
   REQUIRE(daemon.start());
@@ -131,7 +131,7 @@ TEST_CASE("a restart (SIGUSR2 outside systemd) hands over in place, with nothing
 }
 
 TEST_CASE("a block map the daemon cannot read is refused with one line and freed, never served",
-          "[live-restart][fake]") {
+          "[live-restart]") {
   TestDaemon daemon({.size = "256M", .fd_store = true});
   REQUIRE(daemon.start());
   const std::vector<Written> written = write_patterns(daemon, 31);
