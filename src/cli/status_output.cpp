@@ -148,7 +148,8 @@ Json previous_crash_json(const status::PreviousCrash& crash) {
           {"device", string_or_null(crash.device)},
           {"swap_active", crash.swap_active},
           {"swap_lost_bytes", crash.swap_used_bytes},
-          {"count", crash.count}};
+          {"count", crash.count},
+          {"taken_over", crash.taken_over}};
 }
 
 Json instance_json(const InstanceView& view) {

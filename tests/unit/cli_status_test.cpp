@@ -783,6 +783,7 @@ TEST_CASE("a daemon whose predecessor died says when and what was lost, and need
   CHECK(previous["swap_lost_bytes"] == 160 * MiB);
   CHECK(previous["ended_unix"] == kNow - 60);
   CHECK(previous["count"] == 1);
+  CHECK(previous["taken_over"] == false);
 }
 
 TEST_CASE("a dead daemon whose end systemd reported is named with its cause") {
