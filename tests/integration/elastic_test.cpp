@@ -131,8 +131,8 @@ struct PatternedDaemon {
 }  // namespace
 
 TEST_CASE(
-    "released all of it, the daemon lets go of the GPU (no CUDA context) and keeps serving; "
-    "restore takes it back",
+    "released all of it, the daemon lets go of the GPU (no CUDA context) and keeps serving, "
+    "and restore takes it back",
     "[elastic][fake]") {
   PatternedDaemon patterned;
   TestDaemon& daemon = patterned.daemon;

@@ -73,7 +73,7 @@ void kill_hard(TestDaemon& daemon) {
 }  // namespace
 
 TEST_CASE(
-    "a daemon killed with SIGKILL leaves VRAM and block map in the store; the next one "
+    "a daemon killed with SIGKILL leaves VRAM and block map in the store, and the next one "
     "serves every written byte",
     "[live-restart]") {
   const bool verify = GENERATE(false, true);

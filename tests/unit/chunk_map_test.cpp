@@ -43,7 +43,7 @@ bool eventually(Condition condition) {
 
 }  // namespace
 
-TEST_CASE("the export is cut into chunks of the given size; the last one may be short") {
+TEST_CASE("the export is cut into chunks of the given size, the last one may be short") {
   const ChunkMap map(10 * kChunk + 3 * kBlock, kChunk);
   CHECK(map.chunk_count() == 11);
   CHECK(map.chunk_length(0) == kChunk);

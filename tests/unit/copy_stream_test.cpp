@@ -391,7 +391,7 @@ TEST_CASE("pinned buffers and streams are moved, not copied") {
   put(moved, second, 0, random_bytes(8192, 8));
 }
 
-TEST_CASE("flush() sends a round's small copies once; synchronize() only waits for them") {
+TEST_CASE("flush() sends a round's small copies once, synchronize() only waits for them") {
   Setup setup;
   const auto kernel = CopyKernel::load(setup.context);
   REQUIRE(kernel);

@@ -117,7 +117,7 @@ TEST_CASE("on_battery = keep ignores the battery") {
   CHECK(p.decide(at(0, 6 * GiB, 8 * GiB, true)).action == TierAction::none);
 }
 
-TEST_CASE("an admin's release holds until the admin's restore; pressure still evicts") {
+TEST_CASE("an admin's release holds until the admin's restore, pressure still evicts") {
   TierPolicy p = policy();
   p.hold(true);
   CHECK(p.decide(at(0, 5 * GiB, 4 * GiB)).action == TierAction::none);

@@ -289,7 +289,7 @@ struct FilledStore {
 
 }  // namespace
 
-TEST_CASE("releasing a chunk gives its VRAM back; committing takes it again, at its place") {
+TEST_CASE("releasing a chunk gives its VRAM back, committing takes it again, at its place") {
   SmallGpu gpu;
   FilledStore filled(gpu);
   VramStore& store = filled.store;

@@ -187,7 +187,7 @@ TEST_CASE("elastic: TRIM and WRITE_ZEROES of whole chunks let them leave VRAM wi
   CHECK(served.stat(&WorkerStats::trims) == 2);
 }
 
-TEST_CASE("elastic, verify = yes: data from the spill area is checked; a bad block fails at once") {
+TEST_CASE("elastic, verify = yes: data from the spill area is checked, a bad block fails at once") {
   ServedWorker served({.verify = true, .elastic = true});
   NbdTestClient client = served.connect();
   const auto data = test::random_bytes(3 * 4096, 15);

@@ -66,7 +66,7 @@ TEST_CASE("a worker refuses requests outside the export (EINVAL, ENOSPC) and kee
   CHECK(served.stat(&WorkerStats::protocol_errors) == 2);
 }
 
-TEST_CASE("a failed copy costs its own request EIO; the data of others stays") {
+TEST_CASE("a failed copy costs its own request EIO, the data of others stays") {
   ServedWorker served;
   NbdTestClient client = served.connect();
   const auto kept = test::random_bytes(4096, 5);
