@@ -1,9 +1,7 @@
 #include "daemon/fd_store_handover.hpp"
 
 #include <sys/resource.h>
-#include <sys/stat.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,20 +19,6 @@
 
 namespace vramswap::daemon {
 namespace {
-
-// The region's modification time says whether its daemon handed it over
-// cleanly: the epoch while it serves (set when armed), the moment serving
-// stopped once it handed over. A crash leaves the epoch.
-constexpr timespec serving_mark{0, 0};
-
-std::optional<std::chrono::system_clock::time_point> handed_at(int region_fd) {
-  struct stat st {};
-  if (fstat(region_fd, &st) != 0 || (st.st_mtim.tv_sec == 0 && st.st_mtim.tv_nsec == 0))
-    return std::nullopt;
-  return std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
-}
 
 void remove_all(const std::vector<std::string>& names, FdStoreSink& sink) {
   for (const std::string& name : names)
@@ -155,7 +139,11 @@ std::optional<StoredState> take_stored_state(std::vector<NamedFd> passed,
   if (!vram) return refuse("parked VRAM: " + why, names, sink);
 
   StoredState stored{std::move(*region), std::move(*vram), nbd_index, std::nullopt};
-  stored.handed_at = handed_at(stored.region.fd());
+  if (const std::optional<int64_t> handed = stored.region.handed_over_unix_ns()) {
+    stored.handed_at = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(*handed)));
+  }
   size_t parked_chunks = 0;
   for (const UniqueFd& fd : stored.vram.chunks)
     parked_chunks += fd ? 1 : 0;
@@ -242,10 +230,7 @@ bool FdStoreHandover::arm(store::VramStore& store, std::string& why) {
   }
   if (!open_file_limit_allows(store.chunk_count(), why)) return false;
   if (!store_has_room(store.chunk_count(), why)) return false;
-  if (futimens(region_.fd(), std::array<timespec, 2>{serving_mark, serving_mark}.data()) != 0) {
-    why = std::string("cannot mark the block map as serving: ") + std::strerror(errno);
-    return false;
-  }
+  region_.mark_serving();
   if (!region_stored_) {
     if (const int stored = sink_.store(region_.fd(), state_fd_name); stored < 0) {
       why = std::string("cannot put the block map in systemd's store: ") + std::strerror(-stored);
@@ -266,7 +251,9 @@ bool FdStoreHandover::arm(store::VramStore& store, std::string& why) {
 }
 
 void FdStoreHandover::note_handed_over() noexcept {
-  (void)futimens(region_.fd(), nullptr);  // now
+  region_.mark_handed_over(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count());
 }
 
 void FdStoreHandover::discard() noexcept {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -41,7 +42,7 @@ struct Header {
   uint64_t checksums_bytes;
   char instance[HandoverRegion::max_instance_bytes + 1];
 };
-static_assert(sizeof(Header) <= HandoverRegion::header_bytes);
+static_assert(sizeof(Header) <= HandoverRegion::handover_mark_offset);
 static_assert(offsetof(Header, version) == 16);
 
 constexpr uint64_t round_up(uint64_t value, uint64_t to) noexcept {
@@ -80,6 +81,7 @@ Header expected_header(const RestartIdentity& identity, HandoverLayout layout) n
   return header;
 }
 
+// The header page but its handover mark, which changes as daemons come and go.
 uint32_t header_crc(const std::byte* page) noexcept {
   Header header;
   std::memcpy(&header, page, sizeof header);
@@ -87,7 +89,7 @@ uint32_t header_crc(const std::byte* page) noexcept {
   const uint32_t crc =
       BlockChecksums::crc32c(0, reinterpret_cast<const std::byte*>(&header), sizeof header);
   return BlockChecksums::crc32c(crc, page + sizeof header,
-                                HandoverRegion::header_bytes - sizeof header);
+                                HandoverRegion::handover_mark_offset - sizeof header);
 }
 
 // Sizes that may differ by less than the rounding of format_byte_size.
@@ -299,6 +301,24 @@ ChecksumStorage HandoverRegion::checksum_storage() {
   if (base_ == nullptr || !layout_.checksums)
     throw std::logic_error("live state: the region holds no checksums");
   return BlockChecksums::storage_at(base_ + checksums_offset_, identity_.export_bytes);
+}
+
+std::atomic_ref<int64_t> HandoverRegion::handover_mark() const noexcept {
+  return std::atomic_ref<int64_t>(*reinterpret_cast<int64_t*>(base_ + handover_mark_offset));
+}
+
+std::optional<int64_t> HandoverRegion::handed_over_unix_ns() const noexcept {
+  const int64_t mark = handover_mark().load(std::memory_order_acquire);
+  if (mark == 0) return std::nullopt;
+  return mark;
+}
+
+void HandoverRegion::mark_serving() noexcept {
+  handover_mark().store(0, std::memory_order_release);
+}
+
+void HandoverRegion::mark_handed_over(int64_t unix_ns) noexcept {
+  handover_mark().store(unix_ns, std::memory_order_release);
 }
 
 }  // namespace vramswap::store

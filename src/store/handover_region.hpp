@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -39,6 +40,8 @@ class HandoverRegion {
  public:
   static constexpr uint32_t format_version = 1;
   static constexpr uint64_t header_bytes = 4096;
+  // Where the handover mark lives: the last 64 bytes of the header page.
+  static constexpr uint64_t handover_mark_offset = header_bytes - 64;
   // The longest instance name the header holds.
   static constexpr size_t max_instance_bytes = 255;
 
@@ -73,10 +76,20 @@ class HandoverRegion {
   ChunkMapStorage chunk_map_storage();
   ChecksumStorage checksum_storage();
 
+  // The handover mark, the one word of the header page that changes (kept
+  // out of its checksum): 0 while a daemon serves from the region, the time
+  // serving stopped once it handed the region over cleanly. A daemon that
+  // died serving leaves 0. When the region was handed over cleanly, or
+  // nothing.
+  std::optional<int64_t> handed_over_unix_ns() const noexcept;
+  void mark_serving() noexcept;
+  void mark_handed_over(int64_t unix_ns) noexcept;
+
  private:
   HandoverRegion(UniqueFd fd, std::byte* base, uint64_t bytes, RestartIdentity identity,
                  HandoverLayout layout, uint64_t chunk_map_offset, uint64_t checksums_offset);
   void unmap() noexcept;
+  std::atomic_ref<int64_t> handover_mark() const noexcept;
 
   UniqueFd fd_;
   std::byte* base_ = nullptr;

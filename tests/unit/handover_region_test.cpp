@@ -218,6 +218,24 @@ TEST_CASE("a new region is sealed, sized for its layout, and its header outlives
   CHECK(HandoverRegion::adopt(duplicate(moved), kIdentity, why));
 }
 
+TEST_CASE("the handover mark says a clean handover from a death, and leaves the header valid") {
+  HandoverRegion region = HandoverRegion::create(kIdentity, kBoth);
+  CHECK_FALSE(region.handed_over_unix_ns());  // a new region: serving
+  std::string why;
+  {
+    std::optional<HandoverRegion> died = HandoverRegion::adopt(duplicate(region), kIdentity, why);
+    REQUIRE(died);
+    CHECK_FALSE(died->handed_over_unix_ns());  // its daemon died serving
+  }
+  region.mark_handed_over(1'796'686'520'412'761'015);
+  std::optional<HandoverRegion> handed = HandoverRegion::adopt(duplicate(region), kIdentity, why);
+  INFO(why);
+  REQUIRE(handed);  // the mark is outside the header's checksum
+  CHECK(handed->handed_over_unix_ns() == 1'796'686'520'412'761'015);
+  handed->mark_serving();
+  CHECK_FALSE(region.handed_over_unix_ns());  // one file, two mappings
+}
+
 TEST_CASE("a region holds only the sections its layout names") {
   HandoverRegion region = HandoverRegion::create(kIdentity, HandoverLayout{false, true});
   CHECK(region.size() == HandoverRegion::header_bytes + 4096);
