@@ -153,6 +153,22 @@ struct Gpu {
   test::TempDir dir;
 };
 
+// A fake GPU and a store of `chunks` committed chunks, with a parking over a
+// KeepingSink; nothing is parked until the test says.
+struct ParkingRig {
+  explicit ParkingRig(size_t chunks, uint64_t first_generation = 1)
+      : store(context, chunk),
+        allocated(store.allocate(chunks * chunk, 0)),
+        parking(store, sink, "vram0", first_generation) {}
+  Gpu gpu;
+  const cuda::Driver driver = cuda::Driver::load();
+  cuda::Context context{driver, 0};
+  VramStore store;
+  uint64_t allocated;
+  KeepingSink sink;
+  VramParking parking;
+};
+
 cuda::CUresult copy(const VramStore& store, size_t index, void* host, bool to_device) {
   const cuda::Driver& driver = store.context().driver();
   cuda::CUstream stream = nullptr;
@@ -213,13 +229,11 @@ std::vector<uint32_t> indices(std::initializer_list<uint32_t> list) {
 }  // namespace
 
 TEST_CASE("parking: every committed chunk is parked, one socket per group of 64") {
-  Gpu gpu;
-  const auto driver = cuda::Driver::load();
-  cuda::Context context(driver, 0);
-  VramStore store(context, chunk);
-  REQUIRE(store.allocate(140 * chunk, 0) == 140 * chunk);
-  KeepingSink sink;
-  VramParking parking(store, sink, "vram0");
+  ParkingRig rig(140);
+  REQUIRE(rig.allocated == 140 * chunk);
+  VramStore& store = rig.store;
+  KeepingSink& sink = rig.sink;
+  VramParking& parking = rig.parking;
   CHECK_FALSE(parking.intact());
   std::string why;
   REQUIRE(parking.park_all(why));
@@ -326,20 +340,18 @@ TEST_CASE("parking: the VRAM and its bytes outlive a daemon that died without cl
 }
 
 TEST_CASE("parking: a released chunk leaves its group and its VRAM is freed") {
-  Gpu gpu;
-  const auto driver = cuda::Driver::load();
-  cuda::Context context(driver, 0);
-  VramStore store(context, chunk);
-  REQUIRE(store.allocate(4 * chunk, 0) == 4 * chunk);
-  KeepingSink sink;
-  VramParking parking(store, sink, "vram0");
+  ParkingRig rig(4);
+  REQUIRE(rig.allocated == 4 * chunk);
+  VramStore& store = rig.store;
+  KeepingSink& sink = rig.sink;
+  VramParking& parking = rig.parking;
   std::string why;
   REQUIRE(parking.park_all(why));
   const ino_t released = chunk_inode(store, 1);
   CHECK(reachable(sink).count(released) == 1);  // the check below can fail
 
   REQUIRE(store.release(1).ok());
-  CHECK(gpu.allocated() == 3 * chunk);
+  CHECK(rig.gpu.allocated() == 3 * chunk);
   CHECK(sink.names() == std::vector<std::string>{"vram-0-2"});
   CHECK(sink.parked("vram-0-2").first.chunks == indices({0, 2, 3}));
   // Nothing reaches its memory any more: not the parking's own descriptors,
@@ -355,18 +367,16 @@ TEST_CASE("parking: a released chunk leaves its group and its VRAM is freed") {
   for (size_t index = 0; index < 4; ++index)
     REQUIRE(store.release(index).ok());
   CHECK(sink.kept.empty());
-  CHECK(gpu.allocated() == 0);
+  CHECK(rig.gpu.allocated() == 0);
   CHECK(parking.intact());
 }
 
 TEST_CASE("parking: of two generations of a group, the highest wins and the older is stale") {
-  Gpu gpu;
-  const auto driver = cuda::Driver::load();
-  cuda::Context context(driver, 0);
-  VramStore store(context, chunk);
-  REQUIRE(store.allocate(4 * chunk, 0) == 4 * chunk);
-  KeepingSink sink;
-  VramParking parking(store, sink, "vram0", 7);
+  ParkingRig rig(4, 7);
+  REQUIRE(rig.allocated == 4 * chunk);
+  VramStore& store = rig.store;
+  KeepingSink& sink = rig.sink;
+  VramParking& parking = rig.parking;
   std::string why;
   REQUIRE(parking.park_all(why));
   // A crash between storing generation 8 and removing 7 leaves both.
@@ -396,13 +406,10 @@ TEST_CASE("parking: of two generations of a group, the highest wins and the olde
 }
 
 TEST_CASE("unpark: refuses VRAM it cannot trust, and leaves the passed descriptors alone") {
-  Gpu gpu;
-  const auto driver = cuda::Driver::load();
-  cuda::Context context(driver, 0);
-  VramStore store(context, chunk);
-  REQUIRE(store.allocate(4 * chunk, 0) == 4 * chunk);
-  KeepingSink sink;
-  VramParking parking(store, sink, "vram0");
+  ParkingRig rig(4);
+  REQUIRE(rig.allocated == 4 * chunk);
+  KeepingSink& sink = rig.sink;
+  VramParking& parking = rig.parking;
   std::string why;
   REQUIRE(parking.park_all(why));
 
