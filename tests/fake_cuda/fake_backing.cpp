@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 namespace vramswap::fake_cuda {
 namespace {
@@ -26,6 +27,24 @@ bool write_all(int fd, const unsigned char* data, size_t length, uint64_t offset
     data += wrote;
     length -= static_cast<size_t>(wrote);
     offset += static_cast<uint64_t>(wrote);
+  }
+  return true;
+}
+
+bool read_all(int fd, unsigned char* data, size_t length, uint64_t offset) {
+  while (length > 0) {
+    const ssize_t got = pread(fd, data, length, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (got == 0) {  // cannot happen inside the file's size; fail loudly rather than loop
+      errno = EIO;
+      return false;
+    }
+    data += got;
+    length -= static_cast<size_t>(got);
+    offset += static_cast<uint64_t>(got);
   }
   return true;
 }
@@ -47,13 +66,16 @@ bool write_repeated(int fd, unsigned char value, size_t length, uint64_t offset)
 
 }  // namespace
 
-// A device's pool: one sparse file, allocations at increasing offsets.
+// A device's pool: its allocations at increasing offsets, striped across
+// `files` sparse files, `stripe_bytes` to a file in turn (with one file the
+// offsets are the file's own).
 struct Pool {
-  int fd = -1;
-  std::string path;   // empty for a memfd
+  std::vector<int> files;
+  std::string path;   // empty for memfds
   uint64_t next = 0;  // where the next allocation starts
   ~Pool() {
-    close(fd);
+    for (const int fd : files)
+      close(fd);
     if (!path.empty()) unlink(path.c_str());
   }
 };
@@ -80,36 +102,78 @@ std::unique_ptr<Backing> Backing::create(const std::string& directory, int devic
   std::snprintf(name, sizeof name, "dev%d-vram", device);
   if (!pool) {
     pool = std::make_shared<Pool>();
-    if (directory.empty()) {
-      pool->fd = memfd(name);
-    } else {
-      // O_EXCL: two processes sharing one directory must not share "VRAM".
-      pool->path = directory + "/" + name;
-      pool->fd = open(pool->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    }
-    if (pool->fd < 0) {
-      error_number = errno;
-      error = (pool->path.empty() ? std::string("memfd_create") : "creating " + pool->path) + ": " +
-              std::strerror(errno);
-      pool->path.clear();  // not ours to unlink
-      return nullptr;
+    // O_EXCL: two processes sharing one directory must not share "VRAM".
+    if (!directory.empty()) pool->path = directory + "/" + name;
+    const size_t files = directory.empty() ? memfd_stripes : 1;
+    while (pool->files.size() < files) {
+      const int fd = directory.empty()
+                         ? memfd(name)
+                         : open(pool->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        error_number = errno;
+        error = (pool->path.empty() ? std::string("memfd_create") : "creating " + pool->path) +
+                ": " + std::strerror(errno);
+        pool->path.clear();  // not ours to unlink
+        return nullptr;
+      }
+      pool->files.push_back(fd);
     }
     slot = pool;
   }
   const uint64_t base = pool->next;
-  if (ftruncate(pool->fd, static_cast<off_t>(base + size)) != 0) {
-    error_number = errno;
-    error = std::string("sizing ") + (pool->path.empty() ? name : pool->path) + ": " +
-            std::strerror(errno);
-    return nullptr;
+  // Every file long enough for the pool's end (sparse: the length costs nothing).
+  const uint64_t round = stripe_bytes * pool->files.size();
+  const uint64_t length =
+      pool->files.size() == 1 ? base + size : (base + size + round - 1) / round * stripe_bytes;
+  for (const int fd : pool->files) {
+    if (ftruncate(fd, static_cast<off_t>(length)) != 0) {
+      error_number = errno;
+      error = std::string("sizing ") + (pool->path.empty() ? name : pool->path) + ": " +
+              std::strerror(errno);
+      return nullptr;
+    }
   }
   pool->next = base + size;
-  const int fd = pool->fd;
-  return std::unique_ptr<Backing>(new Backing(std::move(pool), fd, base, size));
+  return std::unique_ptr<Backing>(new Backing(std::move(pool), -1, base, size));
 }
 
 std::unique_ptr<Backing> Backing::adopt(int fd, uint64_t size) {
   return std::unique_ptr<Backing>(new Backing(nullptr, fd, 0, size));
+}
+
+template <typename Visit>
+bool Backing::for_each_run(uint64_t offset, uint64_t length, Visit visit) const {
+  if (!pool_) return visit(Run{fd_, offset, length, offset});
+  const uint64_t files = pool_->files.size();
+  uint64_t at = base_ + offset;  // in the pool
+  while (length > 0) {
+    const uint64_t stripe = files == 1 ? 0 : at / stripe_bytes;
+    const uint64_t into = files == 1 ? at : at % stripe_bytes;
+    const uint64_t run = files == 1 ? length : std::min(length, stripe_bytes - into);
+    const uint64_t file_offset = files == 1 ? at : stripe / files * stripe_bytes + into;
+    if (!visit(Run{pool_->files[stripe % files], file_offset, run, at - base_})) return false;
+    at += run;
+    length -= run;
+  }
+  return true;
+}
+
+template <typename Visit>
+bool Backing::for_each_data(Visit visit) const {
+  return for_each_run(0, size_, [&](const Run& run) {
+    const uint64_t end = run.file_offset + run.length;
+    uint64_t at = run.file_offset;
+    while (at < end) {
+      const off_t data = lseek(run.fd, static_cast<off_t>(at), SEEK_DATA);
+      if (data < 0 || static_cast<uint64_t>(data) >= end) break;  // no more data
+      const off_t hole = lseek(run.fd, data, SEEK_HOLE);
+      const uint64_t to = std::min<uint64_t>(hole < 0 ? end : static_cast<uint64_t>(hole), end);
+      const uint64_t from = static_cast<uint64_t>(data);
+      if (!visit(run.offset + (from - run.file_offset), to - from)) return false;
+      at = to;
+    }
+    return true;
+  });
 }
 
 std::unique_ptr<Backing> Backing::detach() const {
@@ -119,20 +183,14 @@ std::unique_ptr<Backing> Backing::detach() const {
   if (ftruncate(fd, static_cast<off_t>(size_)) != 0) return nullptr;
   // Copy only what was written: holes stay holes.
   unsigned char buffer[64 * 1024];
-  uint64_t at = 0;
-  while (at < size_) {
-    const off_t data = lseek(fd_, static_cast<off_t>(base_ + at), SEEK_DATA);
-    if (data < 0 || static_cast<uint64_t>(data) >= base_ + size_) break;  // no more data
-    const off_t hole = lseek(fd_, data, SEEK_HOLE);
-    const uint64_t from = static_cast<uint64_t>(data) - base_;
-    const uint64_t to = std::min<uint64_t>(hole < 0 ? base_ + size_ : hole, base_ + size_) - base_;
-    for (uint64_t piece = from; piece < to; piece += sizeof buffer) {
-      const size_t length = std::min<uint64_t>(sizeof buffer, to - piece);
-      if (!read(piece, buffer, length) || !own->write(piece, buffer, length)) return nullptr;
+  const bool copied = for_each_data([&](uint64_t from, uint64_t length) {
+    for (uint64_t piece = from; piece < from + length; piece += sizeof buffer) {
+      const size_t bytes = std::min<uint64_t>(sizeof buffer, from + length - piece);
+      if (!read(piece, buffer, bytes) || !own->write(piece, buffer, bytes)) return false;
     }
-    at = to;
-  }
-  return own;
+    return true;
+  });
+  return copied ? std::move(own) : nullptr;
 }
 
 Backing::~Backing() {
@@ -141,52 +199,48 @@ Backing::~Backing() {
     return;
   }
   // The pool's range goes back to the host; the pool itself with its last piece.
-  (void)fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(base_),
-                  static_cast<off_t>(size_));
+  for_each_run(0, size_, [](const Run& run) {
+    (void)fallocate(run.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(run.file_offset), static_cast<off_t>(run.length));
+    return true;
+  });
   std::lock_guard lock(g_pools_lock);
   pool_.reset();
 }
 
 bool Backing::write(uint64_t offset, const void* source, size_t length) const {
-  return write_all(fd_, static_cast<const unsigned char*>(source), length, base_ + offset);
+  auto* in = static_cast<const unsigned char*>(source);
+  return for_each_run(offset, length, [&](const Run& run) {
+    return write_all(run.fd, in + (run.offset - offset), run.length, run.file_offset);
+  });
 }
 
 bool Backing::read(uint64_t offset, void* destination, size_t length) const {
   auto* out = static_cast<unsigned char*>(destination);
-  offset += base_;
-  while (length > 0) {
-    const ssize_t got = pread(fd_, out, length, static_cast<off_t>(offset));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (got == 0) {  // cannot happen inside the file's size; fail loudly rather than loop
-      errno = EIO;
-      return false;
-    }
-    out += got;
-    length -= static_cast<size_t>(got);
-    offset += static_cast<uint64_t>(got);
-  }
-  return true;
+  return for_each_run(offset, length, [&](const Run& run) {
+    return read_all(run.fd, out + (run.offset - offset), run.length, run.file_offset);
+  });
 }
 
 bool Backing::fill(uint64_t offset, unsigned char value, size_t length) const {
-  offset += base_;
-  if (value != 0) return write_repeated(fd_, value, length, offset);
-  // Zeroing gives the host its memory back: punch out the whole pages and
-  // write zeros only into the partial pages at either end.
-  const uint64_t end = offset + length;
-  const uint64_t first_page = (offset + page - 1) / page * page;
-  const uint64_t last_page = end / page * page;
-  if (first_page >= last_page) return write_repeated(fd_, 0, length, offset);
-  if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first_page),
-                static_cast<off_t>(last_page - first_page)) != 0) {
-    if (errno != EOPNOTSUPP) return false;
-    return write_repeated(fd_, 0, length, offset);
-  }
-  return write_repeated(fd_, 0, first_page - offset, offset) &&
-         write_repeated(fd_, 0, end - last_page, last_page);
+  return for_each_run(offset, length, [&](const Run& run) {
+    if (value != 0) return write_repeated(run.fd, value, run.length, run.file_offset);
+    // Zeroing gives the host its memory back: punch out the whole pages and
+    // write zeros only into the partial pages at either end.
+    const uint64_t start = run.file_offset;
+    const uint64_t end = start + run.length;
+    const uint64_t first_page = (start + page - 1) / page * page;
+    const uint64_t last_page = end / page * page;
+    if (first_page >= last_page) return write_repeated(run.fd, 0, run.length, start);
+    if (fallocate(run.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(first_page),
+                  static_cast<off_t>(last_page - first_page)) != 0) {
+      if (errno != EOPNOTSUPP) return false;
+      return write_repeated(run.fd, 0, run.length, start);
+    }
+    return write_repeated(run.fd, 0, first_page - start, start) &&
+           write_repeated(run.fd, 0, end - last_page, last_page);
+  });
 }
 
 bool Backing::scribble(const char* pattern, size_t length) const {
@@ -194,23 +248,17 @@ bool Backing::scribble(const char* pattern, size_t length) const {
   for (size_t i = 0; i < sizeof buffer; ++i)
     buffer[i] = static_cast<unsigned char>(pattern[i % length]);
   const size_t period = sizeof buffer / length * length;  // whole patterns per write
-  uint64_t at = 0;
-  while (at < size_) {
-    const off_t data = lseek(fd_, static_cast<off_t>(base_ + at), SEEK_DATA);
-    if (data < 0 || static_cast<uint64_t>(data) >= base_ + size_) break;  // no more data
-    const off_t hole = lseek(fd_, data, SEEK_HOLE);
-    const uint64_t from = static_cast<uint64_t>(data) - base_;
-    const uint64_t to = std::min<uint64_t>(hole < 0 ? base_ + size_ : hole, base_ + size_) - base_;
+  return for_each_data([&](uint64_t from, uint64_t bytes) {
     // Each write starts where the pattern does at that offset.
-    for (uint64_t piece = from; piece < to;) {
+    for (uint64_t piece = from; piece < from + bytes;) {
       const size_t phase = piece % length;
-      const size_t count = std::min<uint64_t>(period, to - piece);
-      if (!write(piece, buffer + phase, std::min(count, sizeof buffer - phase))) return false;
-      piece += std::min(count, sizeof buffer - phase);
+      const size_t count = std::min<uint64_t>(period, from + bytes - piece);
+      const size_t written = std::min(count, sizeof buffer - phase);
+      if (!write(piece, buffer + phase, written)) return false;
+      piece += written;
     }
-    at = to;
-  }
-  return true;
+    return true;
+  });
 }
 
 }  // namespace vramswap::fake_cuda

@@ -5,21 +5,27 @@
 //
 // Memory must be taken from the host only when written: a 16 GiB fake GPU on
 // a CI machine with a few GiB of RAM has to work as long as the tests write
-// little. Allocations therefore live in one sparse file per device, the
-// device's pool: a memfd, or with VRAMSWAP_FAKE_BACKING_DIR a file named
-// dev<D>-vram in that directory, so a test can look at it. Each allocation
+// little. Allocations therefore live in sparse files, the device's pool:
+// memfds, or with VRAMSWAP_FAKE_BACKING_DIR one file named dev<D>-vram in
+// that directory, so a test can look at it. Each allocation
 // takes the next range of it (never reused while the pool lives), tmpfs and
 // disk file systems allocate pages on write only, reads of holes return
 // zeros without allocating, zero fills and freed allocations punch holes
 // back in. The pool goes (and its file with it) when its last allocation
 // does.
 //
-// One descriptor per device, not per allocation: a 16 GiB export in 2 MiB
-// chunks is 8192 allocations, and the daemon's descriptor budget (tested
-// under a low RLIMIT_NOFILE) must not be spent by the fake; the real driver
-// holds no descriptor per allocation either. An allocation that is exported
-// as a file descriptor gets one of its own then (detach()): a memfd holding
-// its bytes, which other processes import.
+// A few descriptors per device, not one per allocation: a 16 GiB export in
+// 2 MiB chunks is 8192 allocations, and the daemon's descriptor budget
+// (tested under a low RLIMIT_NOFILE) must not be spent by the fake; the real
+// driver holds no descriptor per allocation either. A memfd pool is striped
+// across memfd_stripes memfds, stripe_bytes to each in turn: a write takes
+// its file's inode lock, and with one file every copy of every thread would
+// queue on that lock (spinning for it, charging the CPU of whichever program
+// copies from more threads at once), where a GPU's streams copy side by
+// side. A pool in a backing directory stays one file in allocation order,
+// for the tests that look at it. An allocation that is exported as a file
+// descriptor gets one of its own then (detach()): a memfd holding its bytes,
+// which other processes import.
 //
 // The data is reached with pread/pwrite, never through a mapping. The daemon
 // calls mlockall(MCL_CURRENT | MCL_FUTURE), before and after allocating its
@@ -39,6 +45,10 @@
 namespace vramswap::fake_cuda {
 
 struct Pool;
+
+// Stripe size and count of a memfd pool (see above).
+inline constexpr uint64_t stripe_bytes = 2 * 1024 * 1024;
+inline constexpr size_t memfd_stripes = 8;
 
 class Backing {
  public:
@@ -77,9 +87,25 @@ class Backing {
   Backing(std::shared_ptr<Pool> pool, int fd, uint64_t base, uint64_t size)
       : pool_(std::move(pool)), fd_(fd), base_(base), size_(size) {}
 
+  // Bytes [offset, +length) of this allocation that lie one after the other
+  // in one file.
+  struct Run {
+    int fd;
+    uint64_t file_offset;
+    uint64_t length;
+    uint64_t offset;  // in the allocation
+  };
+  // Calls visit(run) for each run of [offset, +length), in order; false as
+  // soon as one returns false.
+  template <typename Visit>
+  bool for_each_run(uint64_t offset, uint64_t length, Visit visit) const;
+  // Calls visit(offset, length) for each written range of the allocation.
+  template <typename Visit>
+  bool for_each_data(Visit visit) const;
+
   std::shared_ptr<Pool> pool_;  // null: fd_ is this allocation's own
-  int fd_;
-  uint64_t base_;  // where the allocation starts in fd_
+  int fd_;                      // an own allocation's descriptor (-1 in a pool)
+  uint64_t base_;               // where the allocation starts in the pool (0 when own)
   uint64_t size_;
 };
 
