@@ -250,6 +250,14 @@ Config g_config;
 Device g_devices[max_devices];
 CUctx_st g_contexts[max_devices];           // primary contexts; static, so handles never dangle
 std::map<CUdeviceptr, Mapping> g_mappings;  // by base address
+using MappingIt = std::map<CUdeviceptr, Mapping>::iterator;
+// The 2 MiB granules of g_mappings' mappings that cover whole granules, each
+// to its mapping (added and erased with it, by add_mapping_locked and
+// erase_mapping_locked): a copy finds its mapping in one hash lookup, not a
+// tree search among thousands of 2 MiB chunk mappings, which a GPU's page
+// tables do not charge the CPU either. Other mappings are found in the tree.
+constexpr uint64_t granule_bytes = 2 * 1024 * 1024;
+std::unordered_map<uint64_t, MappingIt> g_granules;
 std::map<CUmemGenericAllocationHandle, std::shared_ptr<Allocation>> g_handles;
 std::map<CUdeviceptr, Reservation> g_reservations;  // by base address
 CUmemGenericAllocationHandle g_last_handle = 0;
@@ -479,6 +487,28 @@ CUdeviceptr take_addresses_locked(int device_index, uint64_t bytes, uint64_t ali
   return base;
 }
 
+// Whether a mapping covers whole granules only (it has them to itself).
+bool on_granules(const MappingIt& it) {
+  return it->first % granule_bytes == 0 && it->second.size % granule_bytes == 0;
+}
+
+MappingIt add_mapping_locked(CUdeviceptr base, Mapping mapping) {
+  const auto [it, added] = g_mappings.emplace(base, std::move(mapping));
+  if (added && on_granules(it)) {
+    for (uint64_t at = base; at < base + it->second.size; at += granule_bytes)
+      g_granules.emplace(at / granule_bytes, it);
+  }
+  return it;
+}
+
+MappingIt erase_mapping_locked(MappingIt it) {
+  if (on_granules(it)) {
+    for (uint64_t at = it->first; at < it->first + it->second.size; at += granule_bytes)
+      g_granules.erase(at / granule_bytes);
+  }
+  return g_mappings.erase(it);
+}
+
 // What the driver does when a primary context's last reference goes: the
 // context is reset and everything allocated in it is freed. Exported
 // descriptors keep their memory (a memfd) alive on their own.
@@ -489,7 +519,7 @@ void reset_context_locked(CUctx_st& context) {
   for (auto it = g_mappings.begin(); it != g_mappings.end();) {
     if (it->second.allocation->device == context.device) {
       unreference_locked(*it->second.allocation);
-      it = g_mappings.erase(it);
+      it = erase_mapping_locked(it);
     } else {
       ++it;
     }
@@ -554,7 +584,10 @@ void notice_memory_loss() {
 }
 
 // The mapping holding `pointer`, or g_mappings.end().
-std::map<CUdeviceptr, Mapping>::iterator mapping_at_locked(CUdeviceptr pointer) {
+MappingIt mapping_at_locked(CUdeviceptr pointer) {
+  if (const auto granule = g_granules.find(pointer / granule_bytes); granule != g_granules.end()) {
+    return granule->second;
+  }
   auto it = g_mappings.upper_bound(pointer);
   if (it == g_mappings.begin()) return g_mappings.end();
   --it;
@@ -1003,7 +1036,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* pointer, size_t bytes) {
   std::shared_ptr<Allocation> allocation;
   FAKE_TRY(new_allocation_locked(context->device, bytes, /*exportable=*/false, allocation));
   const CUdeviceptr base = take_addresses_locked(context->device, bytes, 0);
-  g_mappings.emplace(base, Mapping{bytes, std::move(allocation), /*accessible=*/true,
+  add_mapping_locked(base, Mapping{bytes, std::move(allocation), /*accessible=*/true,
                                    /*mem_alloc=*/true});
   *pointer = base;
   return CUDA_SUCCESS;
@@ -1019,7 +1052,7 @@ CUresult cuMemFree_v2(CUdeviceptr pointer) {
     return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   }
   unreference_locked(*it->second.allocation);
-  g_mappings.erase(it);
+  erase_mapping_locked(it);
   return clean_up_result(device_lost);
 }
 
@@ -1154,7 +1187,7 @@ CUresult cuMemMap(CUdeviceptr pointer, size_t bytes, size_t offset,
     return CUDA_ERROR_INVALID_VALUE;
   }
   ++found->second->references;
-  g_mappings.emplace(pointer,
+  add_mapping_locked(pointer,
                      Mapping{bytes, found->second, /*accessible=*/false, /*mem_alloc=*/false});
   return CUDA_SUCCESS;
 }
@@ -1169,9 +1202,10 @@ CUresult cuMemUnmap(CUdeviceptr pointer, size_t bytes) {
   if (!whole_mappings_locked(pointer, bytes, first, last)) {
     return device_lost ? lost_device_error : CUDA_ERROR_INVALID_VALUE;
   }
-  for (auto it = first; it != last; ++it)
+  for (auto it = first; it != last;) {
     unreference_locked(*it->second.allocation);
-  g_mappings.erase(first, last);
+    it = erase_mapping_locked(it);
+  }
   return clean_up_result(device_lost);
 }
 
