@@ -14,9 +14,10 @@ namespace vramswap::engine {
 
 // One reply the connection owes its client, kept until every byte of it is
 // on the wire. Read data is not kept here: a round stages it in the worker's
-// arena, and if the socket cannot take it all, the rest is copied from VRAM
-// again in a later round. The NBD spec lets a server process requests out of
-// order, so data re-read after a later overlapping write is still valid.
+// arena, no more than the socket has room for, and what the socket still
+// does not take is copied from VRAM again in a later round. The NBD spec
+// lets a server process requests out of order, so data re-read after a
+// later overlapping write is still valid.
 struct Reply {
   uint64_t cookie = 0;
   uint64_t offset = 0;         // reads: where the data comes from
@@ -86,6 +87,21 @@ struct Connection {
   std::array<Reply, reply_slots> replies{};
   size_t reply_head = 0;
   size_t reply_count = 0;
+
+  // The socket's room for this round's read data (ReplySender::stage).
+  // `send_buffer`: SO_SNDBUF (0: unknown, no limit); `send_room`: the room
+  // found this round (unasked_room until asked); `staged_bytes`: what this
+  // round staged so far; `socket_full`: staging stopped for want of room.
+  static constexpr size_t unasked_room = SIZE_MAX;
+  size_t send_buffer = 0;
+  size_t send_room = unasked_room;
+  size_t staged_bytes = 0;
+  bool socket_full = false;
+  void new_send_round() noexcept {
+    send_room = unasked_room;
+    staged_bytes = 0;
+    socket_full = false;
+  }
 
   // Scheduling state, owned by the worker.
   bool writable_wanted = false;  // EPOLLOUT registered: the socket buffer is full

@@ -1,5 +1,7 @@
 #include "engine/reply_sender.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -7,6 +9,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "common/geometry.hpp"
 #include "engine/limits.hpp"
 #include "engine/nonblocking.hpp"
 #include "nbd/protocol.hpp"
@@ -18,15 +21,50 @@ bool ReplySender::has_room_for_read(uint32_t length) const noexcept {
   return length == 0 || tx_.space() >= std::min<size_t>(length, min_read_chunk);
 }
 
-bool ReplySender::stage(Reply& r) noexcept {
+// Room left in the connection's socket for this round's staging, asked of
+// the kernel once a round and only when the round stages more than
+// min_read_chunk for it: small replies never cost a system call, and what a
+// full socket makes the next round copy again stays below that. An empty
+// socket is always offered a piece stage() takes, so a connection always
+// gets on.
+size_t ReplySender::socket_room(Connection& c, size_t wanted) noexcept {
+  if (c.send_buffer == 0 || c.staged_bytes + wanted <= min_read_chunk) return wanted;
+  if (c.send_room == Connection::unasked_room) {
+    // SIOCOUTQ: the bytes the peer has not read yet, as the buffer counts them.
+    int queued = 0;
+    if (ioctl(c.fd, SIOCOUTQ, &queued) != 0) return wanted;
+    const size_t used = static_cast<size_t>(std::max(queued, 0));
+    // However small the buffer, an empty one gets a block or more (stage()).
+    constexpr size_t least = Reply::header_bytes + 3 * size_t{export_block_bytes};
+    c.send_room = used == 0              ? std::max(c.send_buffer, least)
+                  : c.send_buffer > used ? c.send_buffer - used
+                                         : 0;
+  }
+  return c.send_room > c.staged_bytes ? std::min(wanted, c.send_room - c.staged_bytes) : 0;
+}
+
+bool ReplySender::stage(Connection& c, Reply& r) noexcept {
   const uint32_t left = r.data_left();
   const uint64_t from = r.offset + r.data_sent();
   // With verify, the copy starts at a block boundary (a client that took
   // part of a block leaves the rest mid-block) and a piece ends at one.
   const uint32_t head = verify_.head_before(from);
   if (tx_.space() <= head) return false;
-  const size_t piece = verify_.whole_blocks(from, std::min<size_t>(left, tx_.space() - head), left);
-  if (piece == 0 || piece < std::min<size_t>(left, min_read_chunk)) return false;
+  const size_t arena_piece = std::min<size_t>(left, tx_.space() - head);
+  const size_t overhead = Reply::header_bytes + head;
+  const size_t room = socket_room(c, overhead + arena_piece);
+  const size_t fits = room > overhead ? room - overhead : 0;
+  const size_t piece = verify_.whole_blocks(from, std::min(arena_piece, fits), left);
+  // Not worth a copy: a piece smaller than min_read_chunk, unless it is the
+  // whole rest, or more than a quarter of the socket (it is writable again,
+  // EPOLLOUT, once three quarters of it are free: then that much fits).
+  const size_t worthwhile = std::min<size_t>(
+      {left, min_read_chunk, c.send_buffer > 0 ? c.send_buffer / 4 : min_read_chunk});
+  if (piece == 0 || piece < worthwhile) {
+    if (fits < arena_piece) c.socket_full = true;
+    return false;
+  }
+  c.staged_bytes += Reply::header_bytes + head + piece;
   std::byte* dst = tx_.top();
   tx_.commit(head + piece);
   r.staged = dst + head;
@@ -37,11 +75,12 @@ bool ReplySender::stage(Reply& r) noexcept {
 }
 
 bool ReplySender::stage_queued(Connection& c) noexcept {
+  c.new_send_round();
   for (size_t i = 0; i < c.reply_count; ++i) {
     Reply& r = c.reply_at(i);
     if (!r.complete) break;
     if (r.data_left() == 0 || r.staged) continue;
-    if (!stage(r)) return false;
+    if (!stage(c, r)) return false;
     if (r.staged_length < r.data_left()) return false;
   }
   return true;

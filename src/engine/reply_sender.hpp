@@ -26,12 +26,14 @@ class ReplySender {
   // first piece); otherwise its header waits for the next round.
   bool has_room_for_read(uint32_t length) const noexcept;
   // Queues the copy of the next piece of a read's data into the send arena;
-  // false when the arena has no room for a worthwhile piece.
-  bool stage(Reply& reply) noexcept;
+  // false when the arena, or the connection's socket, has no room for a
+  // worthwhile piece (the socket: connection.socket_full is set).
+  bool stage(Connection& connection, Reply& reply) noexcept;
   // Stages data for replies that still owe some (a read larger than one
   // round's arena, or data a client did not take in an earlier round).
   // False when one could not be fully staged: nothing behind it can be sent
-  // this round, so there is no point reading more requests.
+  // this round, so there is no point reading more requests. Starts the
+  // connection's round: nothing staged for it yet, its socket not asked.
   bool stage_queued(Connection& connection) noexcept;
 
   // After the round's sync: every copy queued this round either landed or
@@ -47,6 +49,7 @@ class ReplySender {
 
  private:
   bool fail(Connection& connection, Reply& reply) noexcept;
+  size_t socket_room(Connection& connection, size_t wanted) noexcept;
 
   StagingArena& tx_;
   CopyRound& copies_;

@@ -152,7 +152,7 @@ void RequestReader::read_requests(Connection& c, bool draining) noexcept {
         stats_.add(stats_.reads, 1);
         stats_.add(stats_.bytes_read, request.length);
         if (request.length > 0) {
-          replies_.stage(r);
+          replies_.stage(c, r);
           if (r.staged_length < r.data_left()) goto stop_parsing;  // the rest next round
         }
         break;

@@ -166,6 +166,13 @@ void Worker::register_connection(Connection& c) noexcept {
   c.writable_wanted = c.needs_round = c.in_round = c.disconnect_requested = false;
   c.chunk_wait_since_ns = c.storage_asked_ns = 0;
   c.close_reason = nullptr;
+  c.new_send_round();
+  int send_buffer = 0;
+  socklen_t length = sizeof send_buffer;
+  c.send_buffer =
+      getsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, &length) == 0 && send_buffer > 0
+          ? static_cast<size_t>(send_buffer)
+          : 0;
   if (c.origin == Origin::client) {
     c.phase = Phase::handshake;
     c.handshake.emplace(context_.description);
@@ -387,7 +394,13 @@ void Worker::serve(Connection& c) noexcept {
   if (c.ahead_length > 0) requests_.take_received_ahead(c);
   if (c.writable_wanted) return;  // the client is not reading: wait for EPOLLOUT
   if (!replies_.stage_queued(c)) {
-    c.needs_round = true;
+    if (c.socket_full) {
+      // The client has not read what was sent: come back once it has.
+      c.writable_wanted = true;
+      update_interest(c);
+    } else {
+      c.needs_round = true;  // the send arena is full: the next round has room
+    }
     return;
   }
   if (!c.disconnect_requested) requests_.read_requests(c, draining_);

@@ -106,7 +106,8 @@ class MoverThread {
             result = mover_.restore(task.chunk, deadline);
             break;
           case Move::give_storage:
-            result = mover_.restore(task.chunk, deadline, store::ChunkMover::Placement::vram_or_spill);
+            result =
+                mover_.restore(task.chunk, deadline, store::ChunkMover::Placement::vram_or_spill);
             break;
         }
       }
@@ -182,10 +183,14 @@ class ServedWorker {
     mover_thread.reset();
   }
 
-  // A new kernel connection; the test holds the other end.
-  NbdTestClient connect() {
+  // A new kernel connection; the test holds the other end. `send_buffer`:
+  // SO_SNDBUF of the worker's end (0: the system's default).
+  NbdTestClient connect(int send_buffer = 0) {
     int ends[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) == 0);
+    if (send_buffer > 0) {
+      REQUIRE(setsockopt(ends[0], SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer) == 0);
+    }
     engine::Connection* c = pool.acquire(engine::Origin::kernel);
     REQUIRE(c != nullptr);
     c->fd = ends[0];
